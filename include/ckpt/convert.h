@@ -1,0 +1,20 @@
+// Any supported format to any other, streaming one tensor at a time.
+#pragma once
+
+#include <filesystem>
+
+#include "ckpt/io.h"
+
+namespace ckpt {
+
+struct ConvertOptions {
+  ReadOptions read;
+  WriteOptions write;
+};
+
+// Reads `input` (format by content) and writes `output` (format from options.write.format or the
+// output's extension). Roles, sections and metadata are kept. Returns the number of tensors.
+std::size_t convert(const std::filesystem::path& input, const std::filesystem::path& output,
+                    const ConvertOptions& options = {});
+
+}  // namespace ckpt

@@ -1,0 +1,123 @@
+// Format-independent reading and writing, and the format registry.
+//
+// Every format implements Reader (lazy: list without reading data, then read tensors one at a
+// time) and a streaming writer that pulls tensors from a Source one at a time, so converting
+// never holds two copies of the state. Formats are detected by content, never by extension.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ckpt/options.h"
+#include "ckpt/state_dict.h"
+
+namespace ckpt {
+
+// Tensors to be written, pulled one at a time. A Reader is a Source, and so is a StateDict
+// (through StateDictSource).
+class Source {
+ public:
+  virtual ~Source() = default;
+  virtual const std::vector<TensorInfo>& tensors() const = 0;
+  virtual const Metadata& metadata() const = 0;
+  // The data of tensors()[index]; its dtype and shape match the TensorInfo.
+  virtual Tensor read(std::size_t index) = 0;
+};
+
+class StateDictSource : public Source {
+ public:
+  explicit StateDictSource(const StateDict& state);
+  const std::vector<TensorInfo>& tensors() const override { return infos_; }
+  const Metadata& metadata() const override { return state_.metadata(); }
+  Tensor read(std::size_t index) override;
+
+ private:
+  const StateDict& state_;
+  std::vector<TensorInfo> infos_;
+};
+
+// A stored tensor as listed by a Reader.
+struct StoredTensorInfo : TensorInfo {
+  bool has_checksum = false;
+  std::uint64_t checksum = 0;  // XXH3-64 of the logical bytes, when has_checksum
+};
+
+class Reader : public Source {
+ public:
+  const std::vector<TensorInfo>& tensors() const override { return infos_; }
+  const Metadata& metadata() const override { return metadata_; }
+
+  const std::filesystem::path& path() const noexcept { return path_; }
+  // "ckpt-h5", "safetensors", ...
+  const std::string& format() const noexcept { return format_; }
+  // The version found in the file ("1.0"), empty for formats without one.
+  const std::string& format_version() const noexcept { return format_version_; }
+  RoleSource role_source() const noexcept { return role_source_; }
+  // Per-tensor storage details, parallel to tensors().
+  const std::vector<StoredTensorInfo>& stored() const noexcept { return stored_; }
+
+  // Index of a tensor by section and name; throws invalid_argument if absent.
+  std::size_t find(std::string_view name, std::string_view section = {}) const;
+  Tensor read(std::string_view name, std::string_view section = {});
+  using Source::read;
+
+  // Every tensor, with roles and metadata.
+  StateDict read_all(const ProgressFn& progress = {});
+
+  // Read every tensor and check its checksum whatever ReadOptions said. Returns the number of
+  // tensors that carried a checksum; throws integrity on the first mismatch.
+  std::size_t verify(const ProgressFn& progress = {});
+
+ protected:
+  Reader(std::filesystem::path path, ReadOptions options);
+  // Fills infos_ from stored_ and builds the name index; formats call it after listing.
+  void finish_listing();
+
+  std::filesystem::path path_;
+  ReadOptions options_;
+  std::string format_;
+  std::string format_version_;
+  RoleSource role_source_ = RoleSource::stored;
+  Metadata metadata_ = Metadata::object();
+  std::vector<StoredTensorInfo> stored_;
+
+ private:
+  std::vector<TensorInfo> infos_;
+  std::unordered_map<std::string, std::size_t> by_key_;
+};
+
+// A format plugged into the registry.
+struct FormatHandler {
+  std::string name;                     // "ckpt-h5"
+  std::string description;              // one line for --help
+  std::vector<std::string> extensions;  // ".h5", ".ckpt.h5": used only to pick an output format
+  // Does a file start like this format? `head` holds up to the first 4096 bytes; `file_size` is
+  // the whole file's size.
+  bool (*sniff)(std::span<const std::byte> head, std::uint64_t file_size);
+  std::unique_ptr<Reader> (*open)(const std::filesystem::path& path, const ReadOptions& options);
+  void (*write)(Source& source, const std::filesystem::path& path, const WriteOptions& options);
+};
+
+// Every registered format, in registration order.
+const std::vector<FormatHandler>& formats();
+const FormatHandler* find_format(std::string_view name);
+// The format a file holds, by content; throws format naming the file if none matches.
+const FormatHandler& detect_format(const std::filesystem::path& path);
+// The format an output path asks for, by extension; nullptr if none matches.
+const FormatHandler* format_for_extension(const std::filesystem::path& path);
+
+// Open any supported checkpoint (format detected by content).
+std::unique_ptr<Reader> open(const std::filesystem::path& path, const ReadOptions& options = {});
+StateDict load(const std::filesystem::path& path, const ReadOptions& options = {});
+
+// Write a state dict; format from options.format or else the path's extension.
+void save(const StateDict& state, const std::filesystem::path& path,
+          const WriteOptions& options = {});
+void save(Source& source, const std::filesystem::path& path, const WriteOptions& options = {});
+
+}  // namespace ckpt

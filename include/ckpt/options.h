@@ -1,0 +1,49 @@
+// Options for reading and writing checkpoints. Every field has a default; limits guard against
+// hostile files (a size read from a file is checked against the file and against these caps).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+namespace ckpt {
+
+enum class Compression { none, zstd };
+
+// Called during long work with bytes done and bytes in all; may be empty.
+using ProgressFn = std::function<void(std::uint64_t done, std::uint64_t total)>;
+
+struct ReadOptions {
+  // Verify stored per-tensor checksums whenever tensor data is read.
+  bool verify_checksums = true;
+  // Return zero-copy views into the mapped file where the layout allows it.
+  bool zero_copy = true;
+  // Formats without stored roles: tensors whose full name matches this ECMAScript regex are
+  // buffers (in addition to the built-in rules; see format-spec/conventions.md).
+  std::string buffer_regex;
+  // Largest safetensors JSON header / ckpt-h5 index accepted, in bytes.
+  std::uint64_t max_header_bytes = 100'000'000;
+  // Largest number of dimensions of a tensor.
+  std::uint32_t max_rank = 64;
+};
+
+struct WriteOptions {
+  // Output format name ("ckpt-h5", "safetensors"); empty: from the output file's extension.
+  std::string format;
+  Compression compression = Compression::none;
+  int zstd_level = 3;
+  // Store and verify a per-tensor checksum (XXH3-64 of the logical bytes).
+  bool checksums = true;
+  // Target size of one compressed chunk in bytes.
+  std::uint64_t chunk_bytes = 4u << 20;
+  // Tensors smaller than this are stored uncompressed even when compression is on.
+  std::uint64_t min_compress_bytes = 4096;
+  // Worker threads for compression; 0 = hardware concurrency.
+  unsigned threads = 0;
+  // Replace an existing file (atomically). When false an existing target is an error.
+  bool overwrite = true;
+  ProgressFn progress;
+};
+
+}  // namespace ckpt

@@ -1,0 +1,34 @@
+// Chunk geometry and the byte-shuffle transform used by ckpt-h5's compressed layout.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace ckpt::detail::ckpt_h5 {
+
+// Chunk dims for a tensor: whole trailing dimensions while they fit in `target_bytes`, a part of
+// the next one, 1 for the rest, so each chunk is one contiguous run of the row-major bytes.
+std::vector<std::uint64_t> choose_chunk(const std::vector<std::uint64_t>& shape, std::size_t itemsize,
+                                        std::uint64_t target_bytes);
+
+// Element offsets of every chunk of a dataset, in row-major order of the chunk grid.
+std::vector<std::vector<std::uint64_t>> chunk_origins(const std::vector<std::uint64_t>& shape,
+                                                      const std::vector<std::uint64_t>& chunk);
+
+// HDF5's shuffle filter (id 2): byte k of element i goes to position k * n + i. Hand-written
+// because we compress chunks ourselves (H5Dwrite_chunk) and must produce exactly HDF5's bytes.
+void shuffle(std::span<const std::byte> in, std::span<std::byte> out, std::size_t itemsize);
+void unshuffle(std::span<const std::byte> in, std::span<std::byte> out, std::size_t itemsize);
+
+// Copy between a full chunk buffer and the tensor (row-major `shape`): the part of the chunk at
+// `origin` that lies inside the tensor. Edge chunks are padded (to_chunk zero-fills).
+void copy_chunk_to_tensor(std::span<const std::byte> chunk_data, std::span<std::byte> tensor,
+                          const std::vector<std::uint64_t>& shape, const std::vector<std::uint64_t>& chunk,
+                          const std::vector<std::uint64_t>& origin, std::size_t itemsize);
+void copy_tensor_to_chunk(std::span<const std::byte> tensor, std::span<std::byte> chunk_data,
+                          const std::vector<std::uint64_t>& shape, const std::vector<std::uint64_t>& chunk,
+                          const std::vector<std::uint64_t>& origin, std::size_t itemsize);
+
+}  // namespace ckpt::detail::ckpt_h5

@@ -1,0 +1,341 @@
+// ckpt-h5 reader: lists tensors from the index (one dataset read), reads tensors lazily, zero-copy
+// for contiguous data through a mapping of the file (format-spec/ckpt-h5.md).
+#include <zstd.h>
+
+#include <map>
+#include <mutex>
+
+#include <nlohmann/json.hpp>
+
+#include "ckpt/ckpt_h5.h"
+#include "ckpt_h5/chunks.h"
+#include "ckpt_h5/schema.h"
+#include "util/bytes.h"
+#include "util/checksum.h"
+#include "util/mapped_file.h"
+#include "util/parallel.h"
+
+#include <unistd.h>
+
+namespace ckpt {
+namespace {
+
+using detail::fail;
+using detail::quote;
+namespace h5 = detail::h5;
+namespace schema = detail::ckpt_h5;
+using json = nlohmann::ordered_json;
+
+class CkptH5Reader final : public Reader {
+ public:
+  CkptH5Reader(const std::filesystem::path& path, const ReadOptions& options) : Reader(path, options) {
+    format_ = schema::kFormatName;
+    name_ = path.string();
+    h5::register_zstd_filter();
+    const h5::Where w{name_};
+    std::error_code ec;
+    file_size_ = std::filesystem::file_size(path, ec);
+    if (ec) fail(ErrorCode::io, name_, "cannot open: {}", ec.message());
+    file_ = h5::open_file_readonly(w, path);
+    check_identity();
+    parse_index(h5::read_string_dataset(w, file_, schema::kIndexDataset, options_.max_header_bytes, file_size_));
+    finish_listing();
+  }
+
+  Tensor read(std::size_t index) override {
+    if (index >= stored_.size())
+      fail(ErrorCode::invalid_argument, name_, "tensor index {} out of range ({} tensors)", index, stored_.size());
+    const StoredTensorInfo& info = stored_[index];
+    Tensor tensor;
+    try {
+      tensor = read_data(info);
+    } catch (const Error& e) {
+      throw Error(e.code(), name_, fmt::format("tensor {}: {}", quote(info.name), e.message()));
+    }
+    if (options_.verify_checksums && info.has_checksum) check_checksum(info, tensor);
+    return tensor;
+  }
+
+ private:
+  void check_identity() {
+    const h5::Where w{name_};
+    const auto format = h5::read_string_attribute(w, file_, schema::kFormatAttribute);
+    if (!format)
+      fail(ErrorCode::format, name_, "not a ckpt-h5 file: root attribute '{}' is missing", schema::kFormatAttribute);
+    if (*format != schema::kFormatName)
+      fail(ErrorCode::format, name_, "not a ckpt-h5 file: root attribute '{}' is {}, expected 'ckpt-h5'",
+           schema::kFormatAttribute, quote(*format));
+    const auto version = h5::read_int_array_attribute(w, file_, schema::kVersionAttribute);
+    if (!version || version->size() != 2 || (*version)[0] < 0 || (*version)[1] < 0)
+      fail(ErrorCode::format, name_, "root attribute '{}' must be two non-negative integers {{major, minor}}",
+           schema::kVersionAttribute);
+    format_version_ = fmt::format("{}.{}", (*version)[0], (*version)[1]);
+    if ((*version)[0] != static_cast<std::int64_t>(kCkptH5VersionMajor))
+      fail(ErrorCode::unsupported, name_, "ckpt-h5 version {} is not supported (this reader reads {}.x)",
+           format_version_, kCkptH5VersionMajor);
+    // A newer minor version only adds things this reader may ignore.
+  }
+
+  void parse_index(const std::string& text) {
+    json index;
+    try {
+      index = json::parse(text);
+    } catch (const json::exception& e) {
+      fail(ErrorCode::format, name_, "/index is not valid JSON: {}", e.what());
+    }
+    if (!index.is_object() || !index.contains("tensors") || !index["tensors"].is_array())
+      fail(ErrorCode::format, name_, "/index must be a JSON object with a \"tensors\" array");
+    if (index.contains("metadata")) {
+      if (!index["metadata"].is_object()) fail(ErrorCode::format, name_, "/index \"metadata\" must be an object");
+      metadata_ = index["metadata"];
+    }
+    const auto& tensors = index["tensors"];
+    stored_.reserve(tensors.size());
+    for (std::size_t i = 0; i < tensors.size(); ++i) stored_.push_back(parse_entry(tensors[i], i));
+  }
+
+  StoredTensorInfo parse_entry(const json& e, std::size_t i) {
+    auto bad = [&](const std::string& what) -> void {
+      fail(ErrorCode::format, name_, "/index tensors[{}]: {}", i, what);
+    };
+    if (!e.is_object()) bad("not an object");
+    auto text = [&](const char* key) -> std::string {
+      if (!e.contains(key) || !e[key].is_string()) bad(fmt::format("\"{}\" must be a string", key));
+      return e[key].get<std::string>();
+    };
+    StoredTensorInfo info;
+    info.name = text("name");
+    const std::string section = text("section");
+    if (section == kParametersSection) {
+      info.role = Role::parameter;
+    } else if (section == kBuffersSection) {
+      info.role = Role::buffer;
+      info.collection = std::string(kDefaultBufferCollection);
+      if (e.contains("collection")) info.collection = text("collection");
+      if (e.contains("persistent")) {
+        if (!e["persistent"].is_boolean()) bad("\"persistent\" must be a boolean");
+        info.persistent = e["persistent"].get<bool>();
+      }
+    } else {
+      if (section.empty()) bad("\"section\" is empty");
+      info.role = Role::extra;
+      info.section = section;
+    }
+    const std::string dtype = text("dtype");
+    const auto parsed = dtype_from_name(dtype);
+    if (!parsed)
+      fail(ErrorCode::unsupported, name_, "tensor {}: unknown dtype {}", quote(info.name), quote(dtype));
+    info.dtype = *parsed;
+    if (!e.contains("shape") || !e["shape"].is_array()) bad("\"shape\" must be an array");
+    if (e["shape"].size() > options_.max_rank)
+      bad(fmt::format("rank {} exceeds the limit of {}", e["shape"].size(), options_.max_rank));
+    for (const auto& d : e["shape"]) {
+      if (!d.is_number_integer() || d.get<std::int64_t>() < 0) bad("\"shape\" must hold non-negative integers");
+      info.shape.push_back(d.get<std::int64_t>());
+    }
+    try {
+      (void)info.nbytes();
+    } catch (const Error&) {
+      bad(fmt::format("shape {} overflows", shape_to_string(info.shape)));
+    }
+    if (e.contains("checksum")) {
+      const std::string checksum = text("checksum");
+      if (!detail::parse_checksum(checksum, info.checksum))
+        bad(fmt::format("checksum {} is not \"xxh3-64:\" and 16 hex digits", quote(checksum)));
+      info.has_checksum = true;
+    }
+    return info;
+  }
+
+  const h5::Handle& group_for(const StoredTensorInfo& info) {
+    const std::string section(info.section_name());
+    auto it = groups_.find(section);
+    if (it != groups_.end()) return it->second;
+    const h5::Where w{name_};
+    h5::Handle group = info.role == Role::extra
+                           ? h5::open_group(w, h5::open_group(w, file_, schema::kSectionsGroup),
+                                            schema::encode_link_name(section))
+                           : h5::open_group(w, file_, section);
+    return groups_.emplace(section, std::move(group)).first->second;
+  }
+
+  Tensor read_data(const StoredTensorInfo& info) {
+    const h5::Where w{name_};
+    const std::string link = schema::encode_link_name(info.name);
+    const h5::Handle& group = group_for(info);
+    if (!h5::link_exists(w, group, link))
+      fail(ErrorCode::format, name_, "dataset /{}/{} is missing", info.section_name(), link);
+    h5::Handle dataset = h5::open_dataset(w, group, link);
+    const auto dims = h5::dataset_shape(w, dataset);
+    if (!std::equal(dims.begin(), dims.end(), info.shape.begin(), info.shape.end()))
+      fail(ErrorCode::format, name_, "dataset shape [{}] does not match the index shape {}", fmt::join(dims, ", "),
+           shape_to_string(info.shape));
+    const h5::Handle expected = schema::file_type(info.dtype);
+    const h5::Handle actual = h5::dataset_type(w, dataset);
+    const bool exact = h5::types_equal(expected, actual);
+    if (!exact && !h5::types_compatible(expected, actual))
+      fail(ErrorCode::format, name_, "dataset type ({}) cannot hold index dtype {} ({})", h5::describe_type(actual),
+           dtype_name(info.dtype), h5::describe_type(expected));
+    const std::uint64_t nbytes = info.nbytes();
+    if (nbytes == 0) return Tensor::zeros(info.dtype, info.shape);
+    const h5::DatasetLayout layout = h5::dataset_layout(w, dataset);
+    if (exact && !layout.chunked && options_.zero_copy) {
+      if (auto view = try_view(dataset, info)) return *view;
+    }
+    if (exact && layout.chunked && only_shuffle_and_zstd(layout)) return read_chunks(dataset, info, layout);
+    // Anything else (other filters, converted types): HDF5 reads it into a tensor of ours.
+    if (layout.chunked) check_chunk_claims(layout, info);
+    else if (h5::storage_size(dataset) > file_size_)
+      fail(ErrorCode::format, name_, "dataset claims {} bytes of storage, more than the file", h5::storage_size(dataset));
+    Tensor tensor = Tensor::zeros(info.dtype, info.shape);
+    h5::read_all(w, dataset, expected, tensor.mutable_bytes().data());
+    return tensor;
+  }
+
+  std::optional<Tensor> try_view(const h5::Handle& dataset, const StoredTensorInfo& info) {
+    const auto offset = h5::contiguous_offset(dataset);
+    const std::uint64_t nbytes = info.nbytes();
+    if (!offset) return std::nullopt;
+    if (*offset > file_size_ || nbytes > file_size_ - *offset)
+      fail(ErrorCode::format, name_, "data at offset {} with {} bytes extends past the end of the file ({} bytes)",
+           *offset, nbytes, file_size_);
+    // A misaligned view would make typed access undefined: copy instead.
+    if (*offset % dtype_size(info.dtype) != 0) return std::nullopt;
+    const auto& mapping = mapped();
+    if (!mapping) return std::nullopt;
+    mapping->prefetch(*offset, nbytes);
+    return Tensor::view(info.dtype, info.shape, mapping->bytes().data() + *offset, mapping);
+  }
+
+  // The mapping of the very file HDF5 has open (through its descriptor), made on first use.
+  const std::shared_ptr<const detail::MappedFile>& mapped() {
+    if (!mapping_tried_) {
+      mapping_tried_ = true;
+      const h5::Where w{name_};
+      if (h5::userblock_size(w, file_) == 0) {
+        const int fd = h5::duplicate_file_descriptor(w, file_);
+        try {
+          mapping_ = detail::MappedFile::from_fd(fd, path_);
+        } catch (...) {
+          ::close(fd);
+          throw;
+        }
+        ::close(fd);
+        if (mapping_->size() != file_size_) mapping_.reset();
+      }
+    }
+    return mapping_;
+  }
+
+  static bool only_shuffle_and_zstd(const h5::DatasetLayout& layout) {
+    for (const auto& f : layout.filters)
+      if (f.id != h5::kShuffleFilter && f.id != h5::kZstdFilter) return false;
+    return true;
+  }
+
+  std::uint64_t chunk_bytes(const h5::DatasetLayout& layout, const StoredTensorInfo& info) {
+    std::uint64_t bytes = dtype_size(info.dtype);
+    for (auto c : layout.chunk) {
+      auto m = detail::checked_mul(bytes, c);
+      if (!m || c == 0) fail(ErrorCode::format, name_, "chunk dims [{}] are invalid", fmt::join(layout.chunk, ", "));
+      bytes = *m;
+    }
+    return bytes;
+  }
+
+  void check_chunk_claims(const h5::DatasetLayout& layout, const StoredTensorInfo& info) {
+    if (layout.chunk.size() != info.shape.size())
+      fail(ErrorCode::format, name_, "chunk rank {} differs from tensor rank {}", layout.chunk.size(), info.shape.size());
+    if (chunk_bytes(layout, info) > schema::kMaxChunkBytes)
+      fail(ErrorCode::format, name_, "chunk of {} bytes exceeds the 4 GiB HDF5 limit", chunk_bytes(layout, info));
+  }
+
+  // Our own layout: raw chunks are read, decompressed and unshuffled here, on worker threads, with
+  // every size checked against the chunk geometry before anything is allocated.
+  Tensor read_chunks(const h5::Handle& dataset, const StoredTensorInfo& info, const h5::DatasetLayout& layout) {
+    check_chunk_claims(layout, info);
+    const h5::Where w{name_};
+    const std::vector<std::uint64_t> dims(info.shape.begin(), info.shape.end());
+    const std::size_t itemsize = dtype_size(info.dtype);
+    const std::uint64_t expected = chunk_bytes(layout, info);
+    const auto origins = schema::chunk_origins(dims, layout.chunk);
+    Tensor tensor = Tensor::zeros(info.dtype, info.shape);
+    const auto out = tensor.mutable_bytes();
+    const unsigned workers = detail::worker_count(0);
+    struct Slot {
+      std::vector<std::byte> raw, plain, unshuffled;
+      std::uint32_t mask = 0;
+    };
+    std::vector<Slot> slots(workers);
+    for (std::size_t first = 0; first < origins.size(); first += workers) {
+      const std::size_t count = std::min<std::size_t>(workers, origins.size() - first);
+      for (std::size_t j = 0; j < count; ++j) {  // HDF5 is not thread-safe: reads stay here
+        const auto& origin = origins[first + j];
+        const std::uint64_t size = h5::raw_chunk_size(w, dataset, origin);
+        if (size > file_size_ || size > ZSTD_compressBound(expected) + 4096)
+          fail(ErrorCode::format, name_, "chunk at [{}] claims {} bytes, more than the file or a {}-byte chunk needs",
+               fmt::join(origin, ", "), size, expected);
+        slots[j].raw.resize(size);
+        slots[j].mask = h5::read_raw_chunk(w, dataset, origin, slots[j].raw);
+      }
+      detail::parallel_for(count, workers, [&](unsigned, std::size_t j) {
+        Slot& slot = slots[j];
+        std::span<const std::byte> data = slot.raw;
+        // Undo the filters in reverse order; a set mask bit means the filter was skipped.
+        for (std::size_t k = layout.filters.size(); k-- > 0;) {
+          if (slot.mask & (1u << k)) continue;
+          if (layout.filters[k].id == h5::kZstdFilter) {
+            const unsigned long long content = ZSTD_getFrameContentSize(data.data(), data.size());
+            if (content != expected)
+              fail(ErrorCode::format, name_, "chunk at [{}]: zstd frame holds {} bytes, expected {}",
+                   fmt::join(origins[first + j], ", "),
+                   content == ZSTD_CONTENTSIZE_ERROR     ? std::string("an invalid frame")
+                   : content == ZSTD_CONTENTSIZE_UNKNOWN ? std::string("an unknown number of")
+                                                         : std::to_string(content),
+                   expected);
+            slot.plain.resize(expected);
+            const std::size_t n = ZSTD_decompress(slot.plain.data(), expected, data.data(), data.size());
+            if (ZSTD_isError(n) || n != expected)
+              fail(ErrorCode::format, name_, "chunk at [{}]: zstd data is corrupt ({})",
+                   fmt::join(origins[first + j], ", "), ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short");
+            data = slot.plain;
+          } else {  // shuffle
+            if (data.size() != expected)
+              fail(ErrorCode::format, name_, "chunk at [{}] has {} bytes, expected {}",
+                   fmt::join(origins[first + j], ", "), data.size(), expected);
+            slot.unshuffled.resize(expected);
+            schema::unshuffle(data, slot.unshuffled, itemsize);
+            data = slot.unshuffled;
+          }
+        }
+        if (data.size() != expected)
+          fail(ErrorCode::format, name_, "chunk at [{}] has {} bytes, expected {}", fmt::join(origins[first + j], ", "),
+               data.size(), expected);
+        schema::copy_chunk_to_tensor(data, out, dims, layout.chunk, origins[first + j], itemsize);
+      });
+    }
+    return tensor;
+  }
+
+  void check_checksum(const StoredTensorInfo& info, const Tensor& tensor) {
+    const std::uint64_t actual = detail::xxh3_64(tensor.bytes());
+    if (actual != info.checksum)
+      fail(ErrorCode::integrity, name_, "tensor {}: checksum mismatch (stored {}, data has {})", quote(info.name),
+           detail::format_checksum(info.checksum), detail::format_checksum(actual));
+  }
+
+  std::string name_;
+  std::uint64_t file_size_ = 0;
+  h5::Handle file_;
+  std::map<std::string, h5::Handle> groups_;
+  bool mapping_tried_ = false;
+  std::shared_ptr<const detail::MappedFile> mapping_;
+};
+
+}  // namespace
+
+std::unique_ptr<Reader> open_ckpt_h5(const std::filesystem::path& path, const ReadOptions& options) {
+  return std::make_unique<CkptH5Reader>(path, options);
+}
+
+}  // namespace ckpt

@@ -1,0 +1,175 @@
+// ckpt-h5 writer: streams tensors from a Source into a temporary HDF5 file, one at a time, then
+// writes the index and renames the file into place (format-spec/ckpt-h5.md).
+#include <zstd.h>
+
+#include <map>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "ckpt/ckpt_h5.h"
+#include "ckpt/version.h"
+#include "ckpt_h5/chunks.h"
+#include "ckpt_h5/schema.h"
+#include "util/atomic_file.h"
+#include "util/bytes.h"
+#include "util/checksum.h"
+#include "util/parallel.h"
+
+namespace ckpt {
+namespace {
+
+using detail::fail;
+namespace h5 = detail::h5;
+namespace schema = detail::ckpt_h5;
+
+std::vector<std::uint64_t> to_dims(const Shape& shape) { return {shape.begin(), shape.end()}; }
+
+struct ZstdContext {
+  std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx{ZSTD_createCCtx(), ZSTD_freeCCtx};
+  std::vector<std::byte> padded, shuffled, compressed;
+};
+
+class Writer {
+ public:
+  Writer(Source& source, const std::filesystem::path& path, const WriteOptions& options)
+      : source_(source), options_(options), name_(path.string()), file_(path, options.overwrite) {}
+
+  void run() {
+    h5::register_zstd_filter();
+    const h5::Where w{name_};
+    file_.close_fd();  // HDF5 reopens the temporary by name
+    h5::Handle file = h5::create_file(w, file_.temp_path(), {});
+    h5::write_string_attribute(w, file, schema::kFormatAttribute, schema::kFormatName);
+    h5::write_uint_array_attribute(w, file, schema::kVersionAttribute, {kCkptH5VersionMajor, kCkptH5VersionMinor});
+    h5::write_string_attribute(w, file, schema::kWriterAttribute, "ckpt " CKPT_VERSION);
+    groups_.emplace(std::string(kParametersSection), h5::create_group(w, file, std::string(kParametersSection)));
+    groups_.emplace(std::string(kBuffersSection), h5::create_group(w, file, std::string(kBuffersSection)));
+
+    const auto& infos = source_.tensors();
+    std::uint64_t total = 0, done = 0;
+    for (const auto& info : infos) total += info.nbytes();
+    nlohmann::ordered_json index_tensors = nlohmann::ordered_json::array();
+    for (std::size_t i = 0; i < infos.size(); ++i) {
+      const TensorInfo& info = infos[i];
+      const Tensor tensor = source_.read(i);
+      if (tensor.dtype() != info.dtype || tensor.shape() != info.shape)
+        fail(ErrorCode::invalid_argument, name_, "tensor {}: source gave {} {}, listed as {} {}", detail::quote(info.name),
+             dtype_name(tensor.dtype()), shape_to_string(tensor.shape()), dtype_name(info.dtype),
+             shape_to_string(info.shape));
+      index_tensors.push_back(write_tensor(file, info, tensor));
+      done += info.nbytes();
+      if (options_.progress) options_.progress(done, total);
+    }
+    nlohmann::ordered_json index = {{"tensors", std::move(index_tensors)}, {"metadata", source_.metadata()}};
+    h5::write_string_dataset(w, file, schema::kIndexDataset, index.dump());
+    groups_.clear();
+    sections_group_ = h5::Handle();
+    h5::close_file(w, file);
+    file_.commit();
+  }
+
+ private:
+  const h5::Handle& group_for(const h5::Handle& file, const TensorInfo& info) {
+    const std::string section(info.section_name());
+    auto it = groups_.find(section);
+    if (it != groups_.end()) return it->second;
+    const h5::Where w{name_};
+    if (!sections_group_.valid()) sections_group_ = h5::create_group(w, file, schema::kSectionsGroup);
+    return groups_.emplace(section, h5::create_group(w, sections_group_, schema::encode_link_name(section)))
+        .first->second;
+  }
+
+  nlohmann::ordered_json write_tensor(const h5::Handle& file, const TensorInfo& info, const Tensor& tensor) {
+    const h5::Where w{name_};
+    const auto dims = to_dims(info.shape);
+    const std::string link = schema::encode_link_name(info.name);
+    const h5::Handle& group = group_for(file, info);
+    const h5::Handle type = schema::file_type(info.dtype);
+    const std::size_t itemsize = dtype_size(info.dtype);
+    const bool compress = options_.compression == Compression::zstd && !dims.empty() && tensor.numel() > 0 &&
+                          tensor.nbytes() >= options_.min_compress_bytes;
+    try {
+      h5::DatasetLayout layout;
+      if (compress) {
+        layout.chunked = true;
+        layout.chunk = schema::choose_chunk(dims, itemsize, options_.chunk_bytes);
+        if (itemsize > 1) layout.filters.push_back({h5::kShuffleFilter, {}});
+        layout.filters.push_back({h5::kZstdFilter, {static_cast<unsigned>(options_.zstd_level)}});
+      }
+      h5::Handle dataset = h5::create_dataset(w, group, link, type, dims, layout);
+      if (compress) write_compressed(dataset, dims, layout.chunk, tensor);
+      else if (tensor.nbytes() > 0) h5::write_all(w, dataset, type, tensor.bytes().data());
+      if (schema::stored_as_raw_bytes(info.dtype))
+        h5::write_string_attribute(w, dataset, schema::kDtypeAttribute, std::string(dtype_name(info.dtype)));
+    } catch (const Error& e) {
+      throw Error(e.code(), name_, fmt::format("tensor {}: {}", detail::quote(info.name), e.message()));
+    }
+    nlohmann::ordered_json entry = {{"name", info.name}, {"section", info.section_name()}};
+    if (info.role == Role::buffer) {
+      entry["collection"] = info.collection.empty() ? std::string(kDefaultBufferCollection) : info.collection;
+      entry["persistent"] = info.persistent;
+    }
+    entry["dtype"] = dtype_name(info.dtype);
+    entry["shape"] = info.shape;
+    if (options_.checksums) entry["checksum"] = detail::format_checksum(detail::xxh3_64(tensor.bytes()));
+    return entry;
+  }
+
+  // Chunks are shuffled and compressed on worker threads, a batch at a time, then written in order
+  // with H5Dwrite_chunk (HDF5 itself would compress on one thread).
+  void write_compressed(const h5::Handle& dataset, const std::vector<std::uint64_t>& dims,
+                        const std::vector<std::uint64_t>& chunk, const Tensor& tensor) {
+    const std::size_t itemsize = dtype_size(tensor.dtype());
+    std::uint64_t chunk_bytes = itemsize;
+    for (auto c : chunk) chunk_bytes *= c;
+    const auto origins = schema::chunk_origins(dims, chunk);
+    const unsigned workers = detail::worker_count(options_.threads);
+    contexts_.resize(std::max<std::size_t>(contexts_.size(), workers));
+    for (std::size_t first = 0; first < origins.size(); first += workers) {
+      const std::size_t count = std::min<std::size_t>(workers, origins.size() - first);
+      detail::parallel_for(count, workers, [&](unsigned worker, std::size_t j) {
+        ZstdContext& ctx = contexts_[j];
+        (void)worker;
+        ctx.padded.resize(chunk_bytes);
+        ctx.shuffled.resize(chunk_bytes);
+        ctx.compressed.resize(ZSTD_compressBound(chunk_bytes));
+        schema::copy_tensor_to_chunk(tensor.bytes(), ctx.padded, dims, chunk, origins[first + j], itemsize);
+        std::span<const std::byte> input = ctx.padded;
+        if (itemsize > 1) {
+          schema::shuffle(ctx.padded, ctx.shuffled, itemsize);
+          input = ctx.shuffled;
+        }
+        const std::size_t n = ZSTD_compressCCtx(ctx.cctx.get(), ctx.compressed.data(), ctx.compressed.size(),
+                                                input.data(), input.size(), options_.zstd_level);
+        if (ZSTD_isError(n)) fail(ErrorCode::io, name_, "zstd compression failed: {}", ZSTD_getErrorName(n));
+        ctx.compressed.resize(n);
+      });
+      for (std::size_t j = 0; j < count; ++j)
+        h5::write_raw_chunk({name_}, dataset, origins[first + j], 0, contexts_[j].compressed);
+    }
+  }
+
+  Source& source_;
+  const WriteOptions& options_;
+  std::string name_;
+  detail::AtomicFile file_;
+  std::map<std::string, h5::Handle> groups_;
+  h5::Handle sections_group_;
+  std::vector<ZstdContext> contexts_;
+};
+
+}  // namespace
+
+void write_ckpt_h5(Source& source, const std::filesystem::path& path, const WriteOptions& options) {
+  if (options.compression == Compression::zstd &&
+      (options.zstd_level < ZSTD_minCLevel() || options.zstd_level > ZSTD_maxCLevel() || options.zstd_level < 1))
+    fail(ErrorCode::invalid_argument, path.string(), "zstd level {} is outside 1..{}", options.zstd_level,
+         ZSTD_maxCLevel());
+  if (options.chunk_bytes == 0) fail(ErrorCode::invalid_argument, path.string(), "chunk size must be positive");
+  Writer(source, path, options).run();
+}
+
+void register_zstd_filter() { detail::h5::register_zstd_filter(); }
+
+}  // namespace ckpt

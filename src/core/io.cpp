@@ -1,0 +1,201 @@
+#include "ckpt/io.h"
+
+#include <fstream>
+
+#include "ckpt/ckpt_h5.h"
+#include "ckpt/safetensors.h"
+#include "h5/h5.h"
+#include "util/bytes.h"
+#include "util/checksum.h"
+
+namespace ckpt {
+namespace {
+
+using detail::fail;
+using detail::quote;
+
+std::string index_key(std::string_view section, std::string_view name) {
+  std::string key(section);
+  key += '\0';
+  key += name;
+  return key;
+}
+
+bool sniff_ckpt_h5(std::span<const std::byte> head, std::uint64_t) { return detail::h5::has_signature(head); }
+
+bool sniff_safetensors(std::span<const std::byte> head, std::uint64_t file_size) {
+  if (head.size() < 9) return false;
+  const auto n = detail::load_le<std::uint64_t>(head.data());
+  // The header is JSON and must start with '{' right after the length.
+  return n >= 2 && n <= file_size - 8 && head[8] == std::byte{'{'};
+}
+
+std::vector<FormatHandler> make_registry() {
+  return {
+      {"ckpt-h5", "ckpt's HDF5 schema: parameters and buffers in separate sections (format-spec/ckpt-h5.md)",
+       {".ckpt.h5", ".h5", ".hdf5", ".ckpt"}, sniff_ckpt_h5, open_ckpt_h5, write_ckpt_h5},
+      {"safetensors", "huggingface safetensors; roles kept in __metadata__ (format-spec/conventions.md)",
+       {".safetensors"}, sniff_safetensors, open_safetensors, write_safetensors},
+  };
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+// --- StateDictSource -----------------------------------------------------------------------
+
+StateDictSource::StateDictSource(const StateDict& state) : state_(state) {
+  infos_.reserve(state.size());
+  for (const auto& e : state.entries()) {
+    TensorInfo info;
+    static_cast<EntryInfo&>(info) = e;
+    info.dtype = e.tensor.dtype();
+    info.shape = e.tensor.shape();
+    infos_.push_back(std::move(info));
+  }
+}
+
+Tensor StateDictSource::read(std::size_t index) { return state_.entries().at(index).tensor; }
+
+// --- Reader --------------------------------------------------------------------------------
+
+Reader::Reader(std::filesystem::path path, ReadOptions options)
+    : path_(std::move(path)), options_(std::move(options)) {}
+
+void Reader::finish_listing() {
+  infos_.clear();
+  by_key_.clear();
+  infos_.reserve(stored_.size());
+  for (std::size_t i = 0; i < stored_.size(); ++i) {
+    const auto& s = stored_[i];
+    const std::string_view section = s.role == Role::extra ? std::string_view(s.section) : std::string_view();
+    if (!by_key_.emplace(index_key(section, s.name), i).second)
+      fail(ErrorCode::format, path_.string(), "duplicate tensor name {}", quote(s.name));
+    infos_.push_back(s);
+  }
+  if (stored_.empty()) role_source_ = RoleSource::none;
+}
+
+std::size_t Reader::find(std::string_view name, std::string_view section) const {
+  if (section == kParametersSection || section == kBuffersSection) section = {};
+  auto it = by_key_.find(index_key(section, name));
+  if (it == by_key_.end())
+    fail(ErrorCode::invalid_argument, path_.string(), "no tensor named {}{}", quote(name),
+         section.empty() ? std::string() : " in section " + quote(section));
+  return it->second;
+}
+
+Tensor Reader::read(std::string_view name, std::string_view section) { return read(find(name, section)); }
+
+StateDict Reader::read_all(const ProgressFn& progress) {
+  StateDict state;
+  std::uint64_t total = 0, done = 0;
+  for (const auto& info : infos_) total += info.nbytes();
+  for (std::size_t i = 0; i < infos_.size(); ++i) {
+    state.add(infos_[i], read(i));
+    done += infos_[i].nbytes();
+    if (progress) progress(done, total);
+  }
+  state.metadata() = metadata_;
+  state.set_role_source(role_source_);
+  return state;
+}
+
+std::size_t Reader::verify(const ProgressFn& progress) {
+  std::size_t checked = 0;
+  std::uint64_t total = 0, done = 0;
+  for (const auto& info : infos_) total += info.nbytes();
+  const bool saved = options_.verify_checksums;
+  options_.verify_checksums = true;
+  try {
+    for (std::size_t i = 0; i < stored_.size(); ++i) {
+      (void)read(i);
+      checked += stored_[i].has_checksum;
+      done += stored_[i].nbytes();
+      if (progress) progress(done, total);
+    }
+  } catch (...) {
+    options_.verify_checksums = saved;
+    throw;
+  }
+  options_.verify_checksums = saved;
+  return checked;
+}
+
+// --- registry ------------------------------------------------------------------------------
+
+const std::vector<FormatHandler>& formats() {
+  static const std::vector<FormatHandler> registry = make_registry();
+  return registry;
+}
+
+const FormatHandler* find_format(std::string_view name) {
+  for (const auto& f : formats())
+    if (f.name == name) return &f;
+  return nullptr;
+}
+
+const FormatHandler& detect_format(const std::filesystem::path& path) {
+  const std::string name = path.string();
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) fail(ErrorCode::io, name, "is a directory");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(ErrorCode::io, name, "cannot open: {}", std::strerror(errno));
+  const std::uint64_t size = std::filesystem::file_size(path, ec);
+  if (ec) fail(ErrorCode::io, name, "cannot stat: {}", ec.message());
+  std::vector<std::byte> head(4096);
+  in.read(reinterpret_cast<char*>(head.data()), static_cast<std::streamsize>(head.size()));
+  head.resize(static_cast<std::size_t>(in.gcount()));
+  for (const auto& f : formats())
+    if (f.sniff(head, size)) return f;
+  std::string known;
+  for (const auto& f : formats()) known += (known.empty() ? "" : ", ") + f.name;
+  if (size == 0) fail(ErrorCode::format, name, "file is empty, expected a checkpoint ({})", known);
+  fail(ErrorCode::format, name, "unrecognized file format at offset 0, expected one of: {}", known);
+}
+
+const FormatHandler* format_for_extension(const std::filesystem::path& path) {
+  const std::string file = path.filename().string();
+  // Longest matching extension wins (".ckpt.h5" before ".h5").
+  const FormatHandler* best = nullptr;
+  std::size_t best_len = 0;
+  for (const auto& f : formats())
+    for (const auto& ext : f.extensions)
+      if (ext.size() > best_len && ends_with(file, ext)) {
+        best = &f;
+        best_len = ext.size();
+      }
+  return best;
+}
+
+std::unique_ptr<Reader> open(const std::filesystem::path& path, const ReadOptions& options) {
+  return detect_format(path).open(path, options);
+}
+
+StateDict load(const std::filesystem::path& path, const ReadOptions& options) {
+  return open(path, options)->read_all();
+}
+
+void save(Source& source, const std::filesystem::path& path, const WriteOptions& options) {
+  const FormatHandler* handler = nullptr;
+  if (!options.format.empty()) {
+    handler = find_format(options.format);
+    if (!handler) fail(ErrorCode::invalid_argument, path.string(), "unknown output format {}", quote(options.format));
+  } else {
+    handler = format_for_extension(path);
+    if (!handler)
+      fail(ErrorCode::invalid_argument, path.string(),
+           "cannot tell the output format from the extension; name one (ckpt-h5, safetensors)");
+  }
+  handler->write(source, path, options);
+}
+
+void save(const StateDict& state, const std::filesystem::path& path, const WriteOptions& options) {
+  StateDictSource source(state);
+  save(source, path, options);
+}
+
+}  // namespace ckpt

@@ -1,0 +1,110 @@
+#include "ckpt/tensor.h"
+
+#include <cstring>
+#include <new>
+
+#include "util/bytes.h"
+
+namespace ckpt {
+namespace {
+
+constexpr std::align_val_t kAlignment{64};
+
+std::shared_ptr<std::byte> allocate(std::uint64_t nbytes) {
+  if (nbytes == 0) return {};
+  if (nbytes > static_cast<std::uint64_t>(PTRDIFF_MAX))
+    detail::fail(ErrorCode::invalid_argument, "", "tensor of {} bytes is too large", nbytes);
+  auto* p = static_cast<std::byte*>(::operator new(nbytes, kAlignment));
+  return std::shared_ptr<std::byte>(p, [](std::byte* q) { ::operator delete(q, kAlignment); });
+}
+
+}  // namespace
+
+std::uint64_t shape_numel(const Shape& shape) {
+  std::uint64_t n = 1;
+  for (auto d : shape) {
+    if (d < 0) detail::fail(ErrorCode::invalid_argument, "", "negative dimension in shape {}", shape_to_string(shape));
+    auto m = detail::checked_mul(n, static_cast<std::uint64_t>(d));
+    if (!m) detail::fail(ErrorCode::invalid_argument, "", "shape {} overflows 64 bits", shape_to_string(shape));
+    n = *m;
+  }
+  return n;
+}
+
+std::uint64_t shape_nbytes(DType dtype, const Shape& shape) {
+  auto n = detail::checked_mul(shape_numel(shape), dtype_size(dtype));
+  if (!n) detail::fail(ErrorCode::invalid_argument, "", "shape {} of {} overflows 64 bits", shape_to_string(shape), dtype_name(dtype));
+  return *n;
+}
+
+std::string shape_to_string(const Shape& shape) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(shape[i]);
+  }
+  return s + "]";
+}
+
+Tensor::Tensor() : shape_{0} {}
+
+Tensor Tensor::zeros(DType dtype, Shape shape) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.numel_ = shape_numel(shape);
+  t.shape_ = std::move(shape);
+  auto storage = allocate(t.nbytes());
+  if (storage) std::memset(storage.get(), 0, t.nbytes());
+  t.data_ = std::move(storage);
+  return t;
+}
+
+Tensor Tensor::copy_of(DType dtype, Shape shape, std::span<const std::byte> bytes) {
+  const auto expected = shape_nbytes(dtype, shape);
+  if (bytes.size() != expected)
+    detail::fail(ErrorCode::invalid_argument, "", "{} bytes given for a {} tensor of shape {} ({} bytes)",
+                 bytes.size(), dtype_name(dtype), shape_to_string(shape), expected);
+  Tensor t;
+  t.dtype_ = dtype;
+  t.numel_ = shape_numel(shape);
+  t.shape_ = std::move(shape);
+  auto storage = allocate(expected);
+  if (storage) std::memcpy(storage.get(), bytes.data(), expected);
+  t.data_ = std::move(storage);
+  return t;
+}
+
+Tensor Tensor::view(DType dtype, Shape shape, const std::byte* data,
+                    std::shared_ptr<const void> owner) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.numel_ = shape_numel(shape);
+  t.shape_ = std::move(shape);
+  // Aliasing constructor: shares ownership of `owner`, points at `data`.
+  t.data_ = std::shared_ptr<const std::byte>(std::move(owner), data);
+  t.is_view_ = true;
+  return t;
+}
+
+std::span<std::byte> Tensor::mutable_bytes() {
+  if (is_view_)
+    detail::fail(ErrorCode::invalid_argument, "", "tensor is a read-only view into a mapped file; clone() it first");
+  return {const_cast<std::byte*>(data_.get()), static_cast<std::size_t>(nbytes())};
+}
+
+Tensor Tensor::clone() const { return copy_of(dtype_, shape_, bytes()); }
+
+bool Tensor::equals(const Tensor& other) const noexcept {
+  if (dtype_ != other.dtype_ || shape_ != other.shape_) return false;
+  const auto a = bytes();
+  const auto b = other.bytes();
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size()) == 0);
+}
+
+void Tensor::check_element_size(std::size_t size) const {
+  if (size != dtype_size(dtype_))
+    detail::fail(ErrorCode::invalid_argument, "", "element type of {} bytes requested from a {} tensor",
+                 size, dtype_name(dtype_));
+}
+
+}  // namespace ckpt

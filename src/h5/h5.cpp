@@ -1,0 +1,467 @@
+#include "h5/h5.h"
+
+#include <hdf5.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <mutex>
+#include <type_traits>
+
+#include "util/bytes.h"
+
+namespace ckpt::detail::h5 {
+
+static_assert(std::is_same_v<hid, hid_t>, "h5::hid must be HDF5's hid_t");
+
+namespace {
+
+void init_library() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    H5open();
+    // HDF5 prints its error stack to stderr by default; errors reach users through ours.
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  });
+}
+
+// The innermost message on HDF5's error stack (the most specific), then clear the stack.
+std::string hdf5_message() {
+  std::string message;
+  H5Ewalk2(
+      H5E_DEFAULT, H5E_WALK_UPWARD,
+      [](unsigned n, const H5E_error2_t* err, void* data) -> herr_t {
+        auto* out = static_cast<std::string*>(data);
+        if (n == 0 && err->desc != nullptr) *out = err->desc;
+        return 0;
+      },
+      &message);
+  H5Eclear2(H5E_DEFAULT);
+  return message;
+}
+
+[[noreturn]] void raise(Where w, const std::string& what, ErrorCode code = ErrorCode::format) {
+  const std::string detail = hdf5_message();
+  if (detail.empty()) throw Error(code, w.file, what);
+  throw Error(code, w.file, what + " (HDF5: " + detail + ")");
+}
+
+hid_t check(hid_t id, Where w, const std::string& what) {
+  if (id < 0) raise(w, what);
+  return id;
+}
+void check_status(herr_t status, Where w, const std::string& what) {
+  if (status < 0) raise(w, what);
+}
+
+Handle property_list(hid_t cls) { return Handle(H5Pcreate(cls)); }
+
+std::vector<hsize_t> to_hsize(const std::vector<std::uint64_t>& v) { return {v.begin(), v.end()}; }
+
+}  // namespace
+
+void Handle::reset() noexcept {
+  if (id_ < 0) return;
+  switch (H5Iget_type(id_)) {
+    case H5I_FILE: H5Fclose(id_); break;
+    case H5I_GROUP: H5Gclose(id_); break;
+    case H5I_DATATYPE: H5Tclose(id_); break;
+    case H5I_DATASPACE: H5Sclose(id_); break;
+    case H5I_DATASET: H5Dclose(id_); break;
+    case H5I_ATTR: H5Aclose(id_); break;
+    case H5I_GENPROP_LST: H5Pclose(id_); break;
+    default: break;  // predefined types and invalid ids
+  }
+  id_ = -1;
+}
+
+// --- files ---------------------------------------------------------------------------------
+
+Handle create_file(Where w, const std::filesystem::path& path, const CreateSettings& settings) {
+  init_library();
+  Handle fapl = property_list(H5P_FILE_ACCESS);
+  // v1.8 object formats: compact/dense link storage, so groups with many links stay fast, while
+  // HDF5 1.8 tools can still read the file.
+  check_status(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_LATEST), w, "cannot set format bounds");
+  // Aligned raw data makes zero-copy views aligned for every dtype; small-data aggregation would
+  // pack small tensors at unaligned offsets, so it is switched off.
+  check_status(H5Pset_alignment(fapl.get(), 1, settings.alignment), w, "cannot set alignment");
+  check_status(H5Pset_small_data_block_size(fapl.get(), 0), w, "cannot set small data block size");
+  Handle fcpl = property_list(H5P_FILE_CREATE);
+  check_status(H5Pset_link_creation_order(fcpl.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED), w,
+               "cannot track creation order");
+  return Handle(check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get()), w,
+                      "cannot create HDF5 file"));
+}
+
+Handle open_file_readonly(Where w, const std::filesystem::path& path) {
+  init_library();
+  return Handle(check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), w, "cannot open as HDF5"));
+}
+
+void close_file(Where w, Handle& file) {
+  const hid_t id = file.release();
+  if (id >= 0) check_status(H5Fclose(id), w, "cannot finish writing the HDF5 file");
+}
+
+int duplicate_file_descriptor(Where w, const Handle& file) {
+  Handle fapl(check(H5Fget_access_plist(file.get()), w, "cannot query file access"));
+  if (H5Pget_driver(fapl.get()) != H5FD_SEC2) throw Error(ErrorCode::unsupported, w.file, "file driver is not sec2");
+  void* handle = nullptr;
+  check_status(H5Fget_vfd_handle(file.get(), fapl.get(), &handle), w, "cannot get file descriptor");
+  const int fd = ::dup(*static_cast<int*>(handle));
+  if (fd < 0) throw Error(ErrorCode::io, w.file, "cannot duplicate file descriptor");
+  return fd;
+}
+
+std::uint64_t userblock_size(Where w, const Handle& file) {
+  Handle fcpl(check(H5Fget_create_plist(file.get()), w, "cannot query file creation properties"));
+  hsize_t size = 0;
+  check_status(H5Pget_userblock(fcpl.get(), &size), w, "cannot query userblock");
+  return size;
+}
+
+bool has_signature(std::span<const std::byte> head) {
+  static constexpr unsigned char kSignature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+  for (std::size_t offset = 0; offset + 8 <= head.size(); offset = offset == 0 ? 512 : offset * 2)
+    if (std::memcmp(head.data() + offset, kSignature, 8) == 0) return true;
+  return false;
+}
+
+// --- groups --------------------------------------------------------------------------------
+
+Handle create_group(Where w, const Handle& parent, const std::string& name) {
+  Handle gcpl = property_list(H5P_GROUP_CREATE);
+  check_status(H5Pset_link_creation_order(gcpl.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED), w,
+               "cannot track creation order");
+  Handle lcpl = property_list(H5P_LINK_CREATE);
+  H5Pset_char_encoding(lcpl.get(), H5T_CSET_UTF8);
+  return Handle(check(H5Gcreate2(parent.get(), name.c_str(), lcpl.get(), gcpl.get(), H5P_DEFAULT), w,
+                      "cannot create group " + quote(name)));
+}
+
+Handle open_group(Where w, const Handle& parent, const std::string& name) {
+  return Handle(check(H5Gopen2(parent.get(), name.c_str(), H5P_DEFAULT), w, "cannot open group " + quote(name)));
+}
+
+bool link_exists(Where w, const Handle& parent, const std::string& name) {
+  const htri_t r = H5Lexists(parent.get(), name.c_str(), H5P_DEFAULT);
+  if (r < 0) raise(w, "cannot look up " + quote(name));
+  return r > 0;
+}
+
+// --- types ---------------------------------------------------------------------------------
+
+Handle predefined(Predefined type) {
+  init_library();
+  hid_t id = -1;
+  switch (type) {
+    case Predefined::f64: id = H5T_IEEE_F64LE; break;
+    case Predefined::f32: id = H5T_IEEE_F32LE; break;
+    case Predefined::i64: id = H5T_STD_I64LE; break;
+    case Predefined::i32: id = H5T_STD_I32LE; break;
+    case Predefined::i16: id = H5T_STD_I16LE; break;
+    case Predefined::i8: id = H5T_STD_I8LE; break;
+    case Predefined::u64: id = H5T_STD_U64LE; break;
+    case Predefined::u32: id = H5T_STD_U32LE; break;
+    case Predefined::u16: id = H5T_STD_U16LE; break;
+    case Predefined::u8: id = H5T_STD_U8LE; break;
+  }
+  return Handle(H5Tcopy(id));
+}
+
+Handle custom_float(std::size_t size, std::size_t sign_pos, std::size_t exp_pos, std::size_t exp_bits,
+                    std::size_t mant_bits, std::size_t ebias) {
+  init_library();
+  // The order matters: move the fields into the low bits first, then shrink (as h5py does).
+  Handle t(H5Tcopy(H5T_IEEE_F32LE));
+  H5Tset_fields(t.get(), sign_pos, exp_pos, exp_bits, 0, mant_bits);
+  H5Tset_size(t.get(), size);
+  H5Tset_ebias(t.get(), ebias);
+  return t;
+}
+
+Handle bool_enum() {
+  init_library();
+  Handle t(H5Tenum_create(H5T_STD_I8LE));
+  const std::int8_t no = 0, yes = 1;
+  H5Tenum_insert(t.get(), "FALSE", &no);
+  H5Tenum_insert(t.get(), "TRUE", &yes);
+  return t;
+}
+
+Handle complex_compound(const Handle& part) {
+  const std::size_t size = H5Tget_size(part.get());
+  Handle t(H5Tcreate(H5T_COMPOUND, 2 * size));
+  H5Tinsert(t.get(), "r", 0, part.get());
+  H5Tinsert(t.get(), "i", size, part.get());
+  return t;
+}
+
+bool types_equal(const Handle& a, const Handle& b) { return H5Tequal(a.get(), b.get()) > 0; }
+
+bool types_compatible(const Handle& a, const Handle& b) {
+  return H5Tget_class(a.get()) == H5Tget_class(b.get()) && H5Tget_size(a.get()) == H5Tget_size(b.get());
+}
+
+std::string describe_type(const Handle& type) {
+  const char* cls = "other";
+  switch (H5Tget_class(type.get())) {
+    case H5T_INTEGER: cls = "integer"; break;
+    case H5T_FLOAT: cls = "float"; break;
+    case H5T_STRING: cls = "string"; break;
+    case H5T_COMPOUND: cls = "compound"; break;
+    case H5T_ENUM: cls = "enum"; break;
+    case H5T_OPAQUE: cls = "opaque"; break;
+    case H5T_ARRAY: cls = "array"; break;
+    case H5T_VLEN: cls = "variable-length"; break;
+    default: break;
+  }
+  return fmt::format("{} of {} bytes", cls, H5Tget_size(type.get()));
+}
+
+// --- datasets ------------------------------------------------------------------------------
+
+Handle create_dataset(Where w, const Handle& parent, const std::string& name, const Handle& type,
+                      const std::vector<std::uint64_t>& shape, const DatasetLayout& layout) {
+  const auto dims = to_hsize(shape);
+  Handle space(shape.empty() ? H5Screate(H5S_SCALAR)
+                             : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
+  check(space.get(), w, "cannot create dataspace for " + quote(name));
+  Handle dcpl = property_list(H5P_DATASET_CREATE);
+  H5Pset_obj_track_times(dcpl.get(), false);  // byte-identical files for identical input
+  H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER);
+  if (layout.chunked) {
+    const auto chunk = to_hsize(layout.chunk);
+    check_status(H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), w,
+                 "cannot set chunking for " + quote(name));
+    for (const auto& f : layout.filters) {
+      if (f.id == kShuffleFilter)
+        check_status(H5Pset_shuffle(dcpl.get()), w, "cannot set shuffle for " + quote(name));
+      else
+        check_status(H5Pset_filter(dcpl.get(), f.id, H5Z_FLAG_MANDATORY, f.values.size(), f.values.data()), w,
+                     fmt::format("cannot set filter {} for {}", f.id, quote(name)));
+    }
+  }
+  Handle lcpl = property_list(H5P_LINK_CREATE);
+  H5Pset_char_encoding(lcpl.get(), H5T_CSET_UTF8);
+  return Handle(check(H5Dcreate2(parent.get(), name.c_str(), type.get(), space.get(), lcpl.get(), dcpl.get(),
+                                 H5P_DEFAULT),
+                      w, "cannot create dataset " + quote(name)));
+}
+
+Handle open_dataset(Where w, const Handle& parent, const std::string& name) {
+  return Handle(check(H5Dopen2(parent.get(), name.c_str(), H5P_DEFAULT), w, "cannot open dataset " + quote(name)));
+}
+
+Handle dataset_type(Where w, const Handle& dataset) {
+  return Handle(check(H5Dget_type(dataset.get()), w, "cannot read dataset type"));
+}
+
+std::vector<std::uint64_t> dataset_shape(Where w, const Handle& dataset) {
+  Handle space(check(H5Dget_space(dataset.get()), w, "cannot read dataspace"));
+  const H5S_class_t cls = H5Sget_simple_extent_type(space.get());
+  if (cls == H5S_SCALAR) return {};
+  if (cls != H5S_SIMPLE) throw Error(ErrorCode::format, w.file, "dataset has a null dataspace");
+  const int rank = H5Sget_simple_extent_ndims(space.get());
+  if (rank < 0) raise(w, "cannot read dataspace rank");
+  std::vector<hsize_t> dims(static_cast<std::size_t>(rank));
+  H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+  return {dims.begin(), dims.end()};
+}
+
+DatasetLayout dataset_layout(Where w, const Handle& dataset) {
+  DatasetLayout layout;
+  Handle dcpl(check(H5Dget_create_plist(dataset.get()), w, "cannot read dataset properties"));
+  if (H5Pget_layout(dcpl.get()) != H5D_CHUNKED) return layout;
+  layout.chunked = true;
+  const int rank = H5Pget_chunk(dcpl.get(), 0, nullptr);
+  if (rank < 0) raise(w, "cannot read chunk dims");
+  std::vector<hsize_t> chunk(static_cast<std::size_t>(rank));
+  H5Pget_chunk(dcpl.get(), rank, chunk.data());
+  layout.chunk.assign(chunk.begin(), chunk.end());
+  const int nfilters = H5Pget_nfilters(dcpl.get());
+  for (int i = 0; i < nfilters; ++i) {
+    unsigned flags = 0, config = 0;
+    std::size_t n = 8;
+    unsigned values[8] = {};
+    char name[64];
+    const H5Z_filter_t id = H5Pget_filter2(dcpl.get(), static_cast<unsigned>(i), &flags, &n, values, sizeof name,
+                                           name, &config);
+    if (id < 0) raise(w, "cannot read filter pipeline");
+    layout.filters.push_back({id, std::vector<unsigned>(values, values + std::min<std::size_t>(n, 8))});
+  }
+  return layout;
+}
+
+std::optional<std::uint64_t> contiguous_offset(const Handle& dataset) {
+  const haddr_t addr = H5Dget_offset(dataset.get());
+  H5Eclear2(H5E_DEFAULT);
+  if (addr == HADDR_UNDEF) return std::nullopt;
+  return addr;
+}
+
+std::uint64_t storage_size(const Handle& dataset) { return H5Dget_storage_size(dataset.get()); }
+
+void write_all(Where w, const Handle& dataset, const Handle& mem_type, const void* data) {
+  check_status(H5Dwrite(dataset.get(), mem_type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data), w,
+               "cannot write dataset");
+}
+
+void read_all(Where w, const Handle& dataset, const Handle& mem_type, void* data) {
+  check_status(H5Dread(dataset.get(), mem_type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data), w,
+               "cannot read dataset");
+}
+
+void write_raw_chunk(Where w, const Handle& dataset, const std::vector<std::uint64_t>& offset,
+                     std::uint32_t filter_mask, std::span<const std::byte> data) {
+  const auto off = to_hsize(offset);
+  check_status(H5Dwrite_chunk(dataset.get(), H5P_DEFAULT, filter_mask, off.data(), data.size(), data.data()), w,
+               "cannot write chunk");
+}
+
+std::uint64_t raw_chunk_size(Where w, const Handle& dataset, const std::vector<std::uint64_t>& offset) {
+  const auto off = to_hsize(offset);
+  hsize_t size = 0;
+  check_status(H5Dget_chunk_storage_size(dataset.get(), off.data(), &size), w, "cannot find chunk");
+  return size;
+}
+
+std::uint32_t read_raw_chunk(Where w, const Handle& dataset, const std::vector<std::uint64_t>& offset,
+                             std::span<std::byte> buffer) {
+  const auto off = to_hsize(offset);
+  std::uint32_t mask = 0;
+  check_status(H5Dread_chunk(dataset.get(), H5P_DEFAULT, off.data(), &mask, buffer.data()), w, "cannot read chunk");
+  return mask;
+}
+
+void write_string_dataset(Where w, const Handle& parent, const std::string& name, const std::string& text) {
+  Handle type(H5Tcopy(H5T_C_S1));
+  H5Tset_size(type.get(), std::max<std::size_t>(text.size(), 1));
+  H5Tset_cset(type.get(), H5T_CSET_UTF8);
+  H5Tset_strpad(type.get(), H5T_STR_NULLPAD);
+  Handle space(H5Screate(H5S_SCALAR));
+  Handle dcpl = property_list(H5P_DATASET_CREATE);
+  H5Pset_obj_track_times(dcpl.get(), false);
+  Handle dataset(check(H5Dcreate2(parent.get(), name.c_str(), type.get(), space.get(), H5P_DEFAULT, dcpl.get(),
+                                  H5P_DEFAULT),
+                       w, "cannot create dataset " + quote(name)));
+  std::string padded = text;
+  if (padded.empty()) padded.push_back('\0');
+  check_status(H5Dwrite(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, padded.data()), w,
+               "cannot write dataset " + quote(name));
+}
+
+std::string read_string_dataset(Where w, const Handle& parent, const std::string& name, std::uint64_t max_bytes,
+                                std::uint64_t file_size) {
+  Handle dataset = open_dataset(w, parent, name);
+  Handle type = dataset_type(w, dataset);
+  const auto shape = dataset_shape(w, dataset);
+  const H5T_class_t cls = H5Tget_class(type.get());
+  std::uint64_t nbytes = 0;
+  if (cls == H5T_STRING && shape.empty() && H5Tis_variable_str(type.get()) == 0) {
+    nbytes = H5Tget_size(type.get());
+  } else if (cls == H5T_INTEGER && H5Tget_size(type.get()) == 1 && shape.size() == 1) {
+    nbytes = shape[0];
+  } else {
+    throw Error(ErrorCode::format, w.file,
+                fmt::format("dataset {} is a {}, expected a scalar fixed-length string", quote(name),
+                            describe_type(type)));
+  }
+  if (nbytes > max_bytes || nbytes > file_size)
+    throw Error(ErrorCode::format, w.file,
+                fmt::format("dataset {} claims {} bytes, more than the limit of {} or the file size {}", quote(name),
+                            nbytes, max_bytes, file_size));
+  std::string text(nbytes, '\0');
+  if (nbytes > 0)
+    check_status(H5Dread(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, text.data()), w,
+                 "cannot read dataset " + quote(name));
+  // Fixed-length strings are NUL-padded.
+  if (cls == H5T_STRING) text.resize(std::strlen(text.c_str()) < text.size() ? std::strlen(text.c_str()) : text.size());
+  return text;
+}
+
+// --- attributes ----------------------------------------------------------------------------
+
+bool attribute_exists(Where w, const Handle& object, const std::string& name) {
+  const htri_t r = H5Aexists(object.get(), name.c_str());
+  if (r < 0) raise(w, "cannot look up attribute " + quote(name));
+  return r > 0;
+}
+
+void write_string_attribute(Where w, const Handle& object, const std::string& name, const std::string& value) {
+  Handle type(H5Tcopy(H5T_C_S1));
+  H5Tset_size(type.get(), std::max<std::size_t>(value.size(), 1));
+  H5Tset_cset(type.get(), H5T_CSET_UTF8);
+  H5Tset_strpad(type.get(), H5T_STR_NULLPAD);
+  Handle space(H5Screate(H5S_SCALAR));
+  Handle attr(check(H5Acreate2(object.get(), name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), w,
+                    "cannot create attribute " + quote(name)));
+  std::string padded = value;
+  if (padded.empty()) padded.push_back('\0');
+  check_status(H5Awrite(attr.get(), type.get(), padded.data()), w, "cannot write attribute " + quote(name));
+}
+
+void write_uint_array_attribute(Where w, const Handle& object, const std::string& name,
+                                const std::vector<std::uint32_t>& values) {
+  const hsize_t n = values.size();
+  Handle space(H5Screate_simple(1, &n, nullptr));
+  Handle attr(check(H5Acreate2(object.get(), name.c_str(), H5T_STD_U32LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), w,
+                    "cannot create attribute " + quote(name)));
+  check_status(H5Awrite(attr.get(), H5T_NATIVE_UINT32, values.data()), w, "cannot write attribute " + quote(name));
+}
+
+std::optional<std::string> read_string_attribute(Where w, const Handle& object, const std::string& name) {
+  if (!attribute_exists(w, object, name)) return std::nullopt;
+  Handle attr(check(H5Aopen(object.get(), name.c_str(), H5P_DEFAULT), w, "cannot open attribute " + quote(name)));
+  Handle type(check(H5Aget_type(attr.get()), w, "cannot read attribute type"));
+  if (H5Tget_class(type.get()) != H5T_STRING)
+    throw Error(ErrorCode::format, w.file,
+                fmt::format("attribute {} is a {}, expected a string", quote(name), describe_type(type)));
+  Handle space(H5Aget_space(attr.get()));
+  if (H5Sget_simple_extent_npoints(space.get()) != 1)
+    throw Error(ErrorCode::format, w.file, fmt::format("attribute {} is not a single string", quote(name)));
+  if (H5Tis_variable_str(type.get()) > 0) {
+    Handle mem(H5Tcopy(H5T_C_S1));
+    H5Tset_size(mem.get(), H5T_VARIABLE);
+    H5Tset_cset(mem.get(), H5Tget_cset(type.get()));
+    char* text = nullptr;
+    check_status(H5Aread(attr.get(), mem.get(), &text), w, "cannot read attribute " + quote(name));
+    std::string value = text ? text : "";
+    H5free_memory(text);
+    return value;
+  }
+  const std::size_t size = H5Tget_size(type.get());
+  std::string value(size, '\0');
+  check_status(H5Aread(attr.get(), type.get(), value.data()), w, "cannot read attribute " + quote(name));
+  value.resize(std::strlen(value.c_str()) < size ? std::strlen(value.c_str()) : size);
+  return value;
+}
+
+std::optional<std::vector<std::int64_t>> read_int_array_attribute(Where w, const Handle& object,
+                                                                  const std::string& name) {
+  if (!attribute_exists(w, object, name)) return std::nullopt;
+  Handle attr(check(H5Aopen(object.get(), name.c_str(), H5P_DEFAULT), w, "cannot open attribute " + quote(name)));
+  Handle type(check(H5Aget_type(attr.get()), w, "cannot read attribute type"));
+  if (H5Tget_class(type.get()) != H5T_INTEGER)
+    throw Error(ErrorCode::format, w.file,
+                fmt::format("attribute {} is a {}, expected integers", quote(name), describe_type(type)));
+  Handle space(H5Aget_space(attr.get()));
+  const hssize_t n = H5Sget_simple_extent_npoints(space.get());
+  if (n < 0 || n > 64)
+    throw Error(ErrorCode::format, w.file, fmt::format("attribute {} has {} values", quote(name), n));
+  std::vector<std::int64_t> values(static_cast<std::size_t>(n));
+  check_status(H5Aread(attr.get(), H5T_NATIVE_INT64, values.data()), w, "cannot read attribute " + quote(name));
+  return values;
+}
+
+}  // namespace ckpt::detail::h5
+
+#include "h5/zstd_filter.h"
+
+namespace ckpt::detail::h5 {
+void register_zstd_filter() {
+  init_library();
+  static std::once_flag once;
+  std::call_once(once, [] { H5Zregister(&kZstdFilterClass); });
+}
+}  // namespace ckpt::detail::h5

@@ -1,0 +1,140 @@
+// The one wrapper through which ckpt calls HDF5. Nothing else includes <hdf5.h>.
+//
+// Every call is checked; a failure becomes ckpt::Error naming the file, what we were doing and
+// the innermost HDF5 message. HDF5's own printing of error stacks is switched off on first use.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ckpt/error.h"
+
+namespace ckpt::detail::h5 {
+
+using hid = std::int64_t;  // HDF5's hid_t
+
+// Owner of an HDF5 identifier; closes it with the matching H5*close.
+class Handle {
+ public:
+  Handle() = default;
+  explicit Handle(hid id) : id_(id) {}
+  ~Handle() { reset(); }
+  Handle(Handle&& o) noexcept : id_(o.id_) { o.id_ = -1; }
+  Handle& operator=(Handle&& o) noexcept {
+    if (this != &o) { reset(); id_ = o.id_; o.id_ = -1; }
+    return *this;
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  hid get() const noexcept { return id_; }
+  bool valid() const noexcept { return id_ >= 0; }
+  // Give up ownership without closing.
+  hid release() noexcept { const hid id = id_; id_ = -1; return id; }
+  void reset() noexcept;
+
+ private:
+  hid id_ = -1;
+};
+
+// Every call below takes the file name used in error messages.
+struct Where {
+  const std::string& file;
+};
+
+// --- files ---------------------------------------------------------------------------------
+struct CreateSettings {
+  std::uint64_t alignment = 64;  // file offset alignment of raw data
+};
+Handle create_file(Where w, const std::filesystem::path& path, const CreateSettings& settings);
+Handle open_file_readonly(Where w, const std::filesystem::path& path);
+void close_file(Where w, Handle& file);  // close and report errors (Handle's destructor is silent)
+// dup() of the file descriptor HDF5 reads through (sec2 driver), for mapping the same file.
+int duplicate_file_descriptor(Where w, const Handle& file);
+std::uint64_t userblock_size(Where w, const Handle& file);
+// True if `bytes` starts with the HDF5 superblock signature at offset 0, 512, 1024, 2048, ...
+bool has_signature(std::span<const std::byte> head);
+
+// --- groups and links ----------------------------------------------------------------------
+// A group that tracks and indexes link creation order (insertion order).
+Handle create_group(Where w, const Handle& parent, const std::string& name);
+Handle open_group(Where w, const Handle& parent, const std::string& name);
+bool link_exists(Where w, const Handle& parent, const std::string& name);
+
+// --- types ---------------------------------------------------------------------------------
+// Predefined little-endian types, and compounds built from them.
+enum class Predefined { f64, f32, i64, i32, i16, i8, u64, u32, u16, u8 };
+Handle predefined(Predefined type);
+// A custom IEEE-style float (H5Tset_fields / H5Tset_ebias), e.g. float16 and bfloat16.
+Handle custom_float(std::size_t size, std::size_t sign_pos, std::size_t exp_pos, std::size_t exp_bits,
+                    std::size_t mant_bits, std::size_t ebias);
+// The enum h5py uses for bool: int8 base, FALSE = 0, TRUE = 1.
+Handle bool_enum();
+// The compound h5py uses for complex: {r, i} of `part`.
+Handle complex_compound(const Handle& part);
+bool types_equal(const Handle& a, const Handle& b);
+// Same HDF5 class and size (a conversion between them is value-preserving for our types).
+bool types_compatible(const Handle& a, const Handle& b);
+// Short description for messages: "float 4 bytes", "integer 8 bytes", "string", ...
+std::string describe_type(const Handle& type);
+
+// --- datasets ------------------------------------------------------------------------------
+struct DatasetLayout {
+  bool chunked = false;
+  std::vector<std::uint64_t> chunk;  // chunk dims when chunked
+  struct Filter {
+    int id;
+    std::vector<unsigned> values;
+  };
+  std::vector<Filter> filters;
+};
+
+// Contiguous (filters ignored) or chunked with the given filters; creation order tracked, no
+// timestamps, no fill values written. Rank 0 shape = scalar dataspace.
+Handle create_dataset(Where w, const Handle& parent, const std::string& name, const Handle& type,
+                      const std::vector<std::uint64_t>& shape, const DatasetLayout& layout);
+Handle open_dataset(Where w, const Handle& parent, const std::string& name);
+Handle dataset_type(Where w, const Handle& dataset);
+// Dims of a simple dataspace ({} for scalar); throws for null dataspaces.
+std::vector<std::uint64_t> dataset_shape(Where w, const Handle& dataset);
+DatasetLayout dataset_layout(Where w, const Handle& dataset);
+// File offset of a contiguous dataset's data, or nullopt (chunked, compact, not allocated).
+std::optional<std::uint64_t> contiguous_offset(const Handle& dataset);
+std::uint64_t storage_size(const Handle& dataset);
+void write_all(Where w, const Handle& dataset, const Handle& mem_type, const void* data);
+void read_all(Where w, const Handle& dataset, const Handle& mem_type, void* data);
+// Raw (still filtered) chunks at element offset `offset`.
+void write_raw_chunk(Where w, const Handle& dataset, const std::vector<std::uint64_t>& offset,
+                     std::uint32_t filter_mask, std::span<const std::byte> data);
+std::uint64_t raw_chunk_size(Where w, const Handle& dataset, const std::vector<std::uint64_t>& offset);
+// Reads a raw chunk into `buffer` (sized by raw_chunk_size); returns the filter mask.
+std::uint32_t read_raw_chunk(Where w, const Handle& dataset, const std::vector<std::uint64_t>& offset,
+                             std::span<std::byte> buffer);
+
+// A scalar fixed-length UTF-8 string dataset (used for the ckpt-h5 index).
+void write_string_dataset(Where w, const Handle& parent, const std::string& name, const std::string& text);
+// Reads a scalar fixed-length string or 1-D uint8 dataset; refuses more than `max_bytes`.
+std::string read_string_dataset(Where w, const Handle& parent, const std::string& name,
+                                std::uint64_t max_bytes, std::uint64_t file_size);
+
+// --- attributes ----------------------------------------------------------------------------
+bool attribute_exists(Where w, const Handle& object, const std::string& name);
+void write_string_attribute(Where w, const Handle& object, const std::string& name, const std::string& value);
+void write_uint_array_attribute(Where w, const Handle& object, const std::string& name,
+                                const std::vector<std::uint32_t>& values);
+// Fixed or variable length string attribute; nullopt if absent.
+std::optional<std::string> read_string_attribute(Where w, const Handle& object, const std::string& name);
+// Integer array attribute (any integer type, converted); nullopt if absent.
+std::optional<std::vector<std::int64_t>> read_int_array_attribute(Where w, const Handle& object,
+                                                                  const std::string& name);
+
+// --- filters -------------------------------------------------------------------------------
+inline constexpr int kShuffleFilter = 2;
+inline constexpr int kZstdFilter = 32015;
+void register_zstd_filter();
+
+}  // namespace ckpt::detail::h5

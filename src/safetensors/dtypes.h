@@ -1,0 +1,21 @@
+// safetensors dtype codes and ckpt's `__metadata__` keys (format-spec/conventions.md §2).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+#include "ckpt/dtype.h"
+
+namespace ckpt::detail::safetensors {
+
+// "F32", "BF16", "F8_E4M3", ...; nullopt for dtypes safetensors cannot hold (complex128).
+std::optional<std::string_view> dtype_code(DType dtype);
+std::optional<DType> dtype_from_code(std::string_view code);
+
+inline constexpr std::string_view kMetadataKey = "__metadata__";
+inline constexpr std::string_view kRolesKey = "ckpt.roles";
+inline constexpr std::string_view kCkptMetadataKey = "ckpt.metadata";
+inline constexpr std::uint64_t kRolesVersion = 1;
+
+}  // namespace ckpt::detail::safetensors

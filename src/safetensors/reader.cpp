@@ -1,0 +1,240 @@
+// safetensors reader: every check the reference implementation makes (header size cap, UTF-8
+// JSON, duplicate names, offsets contiguous and in bounds, sizes equal dtype x shape, buffer
+// length equal to the last offset), then zero-copy views into the mapped file.
+#include <algorithm>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "ckpt/roles.h"
+#include "ckpt/safetensors.h"
+#include "safetensors/dtypes.h"
+#include "util/bytes.h"
+#include "util/mapped_file.h"
+
+namespace ckpt {
+namespace {
+
+using detail::fail;
+using detail::quote;
+using json = nlohmann::json;
+namespace st = detail::safetensors;
+
+class SafetensorsReader final : public Reader {
+ public:
+  SafetensorsReader(const std::filesystem::path& path, const ReadOptions& options) : Reader(path, options) {
+    format_ = "safetensors";
+    name_ = path.string();
+    mapping_ = detail::MappedFile::open(path);
+    const auto bytes = mapping_->bytes();
+    if (bytes.size() < 8)
+      fail(ErrorCode::format, name_, "file is {} bytes, too short for the 8-byte header length", bytes.size());
+    const auto header_len = detail::load_le<std::uint64_t>(bytes.data());
+    if (header_len > options_.max_header_bytes)
+      fail(ErrorCode::format, name_, "header length {} at offset 0 exceeds the limit of {} bytes", header_len,
+           options_.max_header_bytes);
+    if (header_len > bytes.size() - 8)
+      fail(ErrorCode::format, name_, "header length {} at offset 0 extends past the end of the file ({} bytes)",
+           header_len, bytes.size());
+    data_start_ = 8 + header_len;
+    parse_header(std::string_view(reinterpret_cast<const char*>(bytes.data()) + 8, header_len));
+    finish_listing();
+  }
+
+  Tensor read(std::size_t index) override {
+    if (index >= stored_.size())
+      fail(ErrorCode::invalid_argument, name_, "tensor index {} out of range ({} tensors)", index, stored_.size());
+    const auto& info = stored_[index];
+    const std::byte* data = mapping_->bytes().data() + data_start_ + begins_[index];
+    const std::uint64_t nbytes = info.nbytes();
+    if (nbytes == 0) return Tensor::zeros(info.dtype, info.shape);
+    const bool aligned = (data_start_ + begins_[index]) % dtype_size(info.dtype) == 0;
+    if (options_.zero_copy && aligned) {
+      mapping_->prefetch(data_start_ + begins_[index], nbytes);
+      return Tensor::view(info.dtype, info.shape, data, mapping_);
+    }
+    return Tensor::copy_of(info.dtype, info.shape, {data, static_cast<std::size_t>(nbytes)});
+  }
+
+ private:
+  struct Parsed {
+    StoredTensorInfo info;
+    std::string file_name;
+    std::uint64_t begin = 0, end = 0;
+  };
+
+  void parse_header(std::string_view text) {
+    // nlohmann::json keeps the last of duplicate keys; the callback sees every key first.
+    std::set<std::string> seen;
+    std::string duplicate;
+    json header;
+    try {
+      header = json::parse(text, [&](int depth, json::parse_event_t event, json& parsed) {
+        if (depth == 1 && event == json::parse_event_t::key && !seen.insert(parsed.get<std::string>()).second &&
+            duplicate.empty())
+          duplicate = parsed.get<std::string>();
+        return true;
+      });
+    } catch (const json::exception& e) {
+      fail(ErrorCode::format, name_, "header (offset 8, {} bytes) is not valid JSON: {}", text.size(), e.what());
+    }
+    if (!duplicate.empty()) fail(ErrorCode::format, name_, "header names tensor {} twice", quote(duplicate));
+    if (!header.is_object()) fail(ErrorCode::format, name_, "header is not a JSON object");
+
+    std::vector<Parsed> tensors;
+    json file_metadata = json::object();
+    for (auto it = header.begin(); it != header.end(); ++it) {
+      if (it.key() == st::kMetadataKey) {
+        if (!it.value().is_object()) fail(ErrorCode::format, name_, "__metadata__ is not an object");
+        for (auto m = it.value().begin(); m != it.value().end(); ++m)
+          if (!m.value().is_string())
+            fail(ErrorCode::format, name_, "__metadata__ value of {} is not a string", quote(m.key()));
+        file_metadata = it.value();
+        continue;
+      }
+      tensors.push_back(parse_tensor(it.key(), it.value()));
+    }
+    // Data must be one gap-free run: sorted by offset, each tensor starts where the last ended.
+    std::sort(tensors.begin(), tensors.end(), [](const Parsed& a, const Parsed& b) {
+      return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+    });
+    std::uint64_t expected = 0;
+    for (const auto& t : tensors) {
+      if (t.begin != expected)
+        fail(ErrorCode::format, name_, "tensor {}: data_offsets [{}, {}] {} (expected to start at {})",
+             quote(t.file_name), t.begin, t.end, t.begin < expected ? "overlap the previous tensor" : "leave a gap",
+             expected);
+      expected = t.end;
+    }
+    const std::uint64_t buffer = mapping_->size() - data_start_;
+    if (expected != buffer)
+      fail(ErrorCode::format, name_, "data buffer is {} bytes but the tensors cover {} (file {} bytes)", buffer,
+           expected, expected > buffer ? "is truncated" : "has trailing bytes");
+    apply_roles(tensors, file_metadata);
+    for (auto& t : tensors) {
+      begins_.push_back(t.begin);
+      stored_.push_back(std::move(t.info));
+    }
+  }
+
+  Parsed parse_tensor(const std::string& name, const json& value) {
+    auto bad = [&](const std::string& what) { fail(ErrorCode::format, name_, "tensor {}: {}", quote(name), what); };
+    if (!value.is_object()) bad("entry is not an object");
+    if (!value.contains("dtype") || !value["dtype"].is_string()) bad("\"dtype\" must be a string");
+    const std::string code = value["dtype"].get<std::string>();
+    const auto dtype = st::dtype_from_code(code);
+    if (!dtype) fail(ErrorCode::unsupported, name_, "tensor {}: unknown dtype {}", quote(name), quote(code));
+    Parsed p;
+    p.file_name = name;
+    p.info.name = name;
+    p.info.dtype = *dtype;
+    if (!value.contains("shape") || !value["shape"].is_array()) bad("\"shape\" must be an array");
+    if (value["shape"].size() > options_.max_rank)
+      bad(fmt::format("rank {} exceeds the limit of {}", value["shape"].size(), options_.max_rank));
+    for (const auto& d : value["shape"]) {
+      if (!d.is_number_unsigned()) bad("\"shape\" must hold non-negative integers");
+      if (d.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) bad("dimension too large");
+      p.info.shape.push_back(d.get<std::int64_t>());
+    }
+    const auto& offsets = value.contains("data_offsets") ? value["data_offsets"] : json();
+    if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
+        !offsets[1].is_number_unsigned())
+      bad("\"data_offsets\" must be two non-negative integers");
+    p.begin = offsets[0].get<std::uint64_t>();
+    p.end = offsets[1].get<std::uint64_t>();
+    if (p.end < p.begin) bad(fmt::format("data_offsets [{}, {}] end before they begin", p.begin, p.end));
+    std::uint64_t nbytes = 0;
+    try {
+      nbytes = p.info.nbytes();
+    } catch (const Error&) {
+      bad(fmt::format("shape {} overflows", shape_to_string(p.info.shape)));
+    }
+    if (p.end - p.begin != nbytes)
+      bad(fmt::format("data_offsets [{}, {}] do not match shape {} of {} ({} bytes)", p.begin, p.end,
+                      shape_to_string(p.info.shape), code, nbytes));
+    return p;
+  }
+
+  // format-spec/conventions.md §2: "ckpt.roles" lists buffers and extra-section tensors; without
+  // it roles are inferred.
+  void apply_roles(std::vector<Parsed>& tensors, const json& file_metadata) {
+    if (file_metadata.contains(st::kCkptMetadataKey)) {
+      try {
+        metadata_ = Metadata::parse(file_metadata[st::kCkptMetadataKey].get<std::string>());
+      } catch (const json::exception& e) {
+        fail(ErrorCode::format, name_, "__metadata__ {} is not valid JSON: {}", quote(st::kCkptMetadataKey), e.what());
+      }
+      if (!metadata_.is_object()) fail(ErrorCode::format, name_, "__metadata__ {} is not a JSON object", quote(st::kCkptMetadataKey));
+    } else {
+      for (auto m = file_metadata.begin(); m != file_metadata.end(); ++m)
+        if (m.key() != st::kRolesKey) metadata_[m.key()] = m.value();
+    }
+    if (!file_metadata.contains(st::kRolesKey)) {
+      role_source_ = RoleSource::heuristic;
+      const BufferRule is_buffer(options_.buffer_regex);
+      for (auto& t : tensors)
+        if (is_buffer(t.info.name, t.info.dtype)) {
+          t.info.role = Role::buffer;
+          t.info.collection = std::string(kDefaultBufferCollection);
+        }
+      return;
+    }
+    role_source_ = RoleSource::metadata;
+    json roles;
+    try {
+      roles = json::parse(file_metadata[st::kRolesKey].get<std::string>());
+    } catch (const json::exception& e) {
+      fail(ErrorCode::format, name_, "__metadata__ {} is not valid JSON: {}", quote(st::kRolesKey), e.what());
+    }
+    auto bad = [&](const std::string& what) {
+      fail(ErrorCode::format, name_, "__metadata__ {}: {}", quote(st::kRolesKey), what);
+    };
+    if (!roles.is_object()) bad("not a JSON object");
+    if (roles.value("version", std::uint64_t{0}) > st::kRolesVersion)
+      fail(ErrorCode::unsupported, name_, "__metadata__ {} version {} is newer than this reader ({})",
+           quote(st::kRolesKey), roles["version"].dump(), st::kRolesVersion);
+    const json buffers = roles.value("buffers", json::object());
+    const json extra = roles.value("extra", json::object());
+    if (!buffers.is_object() || !extra.is_object()) bad("\"buffers\" and \"extra\" must be objects");
+    std::set<std::string> names;
+    for (const auto& t : tensors) names.insert(t.file_name);
+    for (auto it = buffers.begin(); it != buffers.end(); ++it)
+      if (!names.count(it.key())) bad(fmt::format("lists buffer {} that is not in the file", quote(it.key())));
+    for (auto it = extra.begin(); it != extra.end(); ++it)
+      if (!names.count(it.key())) bad(fmt::format("lists tensor {} that is not in the file", quote(it.key())));
+    for (auto& t : tensors) {
+      if (auto b = buffers.find(t.file_name); b != buffers.end()) {
+        if (!b->is_object()) bad(fmt::format("entry of {} is not an object", quote(t.file_name)));
+        t.info.role = Role::buffer;
+        const json collection = b->value("collection", json(std::string(kDefaultBufferCollection)));
+        const json persistent = b->value("persistent", json(true));
+        if (!collection.is_string() || !persistent.is_boolean())
+          bad(fmt::format("entry of {} needs a string collection and a boolean persistent", quote(t.file_name)));
+        t.info.collection = collection.get<std::string>();
+        t.info.persistent = persistent.get<bool>();
+      } else if (auto x = extra.find(t.file_name); x != extra.end()) {
+        if (!x->is_object() || !x->contains("section") || !(*x)["section"].is_string() || !x->contains("name") ||
+            !(*x)["name"].is_string())
+          bad(fmt::format("entry of {} needs string \"section\" and \"name\"", quote(t.file_name)));
+        t.info.role = Role::extra;
+        t.info.section = (*x)["section"].get<std::string>();
+        t.info.name = (*x)["name"].get<std::string>();
+        if (t.info.section.empty() || t.info.section == kParametersSection || t.info.section == kBuffersSection)
+          bad(fmt::format("entry of {} names a reserved section", quote(t.file_name)));
+      }
+    }
+  }
+
+  std::string name_;
+  std::shared_ptr<const detail::MappedFile> mapping_;
+  std::uint64_t data_start_ = 0;
+  std::vector<std::uint64_t> begins_;  // parallel to stored_
+};
+
+}  // namespace
+
+std::unique_ptr<Reader> open_safetensors(const std::filesystem::path& path, const ReadOptions& options) {
+  return std::make_unique<SafetensorsReader>(path, options);
+}
+
+}  // namespace ckpt

@@ -1,0 +1,90 @@
+// safetensors writer: JSON header (space-padded to a multiple of 8 bytes, as the reference
+// writer does), then each tensor's bytes streamed from the source, through an atomic file.
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "ckpt/safetensors.h"
+#include "safetensors/dtypes.h"
+#include "util/atomic_file.h"
+#include "util/bytes.h"
+
+namespace ckpt {
+namespace {
+
+using detail::fail;
+using detail::quote;
+using json = nlohmann::ordered_json;
+namespace st = detail::safetensors;
+
+// The name a tensor has in the file: model keys as they are, extra sections as "section/name".
+std::string file_name(const TensorInfo& info) {
+  return info.role == Role::extra ? info.section + "/" + info.name : info.name;
+}
+
+}  // namespace
+
+void write_safetensors(Source& source, const std::filesystem::path& path, const WriteOptions& options) {
+  const std::string name = path.string();
+  const auto& infos = source.tensors();
+  // Everything that could make the file unfaithful is refused before any byte is written.
+  std::set<std::string> used;
+  json buffers = json::object(), extra = json::object();
+  for (const auto& info : infos) {
+    if (!st::dtype_code(info.dtype))
+      fail(ErrorCode::unsupported, name, "safetensors cannot hold dtype {} (tensor {})", dtype_name(info.dtype),
+           quote(info.name));
+    const std::string stored = file_name(info);
+    if (stored == st::kMetadataKey)
+      fail(ErrorCode::unsupported, name, "a tensor cannot be named {} in safetensors", quote(stored));
+    if (!used.insert(stored).second)
+      fail(ErrorCode::unsupported, name, "two tensors would both be stored as {} in safetensors", quote(stored));
+    if (info.role == Role::buffer)
+      buffers[stored] = {{"collection", info.collection.empty() ? std::string(kDefaultBufferCollection) : info.collection},
+                         {"persistent", info.persistent}};
+    else if (info.role == Role::extra)
+      extra[stored] = {{"section", info.section}, {"name", info.name}};
+  }
+
+  json file_metadata = json::object();
+  // Plain string metadata stays visible to tools that know nothing of ckpt ("format": "pt").
+  for (auto it = source.metadata().begin(); it != source.metadata().end(); ++it)
+    if (it.value().is_string() && it.key().rfind("ckpt.", 0) != 0) file_metadata[it.key()] = it.value();
+  if (!source.metadata().empty()) file_metadata[std::string(st::kCkptMetadataKey)] = source.metadata().dump();
+  json roles = {{"version", st::kRolesVersion}, {"buffers", buffers}};
+  if (!extra.empty()) roles["extra"] = extra;
+  file_metadata[std::string(st::kRolesKey)] = roles.dump();
+
+  json header = json::object();
+  header[std::string(st::kMetadataKey)] = file_metadata;
+  std::uint64_t offset = 0, total = 0;
+  for (const auto& info : infos) {
+    const std::uint64_t nbytes = info.nbytes();
+    header[file_name(info)] = {{"dtype", *st::dtype_code(info.dtype)}, {"shape", info.shape},
+                               {"data_offsets", {offset, offset + nbytes}}};
+    offset += nbytes;
+  }
+  total = offset;
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+
+  detail::AtomicFile file(path, options.overwrite);
+  std::byte length[8];
+  detail::store_le<std::uint64_t>(length, text.size());
+  file.write(length);
+  file.write(std::as_bytes(std::span(text)));
+  std::uint64_t done = 0;
+  for (std::size_t i = 0; i < infos.size(); ++i) {
+    const Tensor tensor = source.read(i);
+    if (tensor.dtype() != infos[i].dtype || tensor.shape() != infos[i].shape)
+      fail(ErrorCode::invalid_argument, name, "tensor {}: source gave {} {}, listed as {} {}", quote(infos[i].name),
+           dtype_name(tensor.dtype()), shape_to_string(tensor.shape()), dtype_name(infos[i].dtype),
+           shape_to_string(infos[i].shape));
+    file.write(tensor.bytes());
+    done += tensor.nbytes();
+    if (options.progress) options.progress(done, total);
+  }
+  file.commit();
+}
+
+}  // namespace ckpt

@@ -1,0 +1,42 @@
+// Atomic replacement of a file: write a temporary file in the target's directory, fsync it, then
+// rename it over the target and fsync the directory. Destroying an uncommitted AtomicFile removes
+// the temporary, so a failed write leaves the old target untouched and no stray file behind.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <span>
+
+namespace ckpt::detail {
+
+class AtomicFile {
+ public:
+  // Creates the temporary file. With overwrite == false an existing target is an error (checked
+  // now and again, race-free, at commit).
+  AtomicFile(std::filesystem::path target, bool overwrite);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  const std::filesystem::path& temp_path() const noexcept { return temp_; }
+  const std::filesystem::path& target() const noexcept { return target_; }
+  // Descriptor of the temporary file, open for writing (-1 after close_fd()).
+  int fd() const noexcept { return fd_; }
+  // Close our descriptor, e.g. before a library reopens the temporary by name.
+  void close_fd();
+
+  // Write all of `bytes` at the current position (throws io naming the target).
+  void write(std::span<const std::byte> bytes);
+
+  // fsync, rename over the target, fsync the directory.
+  void commit();
+
+ private:
+  std::filesystem::path target_;
+  std::filesystem::path temp_;
+  int fd_ = -1;
+  bool overwrite_;
+  bool committed_ = false;
+};
+
+}  // namespace ckpt::detail

@@ -1,0 +1,54 @@
+#include "util/mapped_file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "util/bytes.h"
+
+namespace ckpt::detail {
+
+std::shared_ptr<const MappedFile> MappedFile::from_fd(int fd, const std::filesystem::path& path) {
+  struct stat st {};
+  if (fstat(fd, &st) != 0) fail(ErrorCode::io, path.string(), "cannot stat: {}", std::strerror(errno));
+  const auto size = static_cast<std::size_t>(st.st_size);
+  if (size == 0) return std::shared_ptr<const MappedFile>(new MappedFile(nullptr, 0));
+  void* p = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) fail(ErrorCode::io, path.string(), "cannot map: {}", std::strerror(errno));
+  return std::shared_ptr<const MappedFile>(new MappedFile(static_cast<const std::byte*>(p), size));
+}
+
+std::shared_ptr<const MappedFile> MappedFile::open(const std::filesystem::path& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(ErrorCode::io, path.string(), "cannot open: {}", std::strerror(errno));
+  try {
+    auto mapped = from_fd(fd, path);
+    ::close(fd);
+    return mapped;
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+}
+
+MappedFile::~MappedFile() {
+  if (data_ != nullptr) munmap(const_cast<std::byte*>(data_), size_);
+}
+
+void MappedFile::prefetch(std::uint64_t offset, std::uint64_t length) const noexcept {
+  if (data_ == nullptr || offset >= size_) return;
+  const std::uint64_t page = static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+  const std::uint64_t begin = offset / page * page;
+  const std::uint64_t end = std::min<std::uint64_t>(size_, offset + length);
+#ifdef MADV_POPULATE_READ
+  // Populates page tables in one call instead of one fault per page; ignored on old kernels.
+  if (madvise(const_cast<std::byte*>(data_) + begin, end - begin, MADV_POPULATE_READ) == 0) return;
+#endif
+  madvise(const_cast<std::byte*>(data_) + begin, end - begin, MADV_WILLNEED);
+}
+
+}  // namespace ckpt::detail

@@ -1,0 +1,105 @@
+// checkpoint-convert: any supported checkpoint format to any other, keeping roles and metadata.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <charconv>
+#include <fmt/format.h>
+
+#include "ckpt/ckpt.h"
+#include "cli_common.h"
+
+namespace {
+
+using namespace ckpt;
+
+struct Options {
+  std::string input, output, to, compression = "none", buffer_regex;
+  bool force = false, no_checksums = false, quiet = false;
+  std::uint64_t chunk_bytes = 4u << 20;
+  unsigned threads = 0;
+};
+
+void parse_compression(const std::string& text, WriteOptions& write) {
+  if (text == "none") {
+    write.compression = Compression::none;
+    return;
+  }
+  if (text.rfind("zstd", 0) == 0) {
+    write.compression = Compression::zstd;
+    if (text.size() == 4) return;
+    int level = 0;
+    const char* begin = text.data() + 5;
+    const char* end = text.data() + text.size();
+    auto [ptr, ec] = std::from_chars(begin, end, level);
+    if (text[4] == ':' && ec == std::errc() && ptr == end) {
+      write.zstd_level = level;
+      return;
+    }
+  }
+  throw Error(ErrorCode::invalid_argument, "", fmt::format("--compression '{}': expected none, zstd or zstd:LEVEL", text));
+}
+
+int convert_files(const Options& o) {
+  ConvertOptions options;
+  options.read.buffer_regex = o.buffer_regex;
+  options.write.format = o.to;
+  options.write.overwrite = o.force;
+  options.write.checksums = !o.no_checksums;
+  options.write.chunk_bytes = o.chunk_bytes;
+  options.write.threads = o.threads;
+  parse_compression(o.compression, options.write);
+  if (!o.to.empty() && !find_format(o.to))
+    throw Error(ErrorCode::invalid_argument, "", fmt::format("--to '{}': unknown format (ckpt-h5, safetensors)", o.to));
+  if (o.to.empty() && !format_for_extension(o.output))
+    throw Error(ErrorCode::invalid_argument, o.output,
+                "cannot tell the output format from the extension; use --to ckpt-h5 or --to safetensors");
+  if (!o.force && std::filesystem::exists(o.output))
+    throw Error(ErrorCode::io, o.output, "already exists; use --force to replace it");
+  if (!o.quiet) options.write.progress = cli::terminal_progress("converting");
+  const std::size_t count = convert(o.input, o.output, options);
+  cli::finish_progress();
+  if (!o.quiet) {
+    std::error_code ec;
+    fmt::print(stderr, "checkpoint-convert: wrote {} tensors to {} ({})\n", count, o.output,
+               cli::human_bytes(std::filesystem::file_size(o.output, ec)));
+  }
+  return cli::kOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{
+      "Convert a checkpoint between formats, keeping parameter/buffer roles, sections and metadata.\n"
+      "The input format is detected by content; the output format comes from --to or OUT's extension\n"
+      "(.ckpt.h5/.h5/.hdf5/.ckpt: ckpt-h5; .safetensors: safetensors). The output is written\n"
+      "atomically: on failure an existing OUT is left as it was.\n\n"
+      "Exit codes: 0 ok, 1 the input could not be read or the output written, 2 bad usage,\n"
+      "3 a checksum in the input does not match.",
+      "checkpoint-convert"};
+  app.add_option("IN", o.input, "Checkpoint to read")->required();
+  app.add_option("OUT", o.output, "File to write")->required();
+  app.add_option("--to", o.to, "Output format: ckpt-h5 or safetensors (default: from OUT's extension)");
+  app.add_option("--compression", o.compression, "ckpt-h5 output: none, zstd or zstd:LEVEL (1-22; default 3)")
+      ->capture_default_str();
+  app.add_option("--buffers", o.buffer_regex,
+                 "Inputs without stored roles: tensors whose full name matches this regex are buffers "
+                 "(besides integer/bool tensors and running_mean/running_var/num_batches_tracked)");
+  app.add_option("--chunk-size", o.chunk_bytes, "ckpt-h5 output with zstd: bytes per compressed chunk")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--threads", o.threads, "Compression threads (default: one per core)");
+  app.add_flag("--no-checksums", o.no_checksums, "Do not store per-tensor checksums");
+  app.add_flag("-f,--force", o.force, "Replace OUT if it exists");
+  app.add_flag("-q,--quiet", o.quiet, "No progress and no summary on stderr");
+  app.set_version_flag("--version", CKPT_VERSION);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    fmt::print(stderr, "checkpoint-convert: error: {}\n", e.what());
+    return ckpt::cli::kUsage;
+  }
+  return ckpt::cli::run_guarded("checkpoint-convert", [&] { return convert_files(o); });
+}

@@ -1,0 +1,213 @@
+// checkpoint-inspect: what is inside a checkpoint, without Python.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <cmath>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "ckpt/ckpt.h"
+#include "cli_common.h"
+
+namespace {
+
+using namespace ckpt;
+using json = nlohmann::ordered_json;
+
+struct Options {
+  std::string file;
+  bool json_output = false;
+  bool stats = false;
+  bool verify = false;
+  std::string buffer_regex;
+};
+
+struct Totals {
+  std::size_t count = 0;
+  std::uint64_t bytes = 0;
+};
+
+std::string role_column(const TensorInfo& t) {
+  if (t.role == Role::buffer) {
+    std::string s = "buffer";
+    if (t.collection != kDefaultBufferCollection) s += "(" + t.collection + ")";
+    if (!t.persistent) s += " non-persistent";
+    return s;
+  }
+  if (t.role == Role::extra) return t.section;
+  return "parameter";
+}
+
+std::vector<std::string> split_dots(const std::string& name) {
+  std::vector<std::string> parts;
+  std::size_t start = 0;
+  while (true) {
+    const auto dot = name.find('.', start);
+    parts.push_back(name.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+    if (dot == std::string::npos) return parts;
+    start = dot + 1;
+  }
+}
+
+json stats_json(const TensorStats& s) {
+  json j = {{"count", s.count}, {"nan", s.nan_count}, {"inf", s.inf_count}};
+  if (s.count) {
+    j["min"] = s.min;
+    j["max"] = s.max;
+    j["mean"] = s.mean;
+    j["std"] = s.std;
+  }
+  return j;
+}
+
+std::string stats_text(const TensorStats& s) {
+  if (s.count == 0 && s.nan_count == 0 && s.inf_count == 0) return "(empty)";
+  std::string text = s.count ? fmt::format("min {:.6g} max {:.6g} mean {:.6g} std {:.6g}", s.min, s.max, s.mean, s.std)
+                             : "no finite values";
+  if (s.nan_count) text += fmt::format(" nan {}", s.nan_count);
+  if (s.inf_count) text += fmt::format(" inf {}", s.inf_count);
+  return text;
+}
+
+int inspect(const Options& options) {
+  ReadOptions read_options;
+  read_options.buffer_regex = options.buffer_regex;
+  auto reader = open(options.file, read_options);
+  const auto& tensors = reader->tensors();
+
+  std::size_t verified = 0;
+  if (options.verify) {
+    verified = reader->verify(cli::terminal_progress("verifying"));
+    cli::finish_progress();
+  }
+  std::vector<TensorStats> stats;
+  if (options.stats) {
+    for (std::size_t i = 0; i < tensors.size(); ++i) stats.push_back(compute_stats(reader->read(i)));
+  }
+
+  Totals parameters, buffers;
+  std::map<std::string, Totals> sections;
+  std::vector<std::string> collections;
+  for (const auto& t : tensors) {
+    Totals& totals = t.role == Role::parameter ? parameters : t.role == Role::buffer ? buffers : sections[t.section];
+    ++totals.count;
+    totals.bytes += t.nbytes();
+    if (t.role == Role::buffer && std::find(collections.begin(), collections.end(), t.collection) == collections.end())
+      collections.push_back(t.collection);
+  }
+  std::error_code ec;
+  const auto file_bytes = std::filesystem::file_size(options.file, ec);
+
+  if (options.json_output) {
+    json out;
+    out["file"] = options.file;
+    out["file_bytes"] = file_bytes;
+    out["format"] = reader->format();
+    out["format_version"] = reader->format_version();
+    out["role_source"] = role_source_name(reader->role_source());
+    out["parameters"] = {{"count", parameters.count}, {"bytes", parameters.bytes}};
+    out["buffers"] = {{"count", buffers.count}, {"bytes", buffers.bytes}, {"collections", collections}};
+    json section_json = json::object();
+    for (const auto& [name, totals] : sections) section_json[name] = {{"count", totals.count}, {"bytes", totals.bytes}};
+    out["sections"] = section_json;
+    json list = json::array();
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+      const auto& t = tensors[i];
+      json entry = {{"name", t.name}, {"role", role_name(t.role)}};
+      if (t.role == Role::extra) entry["section"] = t.section;
+      if (t.role == Role::buffer) {
+        entry["collection"] = t.collection;
+        entry["persistent"] = t.persistent;
+      }
+      entry["dtype"] = dtype_name(t.dtype);
+      entry["shape"] = t.shape;
+      entry["bytes"] = t.nbytes();
+      if (reader->stored()[i].has_checksum) entry["checksum"] = fmt::format("xxh3-64:{:016x}", reader->stored()[i].checksum);
+      if (options.stats) entry["stats"] = stats_json(stats[i]);
+      list.push_back(std::move(entry));
+    }
+    out["tensors"] = std::move(list);
+    out["metadata"] = reader->metadata();
+    if (options.verify) out["verify"] = {{"ok", true}, {"checked", verified}};
+    fmt::print("{}\n", out.dump(2));
+    return cli::kOk;
+  }
+
+  fmt::print("file:        {} ({})\n", options.file, cli::human_bytes(file_bytes));
+  fmt::print("format:      {}{}\n", reader->format(),
+             reader->format_version().empty() ? "" : " " + reader->format_version());
+  fmt::print("roles:       {}\n", role_source_name(reader->role_source()));
+  fmt::print("parameters:  {} tensors, {}\n", parameters.count, cli::human_bytes(parameters.bytes));
+  fmt::print("buffers:     {} tensors, {}{}\n", buffers.count, cli::human_bytes(buffers.bytes),
+             collections.empty() ? "" : fmt::format(" (collections: {})", fmt::join(collections, ", ")));
+  for (const auto& [name, totals] : sections)
+    fmt::print("section {}: {} tensors, {}\n", name, totals.count, cli::human_bytes(totals.bytes));
+  if (!reader->metadata().empty()) fmt::print("metadata:    {}\n", reader->metadata().dump());
+  if (options.verify)
+    fmt::print("verify:      ok, {} checksums match{}\n", verified,
+               verified < tensors.size() ? fmt::format(" ({} tensors have none)", tensors.size() - verified) : "");
+
+  // The tree: one line per module path component, tensors as leaves with their columns aligned.
+  struct Line {
+    std::string label;
+    std::string columns;
+  };
+  std::vector<Line> lines;
+  std::vector<std::string> open;  // module path of the previous tensor
+  std::string previous_section;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const auto& t = tensors[i];
+    std::vector<std::string> parts = split_dots(t.name);
+    if (t.role == Role::extra) parts.insert(parts.begin(), "[" + t.section + "]");
+    std::size_t common = 0;
+    while (common < open.size() && common + 1 < parts.size() && open[common] == parts[common]) ++common;
+    for (std::size_t k = common; k + 1 < parts.size(); ++k)
+      lines.push_back({std::string(2 * k, ' ') + parts[k], {}});
+    open.assign(parts.begin(), parts.end() - 1);
+    std::string columns = fmt::format("{:<12} {:<13} {:<18} {:>10}", role_column(t), dtype_name(t.dtype),
+                                      shape_to_string(t.shape), cli::human_bytes(t.nbytes()));
+    if (options.stats) columns += "  " + stats_text(stats[i]);
+    lines.push_back({std::string(2 * (parts.size() - 1), ' ') + parts.back(), columns});
+  }
+  std::size_t width = 0;
+  for (const auto& l : lines)
+    if (!l.columns.empty()) width = std::max(width, l.label.size());
+  fmt::print("\n");
+  for (const auto& l : lines) {
+    if (l.columns.empty()) fmt::print("{}\n", l.label);
+    else fmt::print("{:<{}}  {}\n", l.label, width, l.columns);
+  }
+  return cli::kOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options;
+  CLI::App app{
+      "Show what is inside a checkpoint: format, parameters and buffers, a tree by module path with\n"
+      "role, dtype, shape and size, and metadata. Formats are detected by content: "
+      "ckpt-h5, safetensors.\n\n"
+      "Exit codes: 0 ok, 1 the file could not be read, 2 bad usage, 3 a checksum does not match.",
+      "checkpoint-inspect"};
+  app.add_option("FILE", options.file, "Checkpoint to inspect")->required();
+  app.add_flag("--json", options.json_output,
+               "Print JSON: format, format_version, file_bytes, role_source, parameters{count,bytes}, "
+               "buffers{count,bytes,collections}, sections, tensors[{name,role,section,collection,persistent,"
+               "dtype,shape,bytes,checksum,stats}], metadata, verify");
+  app.add_flag("--stats", options.stats, "Per tensor: min, max, mean, std over finite values; NaN and Inf counts");
+  app.add_flag("--verify", options.verify, "Read every tensor and check its stored checksum (exit 3 on mismatch)");
+  app.add_option("--buffers", options.buffer_regex,
+                 "Files without stored roles: tensors whose full name matches this regex are buffers "
+                 "(besides integer/bool tensors and running_mean/running_var/num_batches_tracked)");
+  app.set_version_flag("--version", CKPT_VERSION);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    fmt::print(stderr, "checkpoint-inspect: error: {}\n", e.what());
+    return ckpt::cli::kUsage;
+  }
+  return ckpt::cli::run_guarded("checkpoint-inspect", [&] { return inspect(options); });
+}

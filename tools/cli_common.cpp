@@ -1,0 +1,66 @@
+#include "cli_common.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "ckpt/error.h"
+
+namespace ckpt::cli {
+
+std::string human_bytes(std::uint64_t bytes) {
+  if (bytes < 1024) return fmt::format("{} B", bytes);
+  const char* units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
+  double value = static_cast<double>(bytes) / 1024;
+  int unit = 0;
+  while (value >= 1024 && unit < 4) {
+    value /= 1024;
+    ++unit;
+  }
+  return fmt::format("{:.1f} {}", value, units[unit]);
+}
+
+int run_guarded(const char* tool, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const Error& e) {
+    finish_progress();
+    fmt::print(stderr, "{}: error: {}\n", tool, e.what());
+    return e.code() == ErrorCode::integrity ? kIntegrity : e.code() == ErrorCode::invalid_argument ? kUsage : kError;
+  } catch (const std::exception& e) {
+    finish_progress();
+    fmt::print(stderr, "{}: error: {}\n", tool, e.what());
+    return kError;
+  }
+}
+
+namespace {
+bool g_progress_drawn = false;
+}
+
+ProgressFn terminal_progress(const std::string& label) {
+  if (!isatty(STDERR_FILENO)) return {};
+  auto last = std::make_shared<std::chrono::steady_clock::time_point>();
+  return [label, last](std::uint64_t done, std::uint64_t total) {
+    const auto now = std::chrono::steady_clock::now();
+    if (done != total && now - *last < std::chrono::milliseconds(100)) return;
+    *last = now;
+    const int percent = total ? static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(total)) : 100;
+    fmt::print(stderr, "\r{} {:3d}% {} / {}\x1b[K", label, percent, human_bytes(done), human_bytes(total));
+    std::fflush(stderr);
+    g_progress_drawn = true;
+  };
+}
+
+void finish_progress() {
+  if (!g_progress_drawn) return;
+  fmt::print(stderr, "\r\x1b[K");
+  std::fflush(stderr);
+  g_progress_drawn = false;
+}
+
+}  // namespace ckpt::cli

@@ -1,0 +1,32 @@
+// Shared by the command-line tools: exit codes, error reporting, sizes, progress.
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <string>
+
+#include "ckpt/options.h"
+
+namespace ckpt::cli {
+
+// Documented exit codes (README.md, --help).
+enum Exit : int {
+  kOk = 0,
+  kError = 1,      // the input could not be read or the output written
+  kUsage = 2,      // bad command line
+  kIntegrity = 3,  // a checksum did not match (corrupt data)
+};
+
+// "1.5 MiB", "512 B".
+std::string human_bytes(std::uint64_t bytes);
+
+// Runs `body`, turning exceptions into one line "TOOL: error: ..." on stderr and an exit code.
+int run_guarded(const char* tool, const std::function<int()>& body);
+
+// A progress callback that draws "label  42% 1.2 GiB / 2.9 GiB" on stderr when stderr is a
+// terminal (and nothing otherwise). Clear the line with finish_progress().
+ProgressFn terminal_progress(const std::string& label);
+void finish_progress();
+
+}  // namespace ckpt::cli
