@@ -108,8 +108,8 @@ class SafetensorsReader final : public Reader {
     }
     const std::uint64_t buffer = mapping_->size() - data_start_;
     if (expected != buffer)
-      fail(ErrorCode::format, name_, "data buffer is {} bytes but the tensors cover {} (file {} bytes)", buffer,
-           expected, expected > buffer ? "is truncated" : "has trailing bytes");
+      fail(ErrorCode::format, name_, "data buffer (offset {}) is {} bytes but the tensors cover {} bytes: {}",
+           data_start_, buffer, expected, expected > buffer ? "file is truncated" : "trailing bytes after the data");
     apply_roles(tensors, file_metadata);
     for (auto& t : tensors) {
       begins_.push_back(t.begin);

@@ -1,0 +1,36 @@
+// Shared test fixtures: state dicts that exercise every dtype and awkward key, temp dirs.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "ckpt/ckpt.h"
+
+namespace ckpt::test {
+
+// A tensor of `dtype` and `shape` whose bytes follow a seeded pattern (bool: 0/1).
+Tensor pattern_tensor(DType dtype, Shape shape, unsigned seed);
+
+// Every dtype (as parameters; non-floating ones as buffers), rank 0, empty tensors, awkward keys
+// ("", ".", "a" and "a.b", "a/b", "%", unicode, 10,000-byte keys), buffers in two collections,
+// a non-persistent buffer, an "optimizer" section and nested metadata.
+StateDict kitchen_sink(bool with_complex128 = true);
+
+// Same entries (names, roles, sections, collections, persistence), same bytes, same metadata.
+void require_same(const StateDict& a, const StateDict& b);
+
+// A fresh empty directory under the system temp dir, removed on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+std::string read_file(const std::filesystem::path& path);
+
+}  // namespace ckpt::test

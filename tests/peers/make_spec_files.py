@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Write ckpt-h5 files with h5py, following format-spec/ckpt-h5.md, plus safetensors files, with
+plain Python: a good file of each, and one corrupt file per kind of corruption.
+
+    make_spec_files.py OUTDIR
+
+Writes OUTDIR/good/*.ckpt.h5 and OUTDIR/bad/*. The zstd dataset needs ckpt's filter plugin:
+run with HDF5_PLUGIN_PATH=<build>/plugins. tests/data holds the committed output; the golden
+tests check the exact error each bad file gets.
+"""
+import json
+import os
+import shutil
+import struct
+import sys
+
+import h5py
+import numpy as np
+import xxhash
+
+ZSTD = 32015
+
+
+def checksum(arr_bytes):
+    return "xxh3-64:" + xxhash.xxh3_64_hexdigest(arr_bytes)
+
+
+def custom_float(sign, epos, esize, msize, ebias):
+    t = h5py.h5t.IEEE_F32LE.copy()
+    t.set_fields(sign, epos, esize, 0, msize)
+    t.set_size(2)
+    t.set_ebias(ebias)
+    return t
+
+
+def bool_type():
+    return h5py.h5t.py_create(np.dtype("bool"))
+
+
+class SpecWriter:
+    """Writes tensors the way the spec says; records index entries."""
+
+    def __init__(self, path):
+        self.f = h5py.File(path, "w")
+        self.f.attrs["ckpt_format"] = np.bytes_("ckpt-h5")
+        self.f.attrs["ckpt_version"] = np.array([1, 0], dtype="<u4")
+        self.entries = []
+
+    @staticmethod
+    def link(name):
+        if name == "":
+            return "%"
+        if name == ".":
+            return "%2E"
+        return name.replace("%", "%25").replace("/", "%2F").replace("\0", "%00")
+
+    def group(self, section):
+        if section in ("parameters", "buffers"):
+            return self.f.require_group(section)
+        return self.f.require_group("sections").require_group(self.link(section))
+
+    def add(self, section, name, dtype, array, raw_type=None, **extra):
+        g = self.group(section)
+        entry = {"name": name, "section": section}
+        entry.update(extra)
+        entry["dtype"] = dtype
+        entry["shape"] = list(array.shape)
+        entry["checksum"] = checksum(array.tobytes())
+        if raw_type is not None:  # bfloat16 / float16 given as uint16 bits
+            space = h5py.h5s.create_simple(array.shape) if array.shape else h5py.h5s.create(h5py.h5s.SCALAR)
+            d = h5py.h5d.create(g.id, self.link(name).encode(), raw_type, space)
+            d.write(h5py.h5s.ALL, h5py.h5s.ALL, np.ascontiguousarray(array), mtype=raw_type)
+        elif dtype.startswith("float8"):
+            d = g.create_dataset(self.link(name), data=array.view(np.uint8))
+            d.attrs["ckpt_dtype"] = np.bytes_(dtype)
+        elif extra.pop("_zstd", False):
+            pass
+        else:
+            g.create_dataset(self.link(name), data=array)
+        self.entries.append(entry)
+        return entry
+
+    def add_zstd(self, section, name, dtype, array):
+        g = self.group(section)
+        g.create_dataset(self.link(name), data=array, chunks=True, shuffle=True, compression=ZSTD,
+                         compression_opts=(5,))
+        entry = {"name": name, "section": section, "dtype": dtype, "shape": list(array.shape),
+                 "checksum": checksum(array.tobytes())}
+        self.entries.append(entry)
+
+    def close(self, metadata, index_override=None):
+        index = {"tensors": self.entries, "metadata": metadata}
+        text = index_override if index_override is not None else json.dumps(index)
+        self.f.create_dataset("index", data=np.bytes_(text.encode("utf-8")))
+        self.f.close()
+
+
+METADATA = {"epoch": 3, "lr": 0.01, "framework": "h5py", "flags": [True, None], "config": {"depth": 18}}
+
+
+def write_good(path, tweak=None):
+    w = SpecWriter(path)
+    w.add("parameters", "conv.weight", "float32", (np.arange(24, dtype="<f4") * 0.5).reshape(2, 3, 4))
+    w.add("parameters", "a/b", "float64", np.array([-1.5, 2.25], dtype="<f8"))
+    w.add("parameters", "half", "float16", np.array([1, -2, 0.5], dtype="<f2"))
+    w.add("parameters", "bf", "bfloat16", np.array([0x3F80, 0xC000, 0x4060], dtype="<u2"),
+          raw_type=custom_float(15, 7, 8, 7, 127))
+    w.add("parameters", "cplx", "complex64", np.array([1 + 2j, -3 + 0.5j], dtype="<c8"))
+    w.add("parameters", "empty", "float32", np.zeros((0, 3), dtype="<f4"))
+    w.add_zstd("parameters", "zstd.weight", "float32", np.arange(33 * 65, dtype="<f4").reshape(33, 65))
+    w.add("buffers", "bn.running_mean", "float32", np.array([0.1, 0.2], dtype="<f4"), collection="batch_stats",
+          persistent=True)
+    w.add("buffers", "bn.num_batches_tracked", "int64", np.array(7, dtype="<i8"), collection="batch_stats",
+          persistent=True)
+    w.add("buffers", "mask", "bool", np.array([True, False, True]), collection="buffers", persistent=False)
+    w.add("buffers", "f8", "float8_e4m3fn", np.array([0x38, 0xB8], dtype=np.uint8), collection="buffers",
+          persistent=True)
+    w.add("optimizer", "state.0.step", "int64", np.array(5, dtype="<i8"))
+    if tweak:
+        tweak(w)
+    w.close(METADATA)
+
+
+def write_safetensors(path, tensors, metadata=None, raw_header=None, tail=b""):
+    header = {}
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    blobs = []
+    offset = 0
+    for name, (code, arr) in tensors.items():
+        data = arr.tobytes()
+        header[name] = {"dtype": code, "shape": list(arr.shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    text = raw_header if raw_header is not None else json.dumps(header).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs) + tail)
+
+
+def main():
+    out = sys.argv[1]
+    good = os.path.join(out, "good")
+    bad = os.path.join(out, "bad")
+    os.makedirs(good, exist_ok=True)
+    os.makedirs(bad, exist_ok=True)
+
+    spec = os.path.join(good, "h5py_spec.ckpt.h5")
+    write_good(spec)
+
+    # A newer minor version with things this reader does not know: must still read.
+    def newer_minor(w):
+        w.f.attrs["ckpt_version"] = np.array([1, 7], dtype="<u4")
+        w.f.attrs["ckpt_future"] = np.bytes_("ignored")
+        w.entries[0]["future_field"] = {"x": 1}
+    write_good(os.path.join(good, "minor_newer.ckpt.h5"), newer_minor)
+
+    data = open(spec, "rb").read()
+    with open(os.path.join(bad, "truncated.ckpt.h5"), "wb") as f:
+        f.write(data[: len(data) // 2])
+    with open(os.path.join(bad, "wrong_magic.ckpt.h5"), "wb") as f:
+        f.write(b"NOTHDF5!" + data[8:])
+
+    def major2(w):
+        w.f.attrs["ckpt_version"] = np.array([2, 0], dtype="<u4")
+    write_good(os.path.join(bad, "major2.ckpt.h5"), major2)
+
+    def not_ckpt(w):
+        w.f.attrs["ckpt_format"] = np.bytes_("something-else")
+    write_good(os.path.join(bad, "wrong_format.ckpt.h5"), not_ckpt)
+
+    def lying_shape(w):
+        w.entries[0]["shape"] = [2, 3, 5]
+    write_good(os.path.join(bad, "lying_shape.ckpt.h5"), lying_shape)
+
+    def lying_dtype(w):
+        w.entries[1]["dtype"] = "int8"  # the dataset holds float64
+    write_good(os.path.join(bad, "lying_dtype.ckpt.h5"), lying_dtype)
+
+    def unknown_dtype(w):
+        w.entries[0]["dtype"] = "float4_e2m1"
+    write_good(os.path.join(bad, "unknown_dtype.ckpt.h5"), unknown_dtype)
+
+    def missing_dataset(w):
+        del w.f["parameters"]["half"]
+    write_good(os.path.join(bad, "missing_dataset.ckpt.h5"), missing_dataset)
+
+    # One data byte of 'conv.weight' flipped: the checksum must catch it.
+    flipped = os.path.join(bad, "flipped_byte.ckpt.h5")
+    shutil.copy(spec, flipped)
+    with h5py.File(flipped, "r") as f:
+        offset = f["parameters"]["conv.weight"].id.get_offset()
+    with open(flipped, "r+b") as f:
+        f.seek(offset + 5)
+        b = f.read(1)
+        f.seek(offset + 5)
+        f.write(bytes([b[0] ^ 0x10]))
+
+    bad_index = os.path.join(bad, "bad_index.ckpt.h5")
+    w = SpecWriter(bad_index)
+    w.add("parameters", "x", "float32", np.zeros(2, dtype="<f4"))
+    w.close(METADATA, index_override='{"tensors": [ {"name": "x", ')
+
+    # safetensors
+    t = {"w": ("F32", np.arange(4, dtype="<f4")), "b": ("I64", np.arange(2, dtype="<i8"))}
+    write_safetensors(os.path.join(good, "plain.safetensors"), t, metadata={"format": "pt"})
+    write_safetensors(os.path.join(bad, "st_truncated.safetensors"), t)
+    with open(os.path.join(bad, "st_truncated.safetensors"), "r+b") as f:
+        f.truncate(os.path.getsize(f.name) - 3)
+    write_safetensors(os.path.join(bad, "st_trailing.safetensors"), t, tail=b"xyz")
+    with open(os.path.join(bad, "st_huge_header.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", 200_000_000) + b"{}")
+    with open(os.path.join(bad, "st_header_past_end.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", 1000) + b"{}" + b" " * 6)
+    hdr = b'{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,12]}}'
+    write_safetensors(os.path.join(bad, "st_lying_size.safetensors"), {}, raw_header=hdr, tail=b"\0" * 12)
+    hdr = b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"v":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}}'
+    write_safetensors(os.path.join(bad, "st_overlap.safetensors"), {}, raw_header=hdr, tail=b"\0" * 6)
+    hdr = b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"v":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}'
+    write_safetensors(os.path.join(bad, "st_gap.safetensors"), {}, raw_header=hdr, tail=b"\0" * 12)
+    hdr = b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}'
+    write_safetensors(os.path.join(bad, "st_duplicate.safetensors"), {}, raw_header=hdr, tail=b"\0" * 8)
+    hdr = b'{"w":{"dtype":"F4","shape":[1],"data_offsets":[0,4]}}'
+    write_safetensors(os.path.join(bad, "st_unknown_dtype.safetensors"), {}, raw_header=hdr, tail=b"\0" * 4)
+    hdr = b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}'
+    write_safetensors(os.path.join(bad, "st_bad_json.safetensors"), {}, raw_header=hdr, tail=b"\0" * 4)
+    hdr = b'{"w\xff":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+    write_safetensors(os.path.join(bad, "st_bad_utf8.safetensors"), {}, raw_header=hdr, tail=b"\0" * 4)
+    hdr = b'{"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}}'
+    write_safetensors(os.path.join(bad, "st_overflow.safetensors"), {}, raw_header=hdr, tail=b"\0" * 4)
+
+
+if __name__ == "__main__":
+    main()

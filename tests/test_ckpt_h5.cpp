@@ -1,0 +1,209 @@
+#include <catch2/catch.hpp>
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <fstream>
+
+#include "ckpt_h5/chunks.h"
+#include "helpers.h"
+
+using namespace ckpt;
+using ckpt::test::TempDir;
+
+TEST_CASE("ckpt-h5 round-trips every dtype, rank 0, empty tensors and awkward keys", "[ckpt-h5]") {
+  TempDir dir;
+  const StateDict original = test::kitchen_sink();
+  const auto path = dir / "model.ckpt.h5";
+  WriteOptions options;
+  SECTION("uncompressed") {}
+  SECTION("zstd, small chunks") {
+    options.compression = Compression::zstd;
+    options.zstd_level = 5;
+    options.chunk_bytes = 10000;
+    options.min_compress_bytes = 1;
+  }
+  SECTION("zstd, one thread") {
+    options.compression = Compression::zstd;
+    options.threads = 1;
+    options.chunk_bytes = 4096;
+  }
+  SECTION("no checksums") { options.checksums = false; }
+  save(original, path, options);
+  const StateDict loaded = load(path);
+  test::require_same(original, loaded);
+  CHECK(loaded.role_source() == RoleSource::stored);
+  auto reader = open(path);
+  CHECK(reader->format() == "ckpt-h5");
+  CHECK(reader->format_version() == "1.0");
+  CHECK(reader->stored()[0].has_checksum == options.checksums);
+}
+
+TEST_CASE("ckpt-h5 uncompressed reads are zero-copy and aligned", "[ckpt-h5]") {
+  TempDir dir;
+  const StateDict original = test::kitchen_sink();
+  save(original, dir / "m.ckpt.h5");
+  std::vector<Tensor> kept;
+  {
+    auto reader = open(dir / "m.ckpt.h5");
+    for (std::size_t i = 0; i < reader->tensors().size(); ++i) {
+      Tensor t = reader->read(i);
+      INFO(reader->tensors()[i].name.substr(0, 40));
+      if (t.nbytes() == 0) continue;
+      CHECK(t.is_view());
+      CHECK(reinterpret_cast<std::uintptr_t>(t.bytes().data()) % 64 == 0);
+      kept.push_back(t);
+    }
+  }
+  // Views outlive the reader: the mapping stays alive with them.
+  CHECK(kept.front().equals(original.at("dtypes.float64")));
+
+  ReadOptions copy;
+  copy.zero_copy = false;
+  CHECK_FALSE(open(dir / "m.ckpt.h5", copy)->read("big.weight").is_view());
+
+  WriteOptions zstd;
+  zstd.compression = Compression::zstd;
+  save(original, dir / "z.ckpt.h5", zstd);
+  CHECK_FALSE(open(dir / "z.ckpt.h5")->read("big.weight").is_view());
+}
+
+TEST_CASE("ckpt-h5 lists from the index without touching datasets", "[ckpt-h5]") {
+  // The golden file misses the dataset of 'half': listing works, reading that tensor fails.
+  auto reader = open("bad/missing_dataset.ckpt.h5");
+  REQUIRE(reader->tensors().size() == 12);
+  CHECK(reader->tensors()[2].name == "half");
+  CHECK(reader->tensors()[2].shape == Shape{3});
+  CHECK_NOTHROW(reader->read("conv.weight"));
+  CHECK_THROWS_WITH(reader->read("half"),
+                    "bad/missing_dataset.ckpt.h5: tensor 'half': dataset /parameters/half is missing");
+}
+
+TEST_CASE("ckpt-h5 with 10,000 tensors lists and reads by name", "[ckpt-h5]") {
+  TempDir dir;
+  StateDict s;
+  for (int i = 0; i < 10000; ++i)
+    s.add_parameter(fmt::format("layers.{}.weight", i), test::pattern_tensor(DType::float16, {4}, i));
+  save(s, dir / "many.ckpt.h5");
+  auto reader = open(dir / "many.ckpt.h5");
+  REQUIRE(reader->tensors().size() == 10000);
+  CHECK(reader->tensors()[9999].name == "layers.9999.weight");
+  CHECK(reader->read("layers.1234.weight").equals(s.at("layers.1234.weight")));
+}
+
+TEST_CASE("ckpt-h5 writes are atomic", "[ckpt-h5][atomic]") {
+  TempDir dir;
+  const auto path = dir / "m.ckpt.h5";
+  StateDict first;
+  first.add_parameter("w", test::pattern_tensor(DType::float32, {8}, 1));
+  save(first, path);
+  const std::string before = test::read_file(path);
+
+  // A source that fails half-way, as a crashed conversion would.
+  class Failing : public Source {
+   public:
+    explicit Failing(const StateDict& s) : inner_(s) {}
+    const std::vector<TensorInfo>& tensors() const override { return inner_.tensors(); }
+    const Metadata& metadata() const override { return inner_.metadata(); }
+    Tensor read(std::size_t i) override {
+      if (i == 2) throw Error(ErrorCode::io, "input.pt", "read failed");
+      return inner_.read(i);
+    }
+
+   private:
+    StateDictSource inner_;
+  };
+  const StateDict big = test::kitchen_sink();
+  Failing failing(big);
+  CHECK_THROWS_WITH(save(failing, path), "input.pt: read failed");
+  CHECK(test::read_file(path) == before);
+  std::size_t files = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir.path())) ++files;
+  CHECK(files == 1);  // no temporary left behind
+
+  WriteOptions keep;
+  keep.overwrite = false;
+  CHECK_THROWS_WITH(save(first, path, keep), path.string() + ": already exists (not overwriting)");
+  CHECK_THROWS_WITH(save(first, dir / "missing-dir" / "m.ckpt.h5"),
+                    Catch::Matchers::StartsWith((dir / "missing-dir" / "m.ckpt.h5").string() +
+                                                ": cannot create a temporary file in"));
+}
+
+TEST_CASE("ckpt-h5 reads files h5py wrote by the spec", "[ckpt-h5][peer]") {
+  for (const char* file : {"good/h5py_spec.ckpt.h5", "good/minor_newer.ckpt.h5"}) {
+    INFO(file);
+    auto reader = open(file);
+    CHECK(reader->format_version() == (std::string(file).find("minor") != std::string::npos ? "1.7" : "1.0"));
+    const StateDict s = reader->read_all();
+    REQUIRE(s.size() == 12);
+    const auto conv = s.at("conv.weight").as<float>();
+    for (std::size_t i = 0; i < conv.size(); ++i) CHECK(conv[i] == 0.5f * static_cast<float>(i));
+    CHECK(s.at("a/b").as<double>()[1] == 2.25);
+    CHECK(s.at("half").as<std::uint16_t>()[0] == 0x3c00);
+    CHECK(s.at("bf").as<std::uint16_t>()[2] == 0x4060);
+    CHECK(s.at("cplx").bytes().size() == 16);  // two complex64 elements
+    CHECK(s.at("cplx").dtype() == DType::complex64);
+    CHECK(s.at("empty").shape() == Shape{0, 3});
+    const auto big = s.at("zstd.weight").as<float>();  // h5py's own chunking through the plugin
+    REQUIRE(big.size() == 33 * 65);
+    for (std::size_t i = 0; i < big.size(); ++i) REQUIRE(big[i] == static_cast<float>(i));
+    const Entry* mean = s.find("bn.running_mean");
+    CHECK(mean->role == Role::buffer);
+    CHECK(mean->collection == "batch_stats");
+    CHECK(s.at("bn.num_batches_tracked").as<std::int64_t>()[0] == 7);
+    CHECK_FALSE(s.find("mask")->persistent);
+    CHECK(s.at("mask").as<std::uint8_t>()[1] == 0);
+    CHECK(s.at("f8").dtype() == DType::float8_e4m3fn);
+    CHECK(s.find("optimizer", "state.0.step")->tensor.as<std::int64_t>()[0] == 5);
+    CHECK(s.metadata()["epoch"] == 3);
+    CHECK(s.metadata()["config"]["depth"] == 18);
+  }
+}
+
+TEST_CASE("chunk geometry and shuffle", "[ckpt-h5][chunks]") {
+  using namespace ckpt::detail::ckpt_h5;
+  CHECK(choose_chunk({1000, 256}, 4, 4096) == std::vector<std::uint64_t>{4, 256});
+  CHECK(choose_chunk({10, 10}, 4, 1 << 20) == std::vector<std::uint64_t>{10, 10});
+  CHECK(choose_chunk({3, 4, 100000}, 2, 4096) == std::vector<std::uint64_t>{1, 1, 2048});
+  CHECK(chunk_origins({5, 3}, {2, 3}).size() == 3);
+  CHECK(chunk_origins({0, 3}, {1, 3}).empty());
+
+  std::vector<std::byte> in(24), shuffled(24), back(24);
+  for (std::size_t i = 0; i < in.size(); ++i) in[i] = static_cast<std::byte>(i);
+  detail::ckpt_h5::shuffle(in, shuffled, 4);
+  CHECK(shuffled[1] == std::byte{4});  // byte 0 of element 1
+  CHECK(shuffled[6] == std::byte{1});  // byte 1 of element 0
+  unshuffle(shuffled, back, 4);
+  CHECK(back == in);
+
+  // A 5x7 tensor in 2x3 chunks: copy out and back in reproduces it.
+  std::vector<std::byte> tensor(35), rebuilt(35), chunk(6);
+  for (std::size_t i = 0; i < 35; ++i) tensor[i] = static_cast<std::byte>(i + 1);
+  for (const auto& origin : chunk_origins({5, 7}, {2, 3})) {
+    copy_tensor_to_chunk(tensor, chunk, {5, 7}, {2, 3}, origin, 1);
+    copy_chunk_to_tensor(chunk, rebuilt, {5, 7}, {2, 3}, origin, 1);
+  }
+  CHECK(rebuilt == tensor);
+}
+
+// Hidden: run by tests/peers/test_h5py_peer.py to get files for h5py to judge. Writes the kitchen
+// sink uncompressed and with zstd, and the expected bytes of every tensor as JSON.
+TEST_CASE("write peer fixtures", "[.fixture]") {
+  const char* out = std::getenv("CKPT_FIXTURE_OUT");
+  REQUIRE(out != nullptr);
+  const std::filesystem::path dir(out);
+  const StateDict s = test::kitchen_sink();
+  save(s, dir / "sink.ckpt.h5");
+  WriteOptions zstd;
+  zstd.compression = Compression::zstd;
+  zstd.chunk_bytes = 8192;
+  save(s, dir / "sink.zstd.ckpt.h5", zstd);
+  nlohmann::json expected = nlohmann::json::array();
+  for (const auto& e : s.entries()) {
+    std::string hex;
+    for (auto b : e.tensor.bytes()) hex += fmt::format("{:02x}", static_cast<unsigned>(b));
+    expected.push_back({{"name", e.name}, {"section", e.section_name()}, {"dtype", dtype_name(e.tensor.dtype())},
+                        {"shape", e.tensor.shape()}, {"hex", hex}});
+  }
+  std::ofstream(dir / "sink.expected.json") << expected.dump();
+}

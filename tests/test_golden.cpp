@@ -1,0 +1,84 @@
+// Golden bad files (made by tests/peers/make_spec_files.py): each must be refused with exactly
+// this error. Paths are relative to tests/data, the working directory of these tests.
+#include <catch2/catch.hpp>
+
+#include "helpers.h"
+
+using namespace ckpt;
+
+namespace {
+
+struct Golden {
+  const char* file;
+  ErrorCode code;
+  const char* message;  // after "FILE: "
+};
+
+const Golden kGolden[] = {
+    {"bad/truncated.ckpt.h5", ErrorCode::format,
+     "cannot open as HDF5 (HDF5: truncated file: eof = 7736, sblock->base_addr = 0, stored_eof = 15473)"},
+    {"bad/wrong_magic.ckpt.h5", ErrorCode::format,
+     "unrecognized file format at offset 0, expected one of: ckpt-h5, safetensors"},
+    {"bad/wrong_format.ckpt.h5", ErrorCode::format,
+     "not a ckpt-h5 file: root attribute 'ckpt_format' is 'something-else', expected 'ckpt-h5'"},
+    {"bad/major2.ckpt.h5", ErrorCode::unsupported, "ckpt-h5 version 2.0 is not supported (this reader reads 1.x)"},
+    {"bad/lying_shape.ckpt.h5", ErrorCode::format,
+     "tensor 'conv.weight': dataset shape [2, 3, 4] does not match the index shape [2, 3, 5]"},
+    {"bad/lying_dtype.ckpt.h5", ErrorCode::format,
+     "tensor 'a/b': dataset type (float of 8 bytes) cannot hold index dtype int8 (integer of 1 bytes)"},
+    {"bad/unknown_dtype.ckpt.h5", ErrorCode::unsupported, "tensor 'conv.weight': unknown dtype 'float4_e2m1'"},
+    {"bad/flipped_byte.ckpt.h5", ErrorCode::integrity,
+     "tensor 'conv.weight': checksum mismatch (stored xxh3-64:a5772a1cbae99a5a, data has xxh3-64:f906695369fe54c7)"},
+    {"bad/missing_dataset.ckpt.h5", ErrorCode::format, "tensor 'half': dataset /parameters/half is missing"},
+    {"bad/bad_index.ckpt.h5", ErrorCode::format,
+     "/index is not valid JSON: [json.exception.parse_error.101] parse error at line 1, column 29: syntax error "
+     "while parsing object key - unexpected end of input; expected string literal"},
+    {"bad/st_truncated.safetensors", ErrorCode::format,
+     "data buffer (offset 136) is 29 bytes but the tensors cover 32 bytes: file is truncated"},
+    {"bad/st_trailing.safetensors", ErrorCode::format,
+     "data buffer (offset 136) is 35 bytes but the tensors cover 32 bytes: trailing bytes after the data"},
+    {"bad/st_huge_header.safetensors", ErrorCode::format,
+     "header length 200000000 at offset 0 exceeds the limit of 100000000 bytes"},
+    {"bad/st_header_past_end.safetensors", ErrorCode::format,
+     "header length 1000 at offset 0 extends past the end of the file (16 bytes)"},
+    {"bad/st_lying_size.safetensors", ErrorCode::format,
+     "tensor 'w': data_offsets [0, 12] do not match shape [2, 2] of F32 (16 bytes)"},
+    {"bad/st_overlap.safetensors", ErrorCode::format,
+     "tensor 'v': data_offsets [2, 6] overlap the previous tensor (expected to start at 4)"},
+    {"bad/st_gap.safetensors", ErrorCode::format,
+     "tensor 'v': data_offsets [8, 12] leave a gap (expected to start at 4)"},
+    {"bad/st_duplicate.safetensors", ErrorCode::format, "header names tensor 'w' twice"},
+    {"bad/st_unknown_dtype.safetensors", ErrorCode::unsupported, "tensor 'w': unknown dtype 'F4'"},
+    {"bad/st_bad_json.safetensors", ErrorCode::format,
+     "header (offset 8, 56 bytes) is not valid JSON: [json.exception.parse_error.101] parse error at line 1, "
+     "column 57: syntax error while parsing object - unexpected end of input; expected '}'"},
+    {"bad/st_bad_utf8.safetensors", ErrorCode::format,
+     "header (offset 8, 56 bytes) is not valid JSON: [json.exception.parse_error.101] parse error at line 1, "
+     "column 4: syntax error while parsing object key - invalid string: ill-formed UTF-8 byte; last read: "
+     "'\"w\xff'; expected string literal"},
+    {"bad/st_overflow.safetensors", ErrorCode::format, "tensor 'w': shape [4294967296, 4294967296] overflows"},
+};
+
+}  // namespace
+
+TEST_CASE("golden bad files are refused with the exact error", "[golden]") {
+  for (const auto& g : kGolden) {
+    SECTION(g.file) {
+      try {
+        auto reader = open(g.file);
+        reader->verify();
+        FAIL("no error for " << g.file);
+      } catch (const Error& e) {
+        CHECK(std::string(e.what()) == std::string(g.file) + ": " + g.message);
+        CHECK(error_code_name(e.code()) == std::string(error_code_name(g.code)));
+      }
+    }
+  }
+}
+
+TEST_CASE("the ckpt-h5 reader names the problem when opened directly", "[golden]") {
+  CHECK_THROWS_WITH(open_ckpt_h5("bad/wrong_magic.ckpt.h5"),
+                    "bad/wrong_magic.ckpt.h5: cannot open as HDF5 (HDF5: file signature not found)");
+  CHECK_THROWS_WITH(open_safetensors("bad/truncated.ckpt.h5"), Catch::Matchers::Contains("header length"));
+  CHECK_THROWS_WITH(open("no/such/file.safetensors"), "no/such/file.safetensors: cannot open: No such file or directory");
+}

@@ -1,0 +1,72 @@
+#include <catch2/catch.hpp>
+
+#include "helpers.h"
+
+using namespace ckpt;
+using ckpt::test::TempDir;
+
+TEST_CASE("safetensors round-trips roles, sections and metadata", "[safetensors]") {
+  TempDir dir;
+  const StateDict original = test::kitchen_sink(/*with_complex128=*/false);
+  save(original, dir / "m.safetensors");
+  auto reader = open(dir / "m.safetensors");
+  CHECK(reader->format() == "safetensors");
+  CHECK(reader->role_source() == RoleSource::metadata);
+  test::require_same(original, reader->read_all());
+}
+
+TEST_CASE("safetensors reads are zero-copy where the data is aligned", "[safetensors]") {
+  TempDir dir;
+  StateDict s;
+  s.add_parameter("w", test::pattern_tensor(DType::float32, {64, 3}, 1));
+  s.add_parameter("b", test::pattern_tensor(DType::int8, {3}, 2));
+  s.add_parameter("after_b", test::pattern_tensor(DType::float32, {5}, 3));  // offset 771: unaligned
+  save(s, dir / "m.safetensors");
+  auto reader = open(dir / "m.safetensors");
+  CHECK(reader->read("w").is_view());
+  const Tensor copied = reader->read("after_b");
+  CHECK_FALSE(copied.is_view());
+  CHECK(copied.equals(s.at("after_b")));
+}
+
+TEST_CASE("safetensors refuses what it cannot hold before writing anything", "[safetensors]") {
+  TempDir dir;
+  StateDict s;
+  s.add_parameter("z", Tensor::zeros(DType::complex128, {2}));
+  CHECK_THROWS_WITH(save(s, dir / "m.safetensors"),
+                    (dir / "m.safetensors").string() + ": safetensors cannot hold dtype complex128 (tensor 'z')");
+  CHECK_FALSE(std::filesystem::exists(dir / "m.safetensors"));
+
+  StateDict clash;
+  clash.add_parameter("optimizer/x", Tensor::zeros(DType::float32, {1}));
+  clash.add_extra("optimizer", "x", Tensor::zeros(DType::float32, {1}));
+  CHECK_THROWS_WITH(save(clash, dir / "c.safetensors"),
+                    (dir / "c.safetensors").string() + ": two tensors would both be stored as 'optimizer/x' in safetensors");
+}
+
+TEST_CASE("safetensors without ckpt roles gets inferred roles", "[safetensors][roles]") {
+  auto reader = open("good/plain.safetensors");
+  CHECK(reader->role_source() == RoleSource::heuristic);
+  CHECK(reader->tensors()[0].name == "w");
+  CHECK(reader->tensors()[0].role == Role::parameter);
+  CHECK(reader->tensors()[1].role == Role::buffer);  // int64
+  CHECK(reader->metadata()["format"] == "pt");
+
+  ReadOptions options;
+  options.buffer_regex = "w";
+  CHECK(open("good/plain.safetensors", options)->tensors()[0].role == Role::buffer);
+}
+
+TEST_CASE("safetensors keeps plain string metadata visible to other tools", "[safetensors]") {
+  TempDir dir;
+  StateDict s;
+  s.add_parameter("w", Tensor::zeros(DType::float32, {2}));
+  s.metadata()["format"] = "pt";
+  s.metadata()["epoch"] = 4;
+  save(s, dir / "m.safetensors");
+  const std::string bytes = test::read_file(dir / "m.safetensors");
+  CHECK(bytes.find(R"("format":"pt")") != std::string::npos);
+  CHECK(bytes.size() % 8 == 0);  // header padded to 8 bytes, 8 bytes of data
+  const StateDict back = load(dir / "m.safetensors");
+  CHECK(back.metadata()["epoch"] == 4);
+}
