@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs everything ckpt needs to build and test, from Debian 12 packages only. Run as root.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+packages=(
+  # build
+  cmake g++ make pkg-config
+  # library
+  libhdf5-dev libzstd-dev libxxhash-dev libboost-serialization-dev nlohmann-json3-dev libfmt-dev
+  # tools and tests
+  libcli11-dev catch2 hdf5-tools
+  # Python peers that judge our files
+  python3 python3-h5py python3-numpy python3-xxhash
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
