@@ -39,6 +39,8 @@ std::string role_column(const TensorInfo& t) {
   return "parameter";
 }
 
+std::string tensor_count(std::size_t n) { return fmt::format("{} tensor{}", n, n == 1 ? "" : "s"); }
+
 std::vector<std::string> split_dots(const std::string& name) {
   std::vector<std::string> parts;
   std::size_t start = 0;
@@ -138,45 +140,56 @@ int inspect(const Options& options) {
   fmt::print("format:      {}{}\n", reader->format(),
              reader->format_version().empty() ? "" : " " + reader->format_version());
   fmt::print("roles:       {}\n", role_source_name(reader->role_source()));
-  fmt::print("parameters:  {} tensors, {}\n", parameters.count, cli::human_bytes(parameters.bytes));
-  fmt::print("buffers:     {} tensors, {}{}\n", buffers.count, cli::human_bytes(buffers.bytes),
+  fmt::print("parameters:  {}, {}\n", tensor_count(parameters.count), cli::human_bytes(parameters.bytes));
+  fmt::print("buffers:     {}, {}{}\n", tensor_count(buffers.count), cli::human_bytes(buffers.bytes),
              collections.empty() ? "" : fmt::format(" (collections: {})", fmt::join(collections, ", ")));
   for (const auto& [name, totals] : sections)
-    fmt::print("section {}: {} tensors, {}\n", name, totals.count, cli::human_bytes(totals.bytes));
+    fmt::print("section {}: {}, {}\n", name, tensor_count(totals.count), cli::human_bytes(totals.bytes));
   if (!reader->metadata().empty()) fmt::print("metadata:    {}\n", reader->metadata().dump());
   if (options.verify)
     fmt::print("verify:      ok, {} checksums match{}\n", verified,
                verified < tensors.size() ? fmt::format(" ({} tensors have none)", tensors.size() - verified) : "");
 
-  // The tree: one line per module path component, tensors as leaves with their columns aligned.
+  // The tree: one line per module path component, tensors as leaves with aligned columns.
   struct Line {
-    std::string label;
-    std::string columns;
+    std::vector<std::string> cells;  // label only for a module; label, role, dtype, shape, size[, stats]
   };
   std::vector<Line> lines;
   std::vector<std::string> open;  // module path of the previous tensor
-  std::string previous_section;
   for (std::size_t i = 0; i < tensors.size(); ++i) {
     const auto& t = tensors[i];
     std::vector<std::string> parts = split_dots(t.name);
     if (t.role == Role::extra) parts.insert(parts.begin(), "[" + t.section + "]");
     std::size_t common = 0;
     while (common < open.size() && common + 1 < parts.size() && open[common] == parts[common]) ++common;
-    for (std::size_t k = common; k + 1 < parts.size(); ++k)
-      lines.push_back({std::string(2 * k, ' ') + parts[k], {}});
+    for (std::size_t k = common; k + 1 < parts.size(); ++k) lines.push_back({{std::string(2 * k, ' ') + parts[k]}});
     open.assign(parts.begin(), parts.end() - 1);
-    std::string columns = fmt::format("{:<12} {:<13} {:<18} {:>10}", role_column(t), dtype_name(t.dtype),
-                                      shape_to_string(t.shape), cli::human_bytes(t.nbytes()));
-    if (options.stats) columns += "  " + stats_text(stats[i]);
-    lines.push_back({std::string(2 * (parts.size() - 1), ' ') + parts.back(), columns});
+    Line leaf{{std::string(2 * (parts.size() - 1), ' ') + parts.back(), role_column(t), std::string(dtype_name(t.dtype)),
+               shape_to_string(t.shape), cli::human_bytes(t.nbytes())}};
+    if (options.stats) leaf.cells.push_back(stats_text(stats[i]));
+    lines.push_back(std::move(leaf));
   }
-  std::size_t width = 0;
+  std::vector<std::size_t> widths;
   for (const auto& l : lines)
-    if (!l.columns.empty()) width = std::max(width, l.label.size());
+    if (l.cells.size() > 1)
+      for (std::size_t c = 0; c < l.cells.size(); ++c) {
+        if (widths.size() <= c) widths.push_back(0);
+        widths[c] = std::max(widths[c], l.cells[c].size());
+      }
   fmt::print("\n");
   for (const auto& l : lines) {
-    if (l.columns.empty()) fmt::print("{}\n", l.label);
-    else fmt::print("{:<{}}  {}\n", l.label, width, l.columns);
+    if (l.cells.size() == 1) {
+      fmt::print("{}\n", l.cells[0]);
+      continue;
+    }
+    std::string row;
+    for (std::size_t c = 0; c < l.cells.size(); ++c) {
+      const bool last = c + 1 == l.cells.size();
+      if (c == 4) row += fmt::format("{:>{}}", l.cells[c], widths[c]);  // sizes align right
+      else row += last ? l.cells[c] : fmt::format("{:<{}}", l.cells[c], widths[c]);
+      if (!last) row += "  ";
+    }
+    fmt::print("{}\n", row);
   }
   return cli::kOk;
 }

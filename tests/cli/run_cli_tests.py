@@ -55,6 +55,8 @@ def main():
     ap.add_argument("--cases", required=True)
     ap.add_argument("--work", required=True)
     args = ap.parse_args()
+    args.bin = os.path.abspath(args.bin)
+    args.work = os.path.abspath(args.work)
     shutil.rmtree(args.work, ignore_errors=True)
     os.makedirs(args.work)
     passed = failed = 0
