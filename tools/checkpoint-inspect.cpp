@@ -125,7 +125,7 @@ int inspect(const Options& options) {
       entry["dtype"] = dtype_name(t.dtype);
       entry["shape"] = t.shape;
       entry["bytes"] = t.nbytes();
-      if (reader->stored()[i].has_checksum) entry["checksum"] = fmt::format("xxh3-64:{:016x}", reader->stored()[i].checksum);
+      if (const auto sum = reader->checksum(i)) entry["checksum"] = fmt::format("xxh3-64:{:016x}", *sum);
       if (options.stats) entry["stats"] = stats_json(stats[i]);
       list.push_back(std::move(entry));
     }

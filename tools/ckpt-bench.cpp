@@ -1,1 +1,250 @@
-int main(){}
+// ckpt-bench: speed and memory of ckpt's readers and writers against baselines measured in the
+// same run (a raw write/read of the same bytes). Not a test: it prints figures and ratios.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "ckpt/ckpt.h"
+
+namespace {
+
+using namespace ckpt;
+using Clock = std::chrono::steady_clock;
+
+double seconds_of(const std::function<void()>& fn) {
+  const auto start = Clock::now();
+  fn();
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Best of `repeats` runs: the least disturbed by other work on a shared machine.
+double best_of(int repeats, const std::function<void()>& fn) {
+  double best = 1e300;
+  for (int i = 0; i < repeats; ++i) best = std::min(best, seconds_of(fn));
+  return best;
+}
+
+std::uint64_t status_kib(const char* field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(field, 0) == 0) return std::stoull(line.substr(std::strlen(field)));
+  return 0;
+}
+
+// Resets the peak resident set size (VmHWM) to the current one (Linux >= 4.0).
+void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
+
+// Values like trained weights: roughly normal, small; bit patterns vary as real ones do.
+Tensor weights(Shape shape, std::uint64_t seed) {
+  Tensor t = Tensor::zeros(DType::float32, std::move(shape));
+  std::uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (float& v : t.as_mutable<float>()) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    const auto a = static_cast<float>(x & 0xffff) / 65536.0f, b = static_cast<float>((x >> 16) & 0xffff) / 65536.0f,
+               c = static_cast<float>((x >> 32) & 0xffff) / 65536.0f;
+    v = (a + b + c - 1.5f) * 0.05f;
+  }
+  return t;
+}
+
+// A transformer-like mix: large embedding and projection matrices, many mid-size ones, and lots
+// of small norms, biases and integer buffers. About `target_mib` MiB.
+StateDict synthetic_state(std::uint64_t target_mib) {
+  StateDict s;
+  const std::int64_t width = 1024;
+  std::uint64_t bytes = 0, seed = 1;
+  const std::uint64_t target = target_mib << 20;
+  s.add_parameter("embed.weight", weights({8192, width}, seed++));  // 32 MiB
+  bytes += 8192ull * width * 4;
+  for (int layer = 0; bytes < target; ++layer) {
+    const std::string p = fmt::format("layers.{}.", layer);
+    auto add = [&](const std::string& name, Shape shape) {
+      Tensor t = weights(std::move(shape), seed++);
+      bytes += t.nbytes();
+      s.add_parameter(p + name, std::move(t));
+    };
+    add("attn.qkv.weight", {3 * width, width});
+    add("attn.qkv.bias", {3 * width});
+    add("attn.out.weight", {width, width});
+    add("attn.out.bias", {width});
+    add("norm1.weight", {width});
+    add("norm1.bias", {width});
+    add("mlp.fc1.weight", {4 * width, width});
+    add("mlp.fc1.bias", {4 * width});
+    add("mlp.fc2.weight", {width, 4 * width});
+    add("mlp.fc2.bias", {width});
+    add("norm2.weight", {width});
+    add("norm2.bias", {width});
+    s.add_buffer(p + "attn.mask", Tensor::zeros(DType::bool_, {64, 64}));
+    s.add_buffer(p + "norm1.running_mean", weights({width}, seed++));
+    s.add_buffer(p + "steps", Tensor::zeros(DType::int64, {}));
+  }
+  s.metadata() = {{"benchmark", true}};
+  return s;
+}
+
+std::uint64_t total_bytes(const StateDict& s) {
+  std::uint64_t n = 0;
+  for (const auto& e : s.entries()) n += e.tensor.nbytes();
+  return n;
+}
+
+// The baseline: every tensor's bytes written back to back with write(2), fsync, rename: what any
+// format must at least do, with the same durability as ckpt's atomic save.
+void raw_write(const StateDict& s, const std::filesystem::path& path) {
+  const auto temp = path.string() + ".tmp";
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw std::runtime_error("cannot create " + temp);
+  for (const auto& e : s.entries()) {
+    const auto b = e.tensor.bytes();
+    for (std::size_t done = 0; done < b.size();) {
+      const auto n = ::write(fd, b.data() + done, b.size() - done);
+      if (n <= 0) throw std::runtime_error("write failed");
+      done += static_cast<std::size_t>(n);
+    }
+  }
+  ::fsync(fd);
+  ::close(fd);
+  std::filesystem::rename(temp, path);
+}
+
+// Reads the raw file back into one fresh buffer per tensor.
+void raw_read(const StateDict& s, const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  std::vector<Tensor> out;
+  out.reserve(s.size());
+  for (const auto& e : s.entries()) {
+    Tensor t = Tensor::uninitialized(e.tensor.dtype(), e.tensor.shape());
+    auto b = t.mutable_bytes();
+    for (std::size_t done = 0; done < b.size();) {
+      const auto n = ::read(fd, b.data() + done, b.size() - done);
+      if (n <= 0) throw std::runtime_error("read failed");
+      done += static_cast<std::size_t>(n);
+    }
+    out.push_back(std::move(t));
+  }
+  ::close(fd);
+}
+
+// Every byte of a view is touched, as a user of the loaded tensors would.
+std::uint64_t touch(const StateDict& s) {
+  std::uint64_t sum = 0;
+  for (const auto& e : s.entries()) {
+    const auto b = e.tensor.bytes();
+    for (std::size_t i = 0; i < b.size(); i += 4096) sum += static_cast<unsigned char>(b[i]);
+  }
+  return sum;
+}
+
+void print_row(const std::string& what, double seconds, double baseline, std::uint64_t bytes, const std::string& note = {}) {
+  fmt::print("  {:<44} {:>9.3f} s  {:>7.2f} GiB/s  {:>6.2f}x baseline  {}\n", what, seconds,
+             static_cast<double>(bytes) / seconds / (1u << 30), seconds / baseline, note);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::uint64_t size_mib = 1024;
+  std::size_t many = 10000;
+  int repeats = 3;
+  std::string dir_arg;
+  CLI::App app{"Times ckpt's readers and writers against a raw write/read of the same bytes in the same run,\n"
+               "and reports zero-copy, listing and memory figures. Needs about 4x --size-mib of free disk.",
+               "ckpt-bench"};
+  app.add_option("--size-mib", size_mib, "Size of the synthetic state dict in MiB")->capture_default_str();
+  app.add_option("--many", many, "Tensors in the listing benchmark file")->capture_default_str();
+  app.add_option("--repeats", repeats, "Runs of each read measurement (the best counts)")->capture_default_str();
+  app.add_option("--dir", dir_arg, "Directory for the files (default: a new one under the temp dir)");
+  CLI11_PARSE(app, argc, argv);
+
+  const std::filesystem::path dir =
+      dir_arg.empty() ? std::filesystem::temp_directory_path() / fmt::format("ckpt-bench-{}", ::getpid()) : std::filesystem::path(dir_arg);
+  std::filesystem::create_directories(dir);
+  try {
+    fmt::print("building a {} MiB synthetic state dict...\n", size_mib);
+    const StateDict state = synthetic_state(size_mib);
+    const std::uint64_t bytes = total_bytes(state);
+    fmt::print("{} tensors, {:.1f} MiB, in {}\n\n", state.size(), static_cast<double>(bytes) / (1 << 20), dir.string());
+
+    const auto raw = dir / "raw.bin", h5 = dir / "model.ckpt.h5", h5z = dir / "model.zstd.ckpt.h5",
+               st = dir / "model.safetensors";
+    fmt::print("save, each with fsync and rename (best of {}):\n", repeats);
+    const double raw_w = best_of(repeats, [&] { raw_write(state, raw); });
+    print_row("raw write (baseline)", raw_w, raw_w, bytes);
+    const std::uint64_t rss_before = status_kib("VmRSS:");
+    reset_peak_rss();
+    const double h5_w = seconds_of([&] { save(state, h5); });
+    const std::uint64_t peak_extra_kib = status_kib("VmHWM:") - rss_before;
+    const double h5_w_best = std::min(h5_w, best_of(repeats - 1, [&] { save(state, h5); }));
+    print_row("ckpt-h5 save, uncompressed", h5_w_best, raw_w, bytes);
+    WriteOptions zstd;
+    zstd.compression = Compression::zstd;
+    const std::uint64_t rss_before_z = status_kib("VmRSS:");
+    reset_peak_rss();
+    const double h5z_w = seconds_of([&] { save(state, h5z, zstd); });
+    const std::uint64_t peak_extra_z_kib = status_kib("VmHWM:") - rss_before_z;
+    print_row("ckpt-h5 save, zstd level 3", h5z_w, raw_w, bytes,
+              fmt::format("file {:.1f}% of raw", 100.0 * static_cast<double>(std::filesystem::file_size(h5z)) /
+                                                     static_cast<double>(bytes)));
+    const double st_w = best_of(repeats, [&] { save(state, st); });
+    print_row("safetensors save", st_w, raw_w, bytes);
+
+    fmt::print("\nfull load, every tensor materialized in memory (best of {}, page cache warm):\n", repeats);
+    const double raw_r = best_of(repeats, [&] { raw_read(state, raw); });
+    print_row("raw read (baseline)", raw_r, raw_r, bytes);
+    ReadOptions copy;
+    copy.zero_copy = false;
+    ReadOptions copy_noverify = copy;
+    copy_noverify.verify_checksums = false;
+    ReadOptions views_noverify;
+    views_noverify.verify_checksums = false;
+    print_row("ckpt-h5 load, copies, checksums verified", best_of(repeats, [&] { (void)load(h5, copy); }), raw_r, bytes);
+    print_row("ckpt-h5 load, copies, no verification", best_of(repeats, [&] { (void)load(h5, copy_noverify); }),
+              raw_r, bytes);
+    print_row("ckpt-h5 load, zero-copy views, verified", best_of(repeats, [&] { (void)load(h5); }), raw_r, bytes);
+    print_row("ckpt-h5 load, zero-copy views, every page touched",
+              best_of(repeats, [&] { (void)touch(load(h5, views_noverify)); }), raw_r, bytes);
+    print_row("ckpt-h5 zstd load, verified", best_of(repeats, [&] { (void)load(h5z); }), raw_r, bytes);
+    print_row("safetensors load, copies, no verification", best_of(repeats, [&] { (void)load(st, copy_noverify); }),
+              raw_r, bytes);
+
+    fmt::print("\nzero-copy open + read of one tensor (layers.3.mlp.fc1.weight, 16 MiB), best of {}:\n", repeats);
+    auto one = [&](const ReadOptions& o) {
+      return best_of(repeats, [&] { (void)open(h5, o)->read("layers.3.mlp.fc1.weight"); }) * 1000;
+    };
+    fmt::print("  {:<44} {:>9.3f} ms\n", "checksum verified", one(ReadOptions{}));
+    fmt::print("  {:<44} {:>9.3f} ms\n", "no verification", one(views_noverify));
+
+    fmt::print("\nlisting a file of {} tensors (best of {}):\n", many, repeats);
+    StateDict small;
+    for (std::size_t i = 0; i < many; ++i)
+      small.add_parameter(fmt::format("blocks.{}.layer.{}.weight", i / 10, i % 10), weights({16}, i));
+    const auto many_path = dir / "many.ckpt.h5";
+    const double many_w = seconds_of([&] { save(small, many_path); });
+    std::size_t listed = 0;
+    const double list = best_of(repeats, [&] { listed = open(many_path)->tensors().size(); });
+    fmt::print("  {:<44} {:>9.3f} ms ({} tensors; writing took {:.2f} s)\n", "open + list names, roles, dtypes, shapes",
+               list * 1000, listed, many_w);
+
+    fmt::print("\npeak memory beyond the state while saving (VmHWM - VmRSS before):\n");
+    fmt::print("  {:<44} {:>9.1f} MiB\n", "ckpt-h5 save, uncompressed", static_cast<double>(peak_extra_kib) / 1024);
+    fmt::print("  {:<44} {:>9.1f} MiB\n", "ckpt-h5 save, zstd", static_cast<double>(peak_extra_z_kib) / 1024);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "ckpt-bench: error: {}\n", e.what());
+    if (dir_arg.empty()) std::filesystem::remove_all(dir);
+    return 1;
+  }
+  if (dir_arg.empty()) std::filesystem::remove_all(dir);
+  return 0;
+}

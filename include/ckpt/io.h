@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -41,12 +42,6 @@ class StateDictSource : public Source {
   std::vector<TensorInfo> infos_;
 };
 
-// A stored tensor as listed by a Reader.
-struct StoredTensorInfo : TensorInfo {
-  bool has_checksum = false;
-  std::uint64_t checksum = 0;  // XXH3-64 of the logical bytes, when has_checksum
-};
-
 class Reader : public Source {
  public:
   const std::vector<TensorInfo>& tensors() const override { return infos_; }
@@ -58,8 +53,8 @@ class Reader : public Source {
   // The version found in the file ("1.0"), empty for formats without one.
   const std::string& format_version() const noexcept { return format_version_; }
   RoleSource role_source() const noexcept { return role_source_; }
-  // Per-tensor storage details, parallel to tensors().
-  const std::vector<StoredTensorInfo>& stored() const noexcept { return stored_; }
+  // The checksum stored for tensors()[index] (XXH3-64 of its logical bytes), if any.
+  std::optional<std::uint64_t> checksum(std::size_t index) const;
 
   // Index of a tensor by section and name; throws invalid_argument if absent.
   std::size_t find(std::string_view name, std::string_view section = {}) const;
@@ -75,8 +70,10 @@ class Reader : public Source {
 
  protected:
   Reader(std::filesystem::path path, ReadOptions options);
-  // Fills infos_ from stored_ and builds the name index; formats call it after listing.
+  // Builds the name index (rejecting duplicates); formats call it once infos_ is filled.
   void finish_listing();
+  // Throws invalid_argument unless index < infos_.size().
+  void check_index(std::size_t index) const;
 
   std::filesystem::path path_;
   ReadOptions options_;
@@ -84,10 +81,10 @@ class Reader : public Source {
   std::string format_version_;
   RoleSource role_source_ = RoleSource::stored;
   Metadata metadata_ = Metadata::object();
-  std::vector<StoredTensorInfo> stored_;
+  std::vector<TensorInfo> infos_;
+  std::vector<std::optional<std::uint64_t>> checksums_;  // empty, or parallel to infos_
 
  private:
-  std::vector<TensorInfo> infos_;
   std::unordered_map<std::string, std::size_t> by_key_;
 };
 

@@ -36,6 +36,8 @@ class Tensor {
 
   // Owned, zero-filled.
   static Tensor zeros(DType dtype, Shape shape);
+  // Owned, contents unspecified: for filling at once (readers use it to skip zero-filling).
+  static Tensor uninitialized(DType dtype, Shape shape);
   // Owned copy of `bytes`, which must hold exactly shape_nbytes(dtype, shape) bytes.
   static Tensor copy_of(DType dtype, Shape shape, std::span<const std::byte> bytes);
   // Zero-copy: `data` stays valid while `owner` is alive; the Tensor holds `owner`.

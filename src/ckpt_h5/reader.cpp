@@ -5,10 +5,9 @@
 #include <map>
 #include <mutex>
 
-#include <nlohmann/json.hpp>
-
 #include "ckpt/ckpt_h5.h"
 #include "ckpt_h5/chunks.h"
+#include "ckpt_h5/index.h"
 #include "ckpt_h5/schema.h"
 #include "util/bytes.h"
 #include "util/checksum.h"
@@ -24,7 +23,6 @@ using detail::fail;
 using detail::quote;
 namespace h5 = detail::h5;
 namespace schema = detail::ckpt_h5;
-using json = nlohmann::ordered_json;
 
 class CkptH5Reader final : public Reader {
  public:
@@ -38,21 +36,25 @@ class CkptH5Reader final : public Reader {
     if (ec) fail(ErrorCode::io, name_, "cannot open: {}", ec.message());
     file_ = h5::open_file_readonly(w, path);
     check_identity();
-    parse_index(h5::read_string_dataset(w, file_, schema::kIndexDataset, options_.max_header_bytes, file_size_));
+    schema::Index index = schema::parse_index(
+        h5::read_string_dataset(w, file_, schema::kIndexDataset, options_.max_header_bytes, file_size_), options_,
+        name_);
+    infos_ = std::move(index.tensors);
+    checksums_ = std::move(index.checksums);
+    metadata_ = std::move(index.metadata);
     finish_listing();
   }
 
   Tensor read(std::size_t index) override {
-    if (index >= stored_.size())
-      fail(ErrorCode::invalid_argument, name_, "tensor index {} out of range ({} tensors)", index, stored_.size());
-    const StoredTensorInfo& info = stored_[index];
+    check_index(index);
+    const TensorInfo& info = infos_[index];
     Tensor tensor;
     try {
       tensor = read_data(info);
     } catch (const Error& e) {
       throw Error(e.code(), name_, fmt::format("tensor {}: {}", quote(info.name), e.message()));
     }
-    if (options_.verify_checksums && info.has_checksum) check_checksum(info, tensor);
+    if (options_.verify_checksums && checksums_[index]) check_checksum(info, *checksums_[index], tensor);
     return tensor;
   }
 
@@ -76,78 +78,7 @@ class CkptH5Reader final : public Reader {
     // A newer minor version only adds things this reader may ignore.
   }
 
-  void parse_index(const std::string& text) {
-    json index;
-    try {
-      index = json::parse(text);
-    } catch (const json::exception& e) {
-      fail(ErrorCode::format, name_, "/index is not valid JSON: {}", e.what());
-    }
-    if (!index.is_object() || !index.contains("tensors") || !index["tensors"].is_array())
-      fail(ErrorCode::format, name_, "/index must be a JSON object with a \"tensors\" array");
-    if (index.contains("metadata")) {
-      if (!index["metadata"].is_object()) fail(ErrorCode::format, name_, "/index \"metadata\" must be an object");
-      metadata_ = index["metadata"];
-    }
-    const auto& tensors = index["tensors"];
-    stored_.reserve(tensors.size());
-    for (std::size_t i = 0; i < tensors.size(); ++i) stored_.push_back(parse_entry(tensors[i], i));
-  }
-
-  StoredTensorInfo parse_entry(const json& e, std::size_t i) {
-    auto bad = [&](const std::string& what) -> void {
-      fail(ErrorCode::format, name_, "/index tensors[{}]: {}", i, what);
-    };
-    if (!e.is_object()) bad("not an object");
-    auto text = [&](const char* key) -> std::string {
-      if (!e.contains(key) || !e[key].is_string()) bad(fmt::format("\"{}\" must be a string", key));
-      return e[key].get<std::string>();
-    };
-    StoredTensorInfo info;
-    info.name = text("name");
-    const std::string section = text("section");
-    if (section == kParametersSection) {
-      info.role = Role::parameter;
-    } else if (section == kBuffersSection) {
-      info.role = Role::buffer;
-      info.collection = std::string(kDefaultBufferCollection);
-      if (e.contains("collection")) info.collection = text("collection");
-      if (e.contains("persistent")) {
-        if (!e["persistent"].is_boolean()) bad("\"persistent\" must be a boolean");
-        info.persistent = e["persistent"].get<bool>();
-      }
-    } else {
-      if (section.empty()) bad("\"section\" is empty");
-      info.role = Role::extra;
-      info.section = section;
-    }
-    const std::string dtype = text("dtype");
-    const auto parsed = dtype_from_name(dtype);
-    if (!parsed)
-      fail(ErrorCode::unsupported, name_, "tensor {}: unknown dtype {}", quote(info.name), quote(dtype));
-    info.dtype = *parsed;
-    if (!e.contains("shape") || !e["shape"].is_array()) bad("\"shape\" must be an array");
-    if (e["shape"].size() > options_.max_rank)
-      bad(fmt::format("rank {} exceeds the limit of {}", e["shape"].size(), options_.max_rank));
-    for (const auto& d : e["shape"]) {
-      if (!d.is_number_integer() || d.get<std::int64_t>() < 0) bad("\"shape\" must hold non-negative integers");
-      info.shape.push_back(d.get<std::int64_t>());
-    }
-    try {
-      (void)info.nbytes();
-    } catch (const Error&) {
-      bad(fmt::format("shape {} overflows", shape_to_string(info.shape)));
-    }
-    if (e.contains("checksum")) {
-      const std::string checksum = text("checksum");
-      if (!detail::parse_checksum(checksum, info.checksum))
-        bad(fmt::format("checksum {} is not \"xxh3-64:\" and 16 hex digits", quote(checksum)));
-      info.has_checksum = true;
-    }
-    return info;
-  }
-
-  const h5::Handle& group_for(const StoredTensorInfo& info) {
+  const h5::Handle& group_for(const TensorInfo& info) {
     const std::string section(info.section_name());
     auto it = groups_.find(section);
     if (it != groups_.end()) return it->second;
@@ -159,7 +90,7 @@ class CkptH5Reader final : public Reader {
     return groups_.emplace(section, std::move(group)).first->second;
   }
 
-  Tensor read_data(const StoredTensorInfo& info) {
+  Tensor read_data(const TensorInfo& info) {
     const h5::Where w{name_};
     const std::string link = schema::encode_link_name(info.name);
     const h5::Handle& group = group_for(info);
@@ -187,12 +118,12 @@ class CkptH5Reader final : public Reader {
     if (layout.chunked) check_chunk_claims(layout, info);
     else if (h5::storage_size(dataset) > file_size_)
       fail(ErrorCode::format, name_, "dataset claims {} bytes of storage, more than the file", h5::storage_size(dataset));
-    Tensor tensor = Tensor::zeros(info.dtype, info.shape);
+    Tensor tensor = Tensor::uninitialized(info.dtype, info.shape);
     h5::read_all(w, dataset, expected, tensor.mutable_bytes().data());
     return tensor;
   }
 
-  std::optional<Tensor> try_view(const h5::Handle& dataset, const StoredTensorInfo& info) {
+  std::optional<Tensor> try_view(const h5::Handle& dataset, const TensorInfo& info) {
     const auto offset = h5::contiguous_offset(dataset);
     const std::uint64_t nbytes = info.nbytes();
     if (!offset) return std::nullopt;
@@ -233,7 +164,7 @@ class CkptH5Reader final : public Reader {
     return true;
   }
 
-  std::uint64_t chunk_bytes(const h5::DatasetLayout& layout, const StoredTensorInfo& info) {
+  std::uint64_t chunk_bytes(const h5::DatasetLayout& layout, const TensorInfo& info) {
     std::uint64_t bytes = dtype_size(info.dtype);
     for (auto c : layout.chunk) {
       auto m = detail::checked_mul(bytes, c);
@@ -243,7 +174,7 @@ class CkptH5Reader final : public Reader {
     return bytes;
   }
 
-  void check_chunk_claims(const h5::DatasetLayout& layout, const StoredTensorInfo& info) {
+  void check_chunk_claims(const h5::DatasetLayout& layout, const TensorInfo& info) {
     if (layout.chunk.size() != info.shape.size())
       fail(ErrorCode::format, name_, "chunk rank {} differs from tensor rank {}", layout.chunk.size(), info.shape.size());
     if (chunk_bytes(layout, info) > schema::kMaxChunkBytes)
@@ -252,14 +183,14 @@ class CkptH5Reader final : public Reader {
 
   // Our own layout: raw chunks are read, decompressed and unshuffled here, on worker threads, with
   // every size checked against the chunk geometry before anything is allocated.
-  Tensor read_chunks(const h5::Handle& dataset, const StoredTensorInfo& info, const h5::DatasetLayout& layout) {
+  Tensor read_chunks(const h5::Handle& dataset, const TensorInfo& info, const h5::DatasetLayout& layout) {
     check_chunk_claims(layout, info);
     const h5::Where w{name_};
     const std::vector<std::uint64_t> dims(info.shape.begin(), info.shape.end());
     const std::size_t itemsize = dtype_size(info.dtype);
     const std::uint64_t expected = chunk_bytes(layout, info);
     const auto origins = schema::chunk_origins(dims, layout.chunk);
-    Tensor tensor = Tensor::zeros(info.dtype, info.shape);
+    Tensor tensor = Tensor::uninitialized(info.dtype, info.shape);  // the chunks cover every element
     const auto out = tensor.mutable_bytes();
     const unsigned workers = detail::worker_count(0);
     struct Slot {
@@ -317,11 +248,11 @@ class CkptH5Reader final : public Reader {
     return tensor;
   }
 
-  void check_checksum(const StoredTensorInfo& info, const Tensor& tensor) {
+  void check_checksum(const TensorInfo& info, std::uint64_t stored, const Tensor& tensor) {
     const std::uint64_t actual = detail::xxh3_64(tensor.bytes());
-    if (actual != info.checksum)
+    if (actual != stored)
       fail(ErrorCode::integrity, name_, "tensor {}: checksum mismatch (stored {}, data has {})", quote(info.name),
-           detail::format_checksum(info.checksum), detail::format_checksum(actual));
+           detail::format_checksum(stored), detail::format_checksum(actual));
   }
 
   std::string name_;

@@ -5,11 +5,10 @@
 #include <map>
 #include <memory>
 
-#include <nlohmann/json.hpp>
-
 #include "ckpt/ckpt_h5.h"
 #include "ckpt/version.h"
 #include "ckpt_h5/chunks.h"
+#include "ckpt_h5/index.h"
 #include "ckpt_h5/schema.h"
 #include "util/atomic_file.h"
 #include "util/bytes.h"
@@ -49,7 +48,7 @@ class Writer {
     const auto& infos = source_.tensors();
     std::uint64_t total = 0, done = 0;
     for (const auto& info : infos) total += info.nbytes();
-    nlohmann::ordered_json index_tensors = nlohmann::ordered_json::array();
+    schema::IndexWriter index;
     for (std::size_t i = 0; i < infos.size(); ++i) {
       const TensorInfo& info = infos[i];
       const Tensor tensor = source_.read(i);
@@ -57,12 +56,17 @@ class Writer {
         fail(ErrorCode::invalid_argument, name_, "tensor {}: source gave {} {}, listed as {} {}", detail::quote(info.name),
              dtype_name(tensor.dtype()), shape_to_string(tensor.shape()), dtype_name(info.dtype),
              shape_to_string(info.shape));
-      index_tensors.push_back(write_tensor(file, info, tensor));
+      write_tensor(file, info, tensor, index);
       done += info.nbytes();
       if (options_.progress) options_.progress(done, total);
     }
-    nlohmann::ordered_json index = {{"tensors", std::move(index_tensors)}, {"metadata", source_.metadata()}};
-    h5::write_string_dataset(w, file, schema::kIndexDataset, index.dump());
+    std::string index_text;
+    try {
+      index_text = index.finish(source_.metadata());
+    } catch (const Error& e) {
+      throw Error(e.code(), name_, e.message());
+    }
+    h5::write_string_dataset(w, file, schema::kIndexDataset, index_text);
     groups_.clear();
     sections_group_ = h5::Handle();
     h5::close_file(w, file);
@@ -80,7 +84,7 @@ class Writer {
         .first->second;
   }
 
-  nlohmann::ordered_json write_tensor(const h5::Handle& file, const TensorInfo& info, const Tensor& tensor) {
+  void write_tensor(const h5::Handle& file, const TensorInfo& info, const Tensor& tensor, schema::IndexWriter& index) {
     const h5::Where w{name_};
     const auto dims = to_dims(info.shape);
     const std::string link = schema::encode_link_name(info.name);
@@ -102,18 +106,10 @@ class Writer {
       else if (tensor.nbytes() > 0) h5::write_all(w, dataset, type, tensor.bytes().data());
       if (schema::stored_as_raw_bytes(info.dtype))
         h5::write_string_attribute(w, dataset, schema::kDtypeAttribute, std::string(dtype_name(info.dtype)));
+      index.add(info, options_.checksums ? std::optional(detail::xxh3_64(tensor.bytes())) : std::nullopt);
     } catch (const Error& e) {
       throw Error(e.code(), name_, fmt::format("tensor {}: {}", detail::quote(info.name), e.message()));
     }
-    nlohmann::ordered_json entry = {{"name", info.name}, {"section", info.section_name()}};
-    if (info.role == Role::buffer) {
-      entry["collection"] = info.collection.empty() ? std::string(kDefaultBufferCollection) : info.collection;
-      entry["persistent"] = info.persistent;
-    }
-    entry["dtype"] = dtype_name(info.dtype);
-    entry["shape"] = info.shape;
-    if (options_.checksums) entry["checksum"] = detail::format_checksum(detail::xxh3_64(tensor.bytes()));
-    return entry;
   }
 
   // Chunks are shuffled and compressed on worker threads, a batch at a time, then written in order

@@ -66,17 +66,25 @@ Reader::Reader(std::filesystem::path path, ReadOptions options)
     : path_(std::move(path)), options_(std::move(options)) {}
 
 void Reader::finish_listing() {
-  infos_.clear();
   by_key_.clear();
-  infos_.reserve(stored_.size());
-  for (std::size_t i = 0; i < stored_.size(); ++i) {
-    const auto& s = stored_[i];
+  by_key_.reserve(infos_.size());
+  for (std::size_t i = 0; i < infos_.size(); ++i) {
+    const auto& s = infos_[i];
     const std::string_view section = s.role == Role::extra ? std::string_view(s.section) : std::string_view();
     if (!by_key_.emplace(index_key(section, s.name), i).second)
       fail(ErrorCode::format, path_.string(), "duplicate tensor name {}", quote(s.name));
-    infos_.push_back(s);
   }
-  if (stored_.empty()) role_source_ = RoleSource::none;
+  if (infos_.empty()) role_source_ = RoleSource::none;
+}
+
+void Reader::check_index(std::size_t index) const {
+  if (index >= infos_.size())
+    fail(ErrorCode::invalid_argument, path_.string(), "tensor index {} out of range ({} tensors)", index, infos_.size());
+}
+
+std::optional<std::uint64_t> Reader::checksum(std::size_t index) const {
+  check_index(index);
+  return checksums_.empty() ? std::nullopt : checksums_[index];
 }
 
 std::size_t Reader::find(std::string_view name, std::string_view section) const {
@@ -111,10 +119,10 @@ std::size_t Reader::verify(const ProgressFn& progress) {
   const bool saved = options_.verify_checksums;
   options_.verify_checksums = true;
   try {
-    for (std::size_t i = 0; i < stored_.size(); ++i) {
+    for (std::size_t i = 0; i < infos_.size(); ++i) {
       (void)read(i);
-      checked += stored_[i].has_checksum;
-      done += stored_[i].nbytes();
+      checked += checksum(i).has_value();
+      done += infos_[i].nbytes();
       if (progress) progress(done, total);
     }
   } catch (...) {

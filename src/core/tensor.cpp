@@ -49,13 +49,17 @@ std::string shape_to_string(const Shape& shape) {
 Tensor::Tensor() : shape_{0} {}
 
 Tensor Tensor::zeros(DType dtype, Shape shape) {
+  Tensor t = uninitialized(dtype, std::move(shape));
+  if (t.nbytes() > 0) std::memset(t.mutable_bytes().data(), 0, t.nbytes());
+  return t;
+}
+
+Tensor Tensor::uninitialized(DType dtype, Shape shape) {
   Tensor t;
   t.dtype_ = dtype;
   t.numel_ = shape_numel(shape);
   t.shape_ = std::move(shape);
-  auto storage = allocate(t.nbytes());
-  if (storage) std::memset(storage.get(), 0, t.nbytes());
-  t.data_ = std::move(storage);
+  t.data_ = allocate(t.nbytes());
   return t;
 }
 
@@ -64,13 +68,8 @@ Tensor Tensor::copy_of(DType dtype, Shape shape, std::span<const std::byte> byte
   if (bytes.size() != expected)
     detail::fail(ErrorCode::invalid_argument, "", "{} bytes given for a {} tensor of shape {} ({} bytes)",
                  bytes.size(), dtype_name(dtype), shape_to_string(shape), expected);
-  Tensor t;
-  t.dtype_ = dtype;
-  t.numel_ = shape_numel(shape);
-  t.shape_ = std::move(shape);
-  auto storage = allocate(expected);
-  if (storage) std::memcpy(storage.get(), bytes.data(), expected);
-  t.data_ = std::move(storage);
+  Tensor t = uninitialized(dtype, std::move(shape));
+  if (expected > 0) std::memcpy(t.mutable_bytes().data(), bytes.data(), expected);
   return t;
 }
 

@@ -42,9 +42,8 @@ class SafetensorsReader final : public Reader {
   }
 
   Tensor read(std::size_t index) override {
-    if (index >= stored_.size())
-      fail(ErrorCode::invalid_argument, name_, "tensor index {} out of range ({} tensors)", index, stored_.size());
-    const auto& info = stored_[index];
+    check_index(index);
+    const auto& info = infos_[index];
     const std::byte* data = mapping_->bytes().data() + data_start_ + begins_[index];
     const std::uint64_t nbytes = info.nbytes();
     if (nbytes == 0) return Tensor::zeros(info.dtype, info.shape);
@@ -58,7 +57,7 @@ class SafetensorsReader final : public Reader {
 
  private:
   struct Parsed {
-    StoredTensorInfo info;
+    TensorInfo info;
     std::string file_name;
     std::uint64_t begin = 0, end = 0;
   };
@@ -113,7 +112,7 @@ class SafetensorsReader final : public Reader {
     apply_roles(tensors, file_metadata);
     for (auto& t : tensors) {
       begins_.push_back(t.begin);
-      stored_.push_back(std::move(t.info));
+      infos_.push_back(std::move(t.info));
     }
   }
 
@@ -228,7 +227,7 @@ class SafetensorsReader final : public Reader {
   std::string name_;
   std::shared_ptr<const detail::MappedFile> mapping_;
   std::uint64_t data_start_ = 0;
-  std::vector<std::uint64_t> begins_;  // parallel to stored_
+  std::vector<std::uint64_t> begins_;  // parallel to infos_
 };
 
 }  // namespace

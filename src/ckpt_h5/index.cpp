@@ -1,0 +1,314 @@
+#include "ckpt_h5/index.h"
+
+#include <nlohmann/json.hpp>
+
+#include "util/bytes.h"
+#include "util/checksum.h"
+
+namespace ckpt::detail::ckpt_h5 {
+namespace {
+
+using json = nlohmann::ordered_json;
+
+// SAX handler for the index. Known fields go straight into TensorInfo; "metadata" is built as a
+// JSON tree (it is small); anything unknown is skipped, as minor versions require.
+class IndexHandler final : public nlohmann::json_sax<json> {
+ public:
+  IndexHandler(const ReadOptions& options, Index& index) : options_(options), index_(index) {}
+
+  std::string error;  // set when a handler returns false
+
+  bool null() override { return scalar(json()); }
+  bool boolean(bool v) override { return scalar(json(v)); }
+  bool number_integer(number_integer_t v) override { return scalar(json(v)); }
+  bool number_unsigned(number_unsigned_t v) override { return scalar(json(v)); }
+  bool number_float(number_float_t v, const string_t&) override { return scalar(json(v)); }
+  bool string(string_t& v) override { return scalar(json(std::move(v))); }
+  bool binary(binary_t&) override { return fail_with("binary values are not JSON"); }
+
+  bool key(string_t& k) override {
+    key_ = std::move(k);
+    return true;
+  }
+
+  bool start_object(std::size_t) override { return start_container(true); }
+  bool start_array(std::size_t) override { return start_container(false); }
+  bool end_object() override { return end_container(); }
+  bool end_array() override { return end_container(); }
+
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    return fail_with(std::string("is not valid JSON: ") + e.what());
+  }
+
+  bool finished() {
+    if (!saw_tensors_) return fail_with("is not a JSON object with a \"tensors\" array");
+    return true;
+  }
+
+ private:
+  enum class Mode { top, root, tensors, entry, shape, capture, skip };
+  struct Fields {
+    bool name = false, section = false, dtype = false, shape = false;
+    std::string section_name, collection;
+    std::optional<bool> persistent;
+  };
+
+  bool fail_with(std::string message) {
+    if (error.empty()) error = std::move(message);
+    return false;
+  }
+  bool entry_error(const std::string& what) {
+    return fail_with(fmt::format("tensors[{}]: {}", index_.tensors.size() - 1, what));
+  }
+
+  // A value (scalar or container) begins in the current mode under key_.
+  bool scalar(json value) {
+    switch (mode_) {
+      case Mode::capture: return capture(std::move(value), false);
+      case Mode::skip: return true;
+      case Mode::root:
+        if (key_ == "tensors") return fail_with("\"tensors\" must be an array");
+        if (key_ == "metadata") return fail_with("\"metadata\" must be an object");
+        return true;  // unknown top-level field
+      case Mode::entry: return entry_field(std::move(value));
+      case Mode::shape: {
+        auto& info = index_.tensors.back();
+        if (!value.is_number_integer() || value.get<std::int64_t>() < 0)
+          return entry_error("\"shape\" must hold non-negative integers");
+        if (info.shape.size() >= options_.max_rank)
+          return entry_error(fmt::format("rank exceeds the limit of {}", options_.max_rank));
+        info.shape.push_back(value.get<std::int64_t>());
+        return true;
+      }
+      case Mode::tensors: return fail_with(fmt::format("tensors[{}]: not an object", index_.tensors.size()));
+      case Mode::top: return fail_with("is not a JSON object with a \"tensors\" array");
+    }
+    return true;
+  }
+
+  bool entry_field(json value) {
+    auto& info = index_.tensors.back();
+    auto text = [&](const char* name) -> const std::string* {
+      if (!value.is_string()) {
+        entry_error(fmt::format("\"{}\" must be a string", name));
+        return nullptr;
+      }
+      return &value.get_ref<const std::string&>();
+    };
+    if (key_ == "name") {
+      const auto* s = text("name");
+      if (!s) return false;
+      info.name = *s;
+      fields_.name = true;
+    } else if (key_ == "section") {
+      const auto* s = text("section");
+      if (!s) return false;
+      fields_.section_name = *s;
+      fields_.section = true;
+    } else if (key_ == "collection") {
+      const auto* s = text("collection");
+      if (!s) return false;
+      fields_.collection = *s;
+    } else if (key_ == "persistent") {
+      if (!value.is_boolean()) return entry_error("\"persistent\" must be a boolean");
+      fields_.persistent = value.get<bool>();
+    } else if (key_ == "dtype") {
+      const auto* s = text("dtype");
+      if (!s) return false;
+      const auto dtype = dtype_from_name(*s);
+      if (!dtype) unknown_dtype_ = *s;  // reported once the entry's name is known
+      else info.dtype = *dtype;
+      fields_.dtype = true;
+    } else if (key_ == "checksum") {
+      const auto* s = text("checksum");
+      if (!s) return false;
+      std::uint64_t sum = 0;
+      if (!parse_checksum(*s, sum))
+        return entry_error(fmt::format("checksum {} is not \"xxh3-64:\" and 16 hex digits", quote(*s)));
+      index_.checksums.back() = sum;
+    } else if (key_ == "shape") {
+      return entry_error("\"shape\" must be an array");
+    }
+    return true;  // unknown fields are ignored
+  }
+
+  bool start_container(bool object) {
+    switch (mode_) {
+      case Mode::capture: return capture(object ? json::object() : json::array(), true);
+      case Mode::skip: ++skip_depth_; return true;
+      case Mode::top:
+        if (!object) return fail_with("is not a JSON object with a \"tensors\" array");
+        mode_ = Mode::root;
+        return true;
+      case Mode::root:
+        if (key_ == "tensors") {
+          if (object) return fail_with("\"tensors\" must be an array");
+          if (saw_tensors_) return fail_with("\"tensors\" appears twice");
+          saw_tensors_ = true;
+          mode_ = Mode::tensors;
+        } else if (key_ == "metadata") {
+          if (!object) return fail_with("\"metadata\" must be an object");
+          index_.metadata = json::object();
+          stack_.assign(1, &index_.metadata);
+          mode_ = Mode::capture;
+        } else {
+          begin_skip(Mode::root);
+        }
+        return true;
+      case Mode::tensors:
+        if (!object) return fail_with(fmt::format("tensors[{}]: not an object", index_.tensors.size()));
+        index_.tensors.emplace_back();
+        index_.checksums.emplace_back();
+        fields_ = Fields();
+        mode_ = Mode::entry;
+        return true;
+      case Mode::entry:
+        if (key_ == "shape" && !object) {
+          if (fields_.shape) return entry_error("\"shape\" appears twice");
+          fields_.shape = true;
+          mode_ = Mode::shape;
+          return true;
+        }
+        if (key_ == "shape" || key_ == "name" || key_ == "section" || key_ == "dtype" || key_ == "checksum" ||
+            key_ == "collection" || key_ == "persistent")
+          return entry_error(fmt::format("\"{}\" has the wrong type", key_));
+        begin_skip(Mode::entry);
+        return true;
+      case Mode::shape: return entry_error("\"shape\" must hold non-negative integers");
+    }
+    return true;
+  }
+
+  bool end_container() {
+    switch (mode_) {
+      case Mode::capture:
+        stack_.pop_back();
+        if (stack_.empty()) mode_ = Mode::root;
+        return true;
+      case Mode::skip:
+        if (--skip_depth_ == 0) mode_ = skip_return_;
+        return true;
+      case Mode::shape: mode_ = Mode::entry; return true;
+      case Mode::entry: mode_ = Mode::tensors; return finish_entry();
+      case Mode::tensors: mode_ = Mode::root; return true;
+      case Mode::root: mode_ = Mode::top; return true;
+      case Mode::top: return true;
+    }
+    return true;
+  }
+
+  void begin_skip(Mode back) {
+    skip_return_ = back;
+    skip_depth_ = 1;
+    mode_ = Mode::skip;
+  }
+
+  bool capture(json value, bool container) {
+    json& top = *stack_.back();
+    json* inserted = nullptr;
+    if (top.is_array()) {
+      top.push_back(std::move(value));
+      inserted = &top.back();
+    } else {
+      inserted = &(top[key_] = std::move(value));
+    }
+    if (container) stack_.push_back(inserted);
+    return true;
+  }
+
+  bool finish_entry() {
+    auto& info = index_.tensors.back();
+    if (!fields_.name) return entry_error("\"name\" must be a string");
+    if (!fields_.section) return entry_error("\"section\" must be a string");
+    if (!fields_.dtype) return entry_error("\"dtype\" must be a string");
+    if (!fields_.shape) return entry_error("\"shape\" must be an array");
+    if (!unknown_dtype_.empty()) return false;
+    const std::string& section = fields_.section_name;
+    if (section == kParametersSection) {
+      info.role = Role::parameter;
+    } else if (section == kBuffersSection) {
+      info.role = Role::buffer;
+      info.collection = fields_.collection.empty() ? std::string(kDefaultBufferCollection) : fields_.collection;
+      info.persistent = fields_.persistent.value_or(true);
+    } else if (section.empty()) {
+      return entry_error("\"section\" is empty");
+    } else {
+      info.role = Role::extra;
+      info.section = section;
+    }
+    if (!checked_mul(shape_numel_unchecked(info.shape), dtype_size(info.dtype)))
+      return entry_error(fmt::format("shape {} overflows", shape_to_string(info.shape)));
+    return true;
+  }
+
+  // Element count, or 2^64 - 1 on overflow (which then fails the size check too).
+  static std::uint64_t shape_numel_unchecked(const Shape& shape) {
+    std::uint64_t n = 1;
+    for (auto d : shape) {
+      auto m = checked_mul(n, static_cast<std::uint64_t>(d));
+      if (!m) return UINT64_MAX;
+      n = *m;
+    }
+    return n;
+  }
+
+ public:
+  std::string unknown_dtype_;
+
+ private:
+  const ReadOptions& options_;
+  Index& index_;
+  Mode mode_ = Mode::top;
+  Mode skip_return_ = Mode::root;
+  std::size_t skip_depth_ = 0;
+  std::string key_;
+  Fields fields_;
+  bool saw_tensors_ = false;
+  std::vector<json*> stack_;
+};
+
+}  // namespace
+
+Index parse_index(std::string_view text, const ReadOptions& options, const std::string& file) {
+  Index index;
+  IndexHandler handler(options, index);
+  const bool ok = json::sax_parse(text.begin(), text.end(), &handler) && handler.finished();
+  if (ok) return index;
+  if (!handler.unknown_dtype_.empty())
+    fail(ErrorCode::unsupported, file, "tensor {}: unknown dtype {}", quote(index.tensors.back().name),
+         quote(handler.unknown_dtype_));
+  fail(ErrorCode::format, file, "/index {}", handler.error);
+}
+
+void IndexWriter::add(const TensorInfo& info, std::optional<std::uint64_t> checksum) {
+  json entry = {{"name", info.name}, {"section", info.section_name()}};
+  if (info.role == Role::buffer) {
+    entry["collection"] = info.collection.empty() ? std::string(kDefaultBufferCollection) : info.collection;
+    entry["persistent"] = info.persistent;
+  }
+  entry["dtype"] = dtype_name(info.dtype);
+  entry["shape"] = info.shape;
+  if (checksum) entry["checksum"] = format_checksum(*checksum);
+  std::string text;
+  try {
+    text = entry.dump();
+  } catch (const json::type_error&) {
+    fail(ErrorCode::invalid_argument, "", "name is not valid UTF-8");
+  }
+  if (!first_) text_ += ',';
+  first_ = false;
+  text_ += text;
+}
+
+std::string IndexWriter::finish(const Metadata& metadata) {
+  text_ += R"(],"metadata":)";
+  try {
+    text_ += metadata.dump();
+  } catch (const json::type_error&) {
+    fail(ErrorCode::invalid_argument, "", "metadata holds a string that is not valid UTF-8");
+  }
+  text_ += '}';
+  return std::move(text_);
+}
+
+}  // namespace ckpt::detail::ckpt_h5
