@@ -207,3 +207,32 @@ TEST_CASE("write peer fixtures", "[.fixture]") {
   }
   std::ofstream(dir / "sink.expected.json") << expected.dump();
 }
+
+TEST_CASE("ckpt-h5 catches a flipped byte on every read path", "[ckpt-h5][integrity]") {
+  TempDir dir;
+  StateDict s;
+  // 12 MiB: large enough for the copy path's threaded hashing.
+  s.add_parameter("big", test::pattern_tensor(DType::float32, {3, 1024, 1024}, 7));
+  const auto path = dir / "m.ckpt.h5";
+  save(s, path);
+  {
+    ReadOptions copy;
+    copy.zero_copy = false;
+    CHECK(open(path, copy)->read("big").equals(s.at("big")));
+  }
+  // Find the tensor's bytes in the file and flip one 9 MiB in.
+  std::string bytes = test::read_file(path);
+  const auto data = s.at("big").bytes();
+  const auto at = bytes.find(std::string(reinterpret_cast<const char*>(data.data()), 64));
+  REQUIRE(at != std::string::npos);
+  bytes[at + (9u << 20)] ^= 0x01;
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  for (bool zero_copy : {true, false}) {
+    INFO("zero_copy " << zero_copy);
+    ReadOptions options;
+    options.zero_copy = zero_copy;
+    CHECK_THROWS_WITH(open(path, options)->read("big"), Catch::Matchers::Contains("tensor 'big': checksum mismatch"));
+    options.verify_checksums = false;
+    CHECK_NOTHROW(open(path, options)->read("big"));
+  }
+}

@@ -24,16 +24,34 @@ std::string human_bytes(std::uint64_t bytes) {
   return fmt::format("{:.1f} {}", value, units[unit]);
 }
 
+std::string one_line(std::string_view text) {
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    // Keep well-formed UTF-8 sequences; escape control characters and stray bytes.
+    std::size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    bool valid = n > 0 && i + n <= text.size();
+    for (std::size_t k = 1; valid && k < n; ++k) valid = (static_cast<unsigned char>(text[i + k]) >> 6) == 0x2;
+    if (!valid || c < 0x20 || c == 0x7f) {
+      out += fmt::format("\\x{:02x}", c);
+      continue;
+    }
+    out.append(text.substr(i, n));
+    i += n - 1;
+  }
+  return out;
+}
+
 int run_guarded(const char* tool, const std::function<int()>& body) {
   try {
     return body();
   } catch (const Error& e) {
     finish_progress();
-    fmt::print(stderr, "{}: error: {}\n", tool, e.what());
+    fmt::print(stderr, "{}: error: {}\n", tool, one_line(e.what()));
     return e.code() == ErrorCode::integrity ? kIntegrity : e.code() == ErrorCode::invalid_argument ? kUsage : kError;
   } catch (const std::exception& e) {
     finish_progress();
-    fmt::print(stderr, "{}: error: {}\n", tool, e.what());
+    fmt::print(stderr, "{}: error: {}\n", tool, one_line(e.what()));
     return kError;
   }
 }

@@ -5,6 +5,7 @@
 #include <exception>
 #include <functional>
 #include <string>
+#include <string_view>
 
 #include "ckpt/options.h"
 
@@ -20,6 +21,9 @@ enum Exit : int {
 
 // "1.5 MiB", "512 B".
 std::string human_bytes(std::uint64_t bytes);
+
+// `text` with control characters and bytes that are not UTF-8 escaped as \xNN: always one line.
+std::string one_line(std::string_view text);
 
 // Runs `body`, turning exceptions into one line "TOOL: error: ..." on stderr and an exit code.
 int run_guarded(const char* tool, const std::function<int()>& body);

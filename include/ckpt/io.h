@@ -42,6 +42,7 @@ class StateDictSource : public Source {
   std::vector<TensorInfo> infos_;
 };
 
+// A Reader is not thread-safe: use one per thread (Tensors it returned may be shared freely).
 class Reader : public Source {
  public:
   const std::vector<TensorInfo>& tensors() const override { return infos_; }

@@ -11,6 +11,7 @@
 #include "ckpt_h5/schema.h"
 #include "util/bytes.h"
 #include "util/checksum.h"
+#include "util/file_read.h"
 #include "util/mapped_file.h"
 #include "util/parallel.h"
 
@@ -48,17 +49,32 @@ class CkptH5Reader final : public Reader {
   Tensor read(std::size_t index) override {
     check_index(index);
     const TensorInfo& info = infos_[index];
-    Tensor tensor;
+    const auto& expected = checksums_[index];
+    Loaded loaded;
     try {
-      tensor = read_data(info);
+      loaded = read_data(info, options_.verify_checksums ? expected : std::nullopt);
     } catch (const Error& e) {
       throw Error(e.code(), name_, fmt::format("tensor {}: {}", quote(info.name), e.message()));
     }
-    if (options_.verify_checksums && checksums_[index]) check_checksum(info, *checksums_[index], tensor);
-    return tensor;
+    if (options_.verify_checksums && expected) {
+      const std::uint64_t actual = loaded.checksum ? *loaded.checksum : detail::xxh3_64(loaded.tensor.bytes());
+      if (actual != *expected)
+        fail(ErrorCode::integrity, name_, "tensor {}: checksum mismatch (stored {}, data has {})", quote(info.name),
+             detail::format_checksum(*expected), detail::format_checksum(actual));
+    }
+    return std::move(loaded.tensor);
+  }
+
+  ~CkptH5Reader() override {
+    if (fd_ >= 0) ::close(fd_);
   }
 
  private:
+  struct Loaded {
+    Tensor tensor;
+    std::optional<std::uint64_t> checksum;  // computed while reading, when asked for
+  };
+
   void check_identity() {
     const h5::Where w{name_};
     const auto format = h5::read_string_attribute(w, file_, schema::kFormatAttribute);
@@ -90,7 +106,8 @@ class CkptH5Reader final : public Reader {
     return groups_.emplace(section, std::move(group)).first->second;
   }
 
-  Tensor read_data(const TensorInfo& info) {
+  // `want_checksum`: compute the checksum on the way if the path can do it cheaply.
+  Loaded read_data(const TensorInfo& info, std::optional<std::uint64_t> want_checksum) {
     const h5::Where w{name_};
     const std::string link = schema::encode_link_name(info.name);
     const h5::Handle& group = group_for(info);
@@ -108,52 +125,59 @@ class CkptH5Reader final : public Reader {
       fail(ErrorCode::format, name_, "dataset type ({}) cannot hold index dtype {} ({})", h5::describe_type(actual),
            dtype_name(info.dtype), h5::describe_type(expected));
     const std::uint64_t nbytes = info.nbytes();
-    if (nbytes == 0) return Tensor::zeros(info.dtype, info.shape);
+    if (nbytes == 0) return {Tensor::zeros(info.dtype, info.shape), {}};
     const h5::DatasetLayout layout = h5::dataset_layout(w, dataset);
-    if (exact && !layout.chunked && options_.zero_copy) {
-      if (auto view = try_view(dataset, info)) return *view;
+    if (exact && !layout.chunked) {
+      if (const auto offset = contiguous_data(dataset, info)) {
+        // A misaligned view would make typed access undefined: such data is copied.
+        if (options_.zero_copy && *offset % dtype_size(info.dtype) == 0 && mapped()) {
+          mapping_->prefetch(*offset, nbytes);
+          return {Tensor::view(info.dtype, info.shape, mapping_->bytes().data() + *offset, mapping_), {}};
+        }
+        Tensor tensor = Tensor::uninitialized(info.dtype, info.shape);
+        auto sum = detail::read_at(data_fd(), *offset, tensor.mutable_bytes(), want_checksum.has_value(), name_);
+        return {std::move(tensor), sum};
+      }
     }
-    if (exact && layout.chunked && only_shuffle_and_zstd(layout)) return read_chunks(dataset, info, layout);
+    if (exact && layout.chunked && only_shuffle_and_zstd(layout)) return {read_chunks(dataset, info, layout), {}};
     // Anything else (other filters, converted types): HDF5 reads it into a tensor of ours.
     if (layout.chunked) check_chunk_claims(layout, info);
     else if (h5::storage_size(dataset) > file_size_)
       fail(ErrorCode::format, name_, "dataset claims {} bytes of storage, more than the file", h5::storage_size(dataset));
     Tensor tensor = Tensor::uninitialized(info.dtype, info.shape);
     h5::read_all(w, dataset, expected, tensor.mutable_bytes().data());
-    return tensor;
+    return {std::move(tensor), {}};
   }
 
-  std::optional<Tensor> try_view(const h5::Handle& dataset, const TensorInfo& info) {
+  // File offset of a contiguous dataset's data, checked against the file; nullopt when the data
+  // is not allocated or the file has a user block (offsets are then relative to it).
+  std::optional<std::uint64_t> contiguous_data(const h5::Handle& dataset, const TensorInfo& info) {
     const auto offset = h5::contiguous_offset(dataset);
+    if (!offset || has_userblock()) return std::nullopt;
     const std::uint64_t nbytes = info.nbytes();
-    if (!offset) return std::nullopt;
     if (*offset > file_size_ || nbytes > file_size_ - *offset)
       fail(ErrorCode::format, name_, "data at offset {} with {} bytes extends past the end of the file ({} bytes)",
            *offset, nbytes, file_size_);
-    // A misaligned view would make typed access undefined: copy instead.
-    if (*offset % dtype_size(info.dtype) != 0) return std::nullopt;
-    const auto& mapping = mapped();
-    if (!mapping) return std::nullopt;
-    mapping->prefetch(*offset, nbytes);
-    return Tensor::view(info.dtype, info.shape, mapping->bytes().data() + *offset, mapping);
+    return offset;
   }
 
-  // The mapping of the very file HDF5 has open (through its descriptor), made on first use.
+  bool has_userblock() {
+    if (!userblock_) userblock_ = h5::userblock_size({name_}, file_);
+    return *userblock_ != 0;
+  }
+
+  // Our own descriptor of the very file HDF5 has open (a dup of its descriptor).
+  int data_fd() {
+    if (fd_ < 0) fd_ = h5::duplicate_file_descriptor({name_}, file_);
+    return fd_;
+  }
+
+  // A read-only mapping of the file, made on first use; null if the file changed size since open.
   const std::shared_ptr<const detail::MappedFile>& mapped() {
     if (!mapping_tried_) {
       mapping_tried_ = true;
-      const h5::Where w{name_};
-      if (h5::userblock_size(w, file_) == 0) {
-        const int fd = h5::duplicate_file_descriptor(w, file_);
-        try {
-          mapping_ = detail::MappedFile::from_fd(fd, path_);
-        } catch (...) {
-          ::close(fd);
-          throw;
-        }
-        ::close(fd);
-        if (mapping_->size() != file_size_) mapping_.reset();
-      }
+      mapping_ = detail::MappedFile::from_fd(data_fd(), path_);
+      if (mapping_->size() != file_size_) mapping_.reset();
     }
     return mapping_;
   }
@@ -248,17 +272,12 @@ class CkptH5Reader final : public Reader {
     return tensor;
   }
 
-  void check_checksum(const TensorInfo& info, std::uint64_t stored, const Tensor& tensor) {
-    const std::uint64_t actual = detail::xxh3_64(tensor.bytes());
-    if (actual != stored)
-      fail(ErrorCode::integrity, name_, "tensor {}: checksum mismatch (stored {}, data has {})", quote(info.name),
-           detail::format_checksum(stored), detail::format_checksum(actual));
-  }
-
   std::string name_;
   std::uint64_t file_size_ = 0;
   h5::Handle file_;
   std::map<std::string, h5::Handle> groups_;
+  int fd_ = -1;
+  std::optional<std::uint64_t> userblock_;
   bool mapping_tried_ = false;
   std::shared_ptr<const detail::MappedFile> mapping_;
 };
