@@ -15,7 +15,6 @@
 #include "util/mapped_file.h"
 #include "util/parallel.h"
 
-#include <unistd.h>
 
 namespace ckpt {
 namespace {
@@ -65,9 +64,6 @@ class CkptH5Reader final : public Reader {
     return std::move(loaded.tensor);
   }
 
-  ~CkptH5Reader() override {
-    if (fd_ >= 0) ::close(fd_);
-  }
 
  private:
   struct Loaded {
@@ -168,8 +164,8 @@ class CkptH5Reader final : public Reader {
 
   // Our own descriptor of the very file HDF5 has open (a dup of its descriptor).
   int data_fd() {
-    if (fd_ < 0) fd_ = h5::duplicate_file_descriptor({name_}, file_);
-    return fd_;
+    if (!fd_.valid()) fd_ = detail::UniqueFd(h5::duplicate_file_descriptor({name_}, file_));
+    return fd_.get();
   }
 
   // A read-only mapping of the file, made on first use; null if the file changed size since open.
@@ -276,7 +272,7 @@ class CkptH5Reader final : public Reader {
   std::uint64_t file_size_ = 0;
   h5::Handle file_;
   std::map<std::string, h5::Handle> groups_;
-  int fd_ = -1;
+  detail::UniqueFd fd_;
   std::optional<std::uint64_t> userblock_;
   bool mapping_tried_ = false;
   std::shared_ptr<const detail::MappedFile> mapping_;

@@ -1,7 +1,12 @@
 // safetensors reader: every check the reference implementation makes (header size cap, UTF-8
 // JSON, duplicate names, offsets contiguous and in bounds, sizes equal dtype x shape, buffer
 // length equal to the last offset), then zero-copy views into the mapped file.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -10,6 +15,7 @@
 #include "ckpt/safetensors.h"
 #include "safetensors/dtypes.h"
 #include "util/bytes.h"
+#include "util/file_read.h"
 #include "util/mapped_file.h"
 
 namespace ckpt {
@@ -25,7 +31,9 @@ class SafetensorsReader final : public Reader {
   SafetensorsReader(const std::filesystem::path& path, const ReadOptions& options) : Reader(path, options) {
     format_ = "safetensors";
     name_ = path.string();
-    mapping_ = detail::MappedFile::open(path);
+    fd_ = detail::UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd_.valid()) fail(ErrorCode::io, name_, "cannot open: {}", std::strerror(errno));
+    mapping_ = detail::MappedFile::from_fd(fd_.get(), path);
     const auto bytes = mapping_->bytes();
     if (bytes.size() < 8)
       fail(ErrorCode::format, name_, "file is {} bytes, too short for the 8-byte header length", bytes.size());
@@ -44,16 +52,19 @@ class SafetensorsReader final : public Reader {
   Tensor read(std::size_t index) override {
     check_index(index);
     const auto& info = infos_[index];
-    const std::byte* data = mapping_->bytes().data() + data_start_ + begins_[index];
     const std::uint64_t nbytes = info.nbytes();
     if (nbytes == 0) return Tensor::zeros(info.dtype, info.shape);
     const bool aligned = (data_start_ + begins_[index]) % dtype_size(info.dtype) == 0;
     if (options_.zero_copy && aligned) {
       mapping_->prefetch(data_start_ + begins_[index], nbytes);
-      return Tensor::view(info.dtype, info.shape, data, mapping_);
+      return Tensor::view(info.dtype, info.shape, mapping_->bytes().data() + data_start_ + begins_[index], mapping_);
     }
-    return Tensor::copy_of(info.dtype, info.shape, {data, static_cast<std::size_t>(nbytes)});
+    // Copies come through pread: cheaper than faulting the mapping in, then copying.
+    Tensor tensor = Tensor::uninitialized(info.dtype, info.shape);
+    detail::read_at(fd_.get(), data_start_ + begins_[index], tensor.mutable_bytes(), false, name_);
+    return tensor;
   }
+
 
  private:
   struct Parsed {
@@ -225,6 +236,7 @@ class SafetensorsReader final : public Reader {
   }
 
   std::string name_;
+  detail::UniqueFd fd_;
   std::shared_ptr<const detail::MappedFile> mapping_;
   std::uint64_t data_start_ = 0;
   std::vector<std::uint64_t> begins_;  // parallel to infos_

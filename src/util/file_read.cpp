@@ -15,7 +15,7 @@ namespace {
 
 constexpr std::size_t kBlock = 1u << 20;
 // Below this a helper thread costs more than it saves.
-constexpr std::size_t kThreadedHashMin = 8u << 20;
+constexpr std::size_t kThreadedHashMin = 1u << 20;
 
 void read_block(int fd, std::uint64_t offset, std::byte* out, std::size_t size, const std::string& file) {
   while (size > 0) {

@@ -22,19 +22,6 @@ std::shared_ptr<const MappedFile> MappedFile::from_fd(int fd, const std::filesys
   return std::shared_ptr<const MappedFile>(new MappedFile(static_cast<const std::byte*>(p), size));
 }
 
-std::shared_ptr<const MappedFile> MappedFile::open(const std::filesystem::path& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(ErrorCode::io, path.string(), "cannot open: {}", std::strerror(errno));
-  try {
-    auto mapped = from_fd(fd, path);
-    ::close(fd);
-    return mapped;
-  } catch (...) {
-    ::close(fd);
-    throw;
-  }
-}
-
 MappedFile::~MappedFile() {
   if (data_ != nullptr) munmap(const_cast<std::byte*>(data_), size_);
 }
@@ -49,6 +36,23 @@ void MappedFile::prefetch(std::uint64_t offset, std::uint64_t length) const noex
   if (madvise(const_cast<std::byte*>(data_) + begin, end - begin, MADV_POPULATE_READ) == 0) return;
 #endif
   madvise(const_cast<std::byte*>(data_) + begin, end - begin, MADV_WILLNEED);
+}
+
+}  // namespace ckpt::detail
+
+namespace ckpt::detail {
+
+UniqueFd::~UniqueFd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = other.fd_;
+    other.fd_ = -1;
+  }
+  return *this;
 }
 
 }  // namespace ckpt::detail

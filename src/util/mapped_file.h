@@ -11,9 +11,8 @@ namespace ckpt::detail {
 
 class MappedFile {
  public:
-  // Maps the file at `path` (throws io naming the file). An empty file maps to an empty span.
-  static std::shared_ptr<const MappedFile> open(const std::filesystem::path& path);
-  // Maps an already open descriptor (not taken over; the mapping outlives it).
+  // Maps an already open descriptor (not taken over; the mapping outlives it). Throws io naming
+  // `path`. An empty file maps to an empty span.
   static std::shared_ptr<const MappedFile> from_fd(int fd, const std::filesystem::path& path);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
@@ -28,6 +27,27 @@ class MappedFile {
   MappedFile(const std::byte* data, std::size_t size) : data_(data), size_(size) {}
   const std::byte* data_;
   std::size_t size_;
+};
+
+}  // namespace ckpt::detail
+
+namespace ckpt::detail {
+
+// Owner of a file descriptor (closed on destruction).
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  ~UniqueFd();
+  UniqueFd(UniqueFd&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  UniqueFd& operator=(UniqueFd&& other) noexcept;
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  int get() const noexcept { return fd_; }
+  bool valid() const noexcept { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
 };
 
 }  // namespace ckpt::detail
