@@ -17,6 +17,11 @@ import sys
 import h5py
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_spec_files import SpecWriter  # noqa: E402  (one link-name encoder for both scripts)
+
+link = SpecWriter.link
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 NUMPY_DTYPES = {
     "float64": "<f8", "float32": "<f4", "float16": "<f2", "int64": "<i8", "int32": "<i4", "int16": "<i2",
@@ -30,14 +35,6 @@ def check(cond, what):
     if not cond:
         failures.append(what)
         print("FAIL:", what)
-
-
-def link(name):
-    if name == "":
-        return "%"
-    if name == ".":
-        return "%2E"
-    return name.replace("%", "%25").replace("/", "%2F").replace("\0", "%00")
 
 
 def dataset(f, section, name):
