@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 namespace ckpt::detail::ckpt_h5 {
 
@@ -39,22 +40,53 @@ std::vector<std::vector<std::uint64_t>> chunk_origins(const std::vector<std::uin
   }
 }
 
-void shuffle(std::span<const std::byte> in, std::span<std::byte> out, std::size_t itemsize) {
-  const std::size_t n = in.size() / itemsize;
+namespace {
+
+// Item size as a template parameter lets the compiler unroll and vectorize the transposition.
+template <std::size_t Size>
+void shuffle_items(const std::byte* in, std::byte* out, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i)
-    for (std::size_t b = 0; b < itemsize; ++b) out[b * n + i] = in[i * itemsize + b];
+    for (std::size_t b = 0; b < Size; ++b) out[b * n + i] = in[i * Size + b];
+}
+
+template <std::size_t Size>
+void unshuffle_items(const std::byte* in, std::byte* out, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i)
+    for (std::size_t b = 0; b < Size; ++b) out[i * Size + b] = in[b * n + i];
+}
+
+template <bool Forward>
+void transpose(std::span<const std::byte> in, std::span<std::byte> out, std::size_t itemsize) {
+  const std::size_t n = in.size() / itemsize;
+  auto run = [&](auto size) {
+    if constexpr (Forward) shuffle_items<decltype(size)::value>(in.data(), out.data(), n);
+    else unshuffle_items<decltype(size)::value>(in.data(), out.data(), n);
+  };
+  switch (itemsize) {
+    case 1: std::memcpy(out.data(), in.data(), in.size()); return;
+    case 2: run(std::integral_constant<std::size_t, 2>{}); break;
+    case 4: run(std::integral_constant<std::size_t, 4>{}); break;
+    case 8: run(std::integral_constant<std::size_t, 8>{}); break;
+    case 16: run(std::integral_constant<std::size_t, 16>{}); break;
+    default:
+      for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t b = 0; b < itemsize; ++b) {
+          if constexpr (Forward) out[b * n + i] = in[i * itemsize + b];
+          else out[i * itemsize + b] = in[b * n + i];
+        }
+  }
   const std::size_t tail = n * itemsize;  // HDF5 leaves a partial trailing element as it is
   std::memcpy(out.data() + tail, in.data() + tail, in.size() - tail);
 }
 
+}  // namespace
+
+void shuffle(std::span<const std::byte> in, std::span<std::byte> out, std::size_t itemsize) {
+  transpose<true>(in, out, itemsize);
+}
+
 void unshuffle(std::span<const std::byte> in, std::span<std::byte> out, std::size_t itemsize) {
-  const std::size_t n = in.size() / itemsize;
-  for (std::size_t b = 0; b < itemsize; ++b) {
-    const std::byte* src = in.data() + b * n;
-    for (std::size_t i = 0; i < n; ++i) out[i * itemsize + b] = src[i];
-  }
-  const std::size_t tail = n * itemsize;
-  std::memcpy(out.data() + tail, in.data() + tail, in.size() - tail);
+  transpose<false>(in, out, itemsize);
 }
 
 namespace {
