@@ -70,13 +70,28 @@ TEST_CASE("ckpt-h5 uncompressed reads are zero-copy and aligned", "[ckpt-h5]") {
 
 TEST_CASE("ckpt-h5 lists from the index without touching datasets", "[ckpt-h5]") {
   // The golden file misses the dataset of 'half': listing works, reading that tensor fails.
-  auto reader = open("bad/missing_dataset.ckpt.h5");
+  ReadOptions direct;
+  direct.isolate_hdf5 = false;
+  auto reader = open("bad/missing_dataset.ckpt.h5", direct);
   REQUIRE(reader->tensors().size() == 12);
   CHECK(reader->tensors()[2].name == "half");
   CHECK(reader->tensors()[2].shape == Shape{3});
   CHECK_NOTHROW(reader->read("conv.weight"));
   CHECK_THROWS_WITH(reader->read("half"),
                     "bad/missing_dataset.ckpt.h5: tensor 'half': dataset /parameters/half is missing");
+  // Isolated (the default), every dataset is checked in a child before the first read.
+  auto isolated = open("bad/missing_dataset.ckpt.h5");
+  REQUIRE(isolated->tensors().size() == 12);
+  CHECK_THROWS_WITH(isolated->read("conv.weight"),
+                    "bad/missing_dataset.ckpt.h5: tensor 'half': dataset /parameters/half is missing");
+}
+
+TEST_CASE("ckpt-h5: a file that crashes HDF5 is an error, not a crash", "[ckpt-h5][isolate]") {
+  // bad/crashes_hdf5.ckpt.h5 is a corrupt copy of good/h5py_spec.ckpt.h5 (an old-format object
+  // header without checksums) on which HDF5 1.10.8 segfaults in H5O_msg_read.
+  auto reader = open("bad/crashes_hdf5.ckpt.h5");
+  CHECK_THROWS_WITH(reader->read_all(), "bad/crashes_hdf5.ckpt.h5: HDF5 crashed (SIGSEGV) reading the file's "
+                                        "structure: the file is corrupt or malformed");
 }
 
 TEST_CASE("ckpt-h5 with 10,000 tensors lists and reads by name", "[ckpt-h5]") {

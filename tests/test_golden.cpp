@@ -2,6 +2,9 @@
 // this error. Paths are relative to tests/data, the working directory of these tests.
 #include <catch2/catch.hpp>
 
+#include <fstream>
+#include <random>
+
 #include "helpers.h"
 
 using namespace ckpt;
@@ -81,4 +84,32 @@ TEST_CASE("the ckpt-h5 reader names the problem when opened directly", "[golden]
                     "bad/wrong_magic.ckpt.h5: cannot open as HDF5 (HDF5: file signature not found)");
   CHECK_THROWS_WITH(open_safetensors("bad/truncated.ckpt.h5"), Catch::Matchers::Contains("header length"));
   CHECK_THROWS_WITH(open("no/such/file.safetensors"), "no/such/file.safetensors: cannot open: No such file or directory");
+}
+
+// Seeded mutations of good files (flipped bits, truncations): every one must open and read, or be
+// refused with ckpt::Error; nothing may crash (HDF5's own parsing runs in a child first).
+TEST_CASE("mutated files never crash the readers", "[golden][fuzz]") {
+  test::TempDir dir;
+  for (const char* good : {"good/h5py_spec.ckpt.h5", "good/plain.safetensors"}) {
+    const std::string original = test::read_file(good);
+    const std::string suffix = std::string(good).find("safetensors") != std::string::npos ? ".safetensors" : ".h5";
+    std::mt19937 rng(20261129);
+    std::size_t refused = 0;
+    const int cases = 150;
+    for (int i = 0; i < cases; ++i) {
+      std::string bytes = original;
+      if (rng() % 3 == 0) bytes.resize(rng() % bytes.size());
+      else
+        for (unsigned k = 0, n = 1 + rng() % 8; k < n; ++k) bytes[rng() % bytes.size()] ^= static_cast<char>(1u << (rng() % 8));
+      const auto path = dir / ("case" + suffix);
+      std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+      try {
+        (void)open(path)->read_all();
+      } catch (const Error&) {
+        ++refused;
+      }
+    }
+    INFO(good << ": " << refused << " of " << cases << " refused");
+    CHECK(refused > 0);
+  }
 }

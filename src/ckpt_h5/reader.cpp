@@ -11,6 +11,7 @@
 #include "ckpt_h5/schema.h"
 #include "util/bytes.h"
 #include "util/checksum.h"
+#include "util/isolate.h"
 #include "util/file_read.h"
 #include "util/mapped_file.h"
 #include "util/parallel.h"
@@ -30,6 +31,10 @@ class CkptH5Reader final : public Reader {
     format_ = schema::kFormatName;
     name_ = path.string();
     h5::register_zstd_filter();
+    // What HDF5 parses to list the file (superblock, root group, attributes, index) is parsed
+    // first in a child process; every dataset's header and chunk index likewise before the
+    // first read (see check_datasets_isolated).
+    if (options_.isolate_hdf5) detail::run_isolated(name_, [&] { CkptH5Reader probe(path, direct_options()); });
     const h5::Where w{name_};
     std::error_code ec;
     file_size_ = std::filesystem::file_size(path, ec);
@@ -49,6 +54,10 @@ class CkptH5Reader final : public Reader {
     check_index(index);
     const TensorInfo& info = infos_[index];
     const auto& expected = checksums_[index];
+    if (options_.isolate_hdf5 && !datasets_checked_) {
+      detail::run_isolated(name_, [&] { CkptH5Reader(path_, direct_options()).check_structure(); });
+      datasets_checked_ = true;
+    }
     Loaded loaded;
     try {
       loaded = read_data(info, options_.verify_checksums ? expected : std::nullopt);
@@ -66,6 +75,12 @@ class CkptH5Reader final : public Reader {
 
 
  private:
+  ReadOptions direct_options() const {
+    ReadOptions direct = options_;
+    direct.isolate_hdf5 = false;
+    return direct;
+  }
+
   struct Loaded {
     Tensor tensor;
     std::optional<std::uint64_t> checksum;  // computed while reading, when asked for
@@ -102,8 +117,33 @@ class CkptH5Reader final : public Reader {
     return groups_.emplace(section, std::move(group)).first->second;
   }
 
-  // `want_checksum`: compute the checksum on the way if the path can do it cheaply.
-  Loaded read_data(const TensorInfo& info, std::optional<std::uint64_t> want_checksum) {
+  // Opens every dataset and reads its header and chunk index, as reads will, without the data.
+  void check_structure() {
+    for (const auto& info : infos_) {
+      try {
+        const Located located = locate(info);
+        if (located.layout.chunked) {
+          const std::vector<std::uint64_t> dims(info.shape.begin(), info.shape.end());
+          check_chunk_claims(located.layout, info);
+          for (const auto& origin : schema::chunk_origins(dims, located.layout.chunk))
+            (void)h5::raw_chunk_size({name_}, located.dataset, origin);
+        }
+      } catch (const Error& e) {
+        throw Error(e.code(), name_, fmt::format("tensor {}: {}", quote(info.name), e.message()));
+      }
+    }
+  }
+
+  struct Located {
+    h5::Handle dataset;
+    h5::Handle expected_type;  // the type the dtype is stored as
+    bool exact = false;        // the dataset has exactly that type
+    h5::DatasetLayout layout;
+    std::optional<std::uint64_t> offset;  // of contiguous data in the file, checked against its size
+  };
+
+  // Opens the dataset of `info` and checks it against the index (shape, type, data in bounds).
+  Located locate(const TensorInfo& info) {
     const h5::Where w{name_};
     const std::string link = schema::encode_link_name(info.name);
     const h5::Handle& group = group_for(info);
@@ -114,17 +154,31 @@ class CkptH5Reader final : public Reader {
     if (!std::equal(dims.begin(), dims.end(), info.shape.begin(), info.shape.end()))
       fail(ErrorCode::format, name_, "dataset shape [{}] does not match the index shape {}", fmt::join(dims, ", "),
            shape_to_string(info.shape));
-    const h5::Handle expected = schema::file_type(info.dtype);
+    Located located;
+    located.expected_type = schema::file_type(info.dtype);
     const h5::Handle actual = h5::dataset_type(w, dataset);
-    const bool exact = h5::types_equal(expected, actual);
-    if (!exact && !h5::types_compatible(expected, actual))
+    located.exact = h5::types_equal(located.expected_type, actual);
+    if (!located.exact && !h5::types_compatible(located.expected_type, actual))
       fail(ErrorCode::format, name_, "dataset type ({}) cannot hold index dtype {} ({})", h5::describe_type(actual),
-           dtype_name(info.dtype), h5::describe_type(expected));
+           dtype_name(info.dtype), h5::describe_type(located.expected_type));
+    located.layout = h5::dataset_layout(w, dataset);
+    if (!located.layout.chunked && info.nbytes() > 0) located.offset = contiguous_data(dataset, info);
+    located.dataset = std::move(dataset);
+    return located;
+  }
+
+  // `want_checksum`: compute the checksum on the way if the path can do it cheaply.
+  Loaded read_data(const TensorInfo& info, std::optional<std::uint64_t> want_checksum) {
+    const h5::Where w{name_};
+    Located located = locate(info);
+    const h5::Handle& dataset = located.dataset;
+    const h5::Handle& expected = located.expected_type;
+    const bool exact = located.exact;
+    const h5::DatasetLayout& layout = located.layout;
     const std::uint64_t nbytes = info.nbytes();
     if (nbytes == 0) return {Tensor::zeros(info.dtype, info.shape), {}};
-    const h5::DatasetLayout layout = h5::dataset_layout(w, dataset);
     if (exact && !layout.chunked) {
-      if (const auto offset = contiguous_data(dataset, info)) {
+      if (const auto offset = located.offset) {
         // A misaligned view would make typed access undefined: such data is copied.
         if (options_.zero_copy && *offset % dtype_size(info.dtype) == 0 && mapped()) {
           mapping_->prefetch(*offset, nbytes);
@@ -275,6 +329,7 @@ class CkptH5Reader final : public Reader {
   detail::UniqueFd fd_;
   std::optional<std::uint64_t> userblock_;
   bool mapping_tried_ = false;
+  bool datasets_checked_ = false;
   std::shared_ptr<const detail::MappedFile> mapping_;
 };
 
