@@ -26,9 +26,10 @@ struct ReadOptions {
   std::uint64_t max_header_bytes = 100'000'000;
   // Largest number of dimensions of a tensor.
   std::uint32_t max_rank = 64;
-  // ckpt-h5: HDF5 1.10 can crash on malformed metadata, so by default a forked child process
-  // first parses everything of the file that HDF5 will parse (a crash there becomes an error).
-  // Costs a fork and a walk of every dataset's header when the file is opened.
+  // ckpt-h5: HDF5 1.10 can crash on malformed metadata, so by default a child process (the
+  // helper ckpt-h5-check, or fork()) first parses everything of the file that HDF5 will parse: a
+  // crash there becomes an error. Costs one child when the file is opened (superblock, root,
+  // index) and one before the first read (every dataset's header and chunk index).
   bool isolate_hdf5 = true;
 };
 

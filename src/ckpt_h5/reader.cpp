@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "ckpt/ckpt_h5.h"
+#include "ckpt_h5/check.h"
 #include "ckpt_h5/chunks.h"
 #include "ckpt_h5/index.h"
 #include "ckpt_h5/schema.h"
@@ -34,7 +35,7 @@ class CkptH5Reader final : public Reader {
     // What HDF5 parses to list the file (superblock, root group, attributes, index) is parsed
     // first in a child process; every dataset's header and chunk index likewise before the
     // first read (see check_datasets_isolated).
-    if (options_.isolate_hdf5) detail::run_isolated(name_, [&] { CkptH5Reader probe(path, direct_options()); });
+    if (options_.isolate_hdf5) isolate(schema::CheckStage::listing);
     const h5::Where w{name_};
     std::error_code ec;
     file_size_ = std::filesystem::file_size(path, ec);
@@ -50,12 +51,29 @@ class CkptH5Reader final : public Reader {
     finish_listing();
   }
 
+  // Opens every dataset and reads its header and chunk index, as reads will, without the data.
+  void check_datasets() {
+    for (const auto& info : infos_) {
+      try {
+        const Located located = locate(info);
+        if (located.layout.chunked) {
+          const std::vector<std::uint64_t> dims(info.shape.begin(), info.shape.end());
+          check_chunk_claims(located.layout, info);
+          for (const auto& origin : schema::chunk_origins(dims, located.layout.chunk))
+            (void)h5::raw_chunk_size({name_}, located.dataset, origin);
+        }
+      } catch (const Error& e) {
+        throw Error(e.code(), name_, fmt::format("tensor {}: {}", quote(info.name), e.message()));
+      }
+    }
+  }
+
   Tensor read(std::size_t index) override {
     check_index(index);
     const TensorInfo& info = infos_[index];
     const auto& expected = checksums_[index];
     if (options_.isolate_hdf5 && !datasets_checked_) {
-      detail::run_isolated(name_, [&] { CkptH5Reader(path_, direct_options()).check_structure(); });
+      isolate(schema::CheckStage::datasets);
       datasets_checked_ = true;
     }
     Loaded loaded;
@@ -75,10 +93,9 @@ class CkptH5Reader final : public Reader {
 
 
  private:
-  ReadOptions direct_options() const {
-    ReadOptions direct = options_;
-    direct.isolate_hdf5 = false;
-    return direct;
+  void isolate(schema::CheckStage stage) {
+    detail::run_isolated(name_, schema::check_arguments(path_, stage, options_),
+                         [&] { schema::check_structure(path_, stage, options_); });
   }
 
   struct Loaded {
@@ -115,23 +132,6 @@ class CkptH5Reader final : public Reader {
                                             schema::encode_link_name(section))
                            : h5::open_group(w, file_, section);
     return groups_.emplace(section, std::move(group)).first->second;
-  }
-
-  // Opens every dataset and reads its header and chunk index, as reads will, without the data.
-  void check_structure() {
-    for (const auto& info : infos_) {
-      try {
-        const Located located = locate(info);
-        if (located.layout.chunked) {
-          const std::vector<std::uint64_t> dims(info.shape.begin(), info.shape.end());
-          check_chunk_claims(located.layout, info);
-          for (const auto& origin : schema::chunk_origins(dims, located.layout.chunk))
-            (void)h5::raw_chunk_size({name_}, located.dataset, origin);
-        }
-      } catch (const Error& e) {
-        throw Error(e.code(), name_, fmt::format("tensor {}: {}", quote(info.name), e.message()));
-      }
-    }
   }
 
   struct Located {
@@ -334,6 +334,39 @@ class CkptH5Reader final : public Reader {
 };
 
 }  // namespace
+
+namespace detail::ckpt_h5 {
+
+void check_structure(const std::filesystem::path& path, CheckStage stage, const ReadOptions& options) {
+  ReadOptions direct = options;
+  direct.isolate_hdf5 = false;
+  CkptH5Reader reader(path, direct);
+  if (stage == CheckStage::datasets) reader.check_datasets();
+}
+
+std::vector<std::string> check_arguments(const std::filesystem::path& path, CheckStage stage,
+                                         const ReadOptions& options) {
+  return {path.string(), stage == CheckStage::listing ? "listing" : "datasets", std::to_string(options.max_header_bytes),
+          std::to_string(options.max_rank)};
+}
+
+bool parse_check_arguments(int argc, char** argv, std::filesystem::path& path, CheckStage& stage,
+                           ReadOptions& options) {
+  if (argc != 5) return false;
+  const std::string mode = argv[2];
+  if (mode != "listing" && mode != "datasets") return false;
+  path = argv[1];
+  stage = mode == "listing" ? CheckStage::listing : CheckStage::datasets;
+  try {
+    options.max_header_bytes = std::stoull(argv[3]);
+    options.max_rank = static_cast<std::uint32_t>(std::stoul(argv[4]));
+  } catch (const std::exception&) {
+    return false;
+  }
+  return true;
+}
+
+}  // namespace detail::ckpt_h5
 
 std::unique_ptr<Reader> open_ckpt_h5(const std::filesystem::path& path, const ReadOptions& options) {
   return std::make_unique<CkptH5Reader>(path, options);
