@@ -28,6 +28,9 @@ class Source {
   virtual const Metadata& metadata() const = 0;
   // The data of tensors()[index]; its dtype and shape match the TensorInfo.
   virtual Tensor read(std::size_t index) = 0;
+
+  // read(index), checked against tensors()[index] (writers use it; errors name `file`).
+  Tensor read_checked(std::size_t index, const std::string& file);
 };
 
 class StateDictSource : public Source {

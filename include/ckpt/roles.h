@@ -8,12 +8,9 @@
 
 namespace ckpt {
 
-// The built-in rule and the user's regex (ECMAScript, matched against the whole name; empty =
-// none): is a tensor with this name and dtype a buffer? Built-in: non-floating dtypes (integer,
-// bool, complex... see format-spec/conventions.md) and the last name component being
-// running_mean, running_var or num_batches_tracked.
-bool looks_like_buffer(std::string_view name, DType dtype, const std::string& user_regex = {});
-
+// Is a tensor with this name and dtype a buffer? The built-in rule (integer and bool dtypes; a
+// last name component of running_mean, running_var or num_batches_tracked; see
+// format-spec/conventions.md §1) or the user's regex (ECMAScript, whole name; empty = none).
 class BufferRule {
  public:
   // Throws invalid_argument naming the regex if it does not compile.

@@ -51,11 +51,7 @@ class Writer {
     schema::IndexWriter index;
     for (std::size_t i = 0; i < infos.size(); ++i) {
       const TensorInfo& info = infos[i];
-      const Tensor tensor = source_.read(i);
-      if (tensor.dtype() != info.dtype || tensor.shape() != info.shape)
-        fail(ErrorCode::invalid_argument, name_, "tensor {}: source gave {} {}, listed as {} {}", detail::quote(info.name),
-             dtype_name(tensor.dtype()), shape_to_string(tensor.shape()), dtype_name(info.dtype),
-             shape_to_string(info.shape));
+      const Tensor tensor = source_.read_checked(i, name_);
       write_tensor(file, info, tensor, index);
       done += info.nbytes();
       if (options_.progress) options_.progress(done, total);

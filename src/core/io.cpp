@@ -45,6 +45,18 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 }  // namespace
 
+// --- Source --------------------------------------------------------------------------------
+
+Tensor Source::read_checked(std::size_t index, const std::string& file) {
+  Tensor tensor = read(index);
+  const TensorInfo& info = tensors().at(index);
+  if (tensor.dtype() != info.dtype || tensor.shape() != info.shape)
+    fail(ErrorCode::invalid_argument, file, "tensor {}: source gave {} {}, listed as {} {}", quote(info.name),
+         dtype_name(tensor.dtype()), shape_to_string(tensor.shape()), dtype_name(info.dtype),
+         shape_to_string(info.shape));
+  return tensor;
+}
+
 // --- StateDictSource -----------------------------------------------------------------------
 
 StateDictSource::StateDictSource(const StateDict& state) : state_(state) {

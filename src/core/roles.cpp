@@ -36,8 +36,4 @@ bool BufferRule::operator()(std::string_view name, DType dtype) const {
   return impl_->has_regex && std::regex_match(name.begin(), name.end(), impl_->regex);
 }
 
-bool looks_like_buffer(std::string_view name, DType dtype, const std::string& user_regex) {
-  return BufferRule(user_regex)(name, dtype);
-}
-
 }  // namespace ckpt

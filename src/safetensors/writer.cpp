@@ -75,11 +75,7 @@ void write_safetensors(Source& source, const std::filesystem::path& path, const 
   file.write(std::as_bytes(std::span(text)));
   std::uint64_t done = 0;
   for (std::size_t i = 0; i < infos.size(); ++i) {
-    const Tensor tensor = source.read(i);
-    if (tensor.dtype() != infos[i].dtype || tensor.shape() != infos[i].shape)
-      fail(ErrorCode::invalid_argument, name, "tensor {}: source gave {} {}, listed as {} {}", quote(infos[i].name),
-           dtype_name(tensor.dtype()), shape_to_string(tensor.shape()), dtype_name(infos[i].dtype),
-           shape_to_string(infos[i].shape));
+    const Tensor tensor = source.read_checked(i, name);
     file.write(tensor.bytes());
     done += tensor.nbytes();
     if (options.progress) options.progress(done, total);
