@@ -79,10 +79,14 @@ TEST_CASE("ckpt-h5 lists from the index without touching datasets", "[ckpt-h5]")
   CHECK_NOTHROW(reader->read("conv.weight"));
   CHECK_THROWS_WITH(reader->read("half"),
                     "bad/missing_dataset.ckpt.h5: tensor 'half': dataset /parameters/half is missing");
-  // Isolated (the default), every dataset is checked in a child before the first read.
+  // Isolated (the default), each dataset is checked in the helper before its first read, with
+  // the same outcome.
   auto isolated = open("bad/missing_dataset.ckpt.h5");
   REQUIRE(isolated->tensors().size() == 12);
-  CHECK_THROWS_WITH(isolated->read("conv.weight"),
+  CHECK_NOTHROW(isolated->read("conv.weight"));
+  CHECK_THROWS_WITH(isolated->read("half"),
+                    "bad/missing_dataset.ckpt.h5: tensor 'half': dataset /parameters/half is missing");
+  CHECK_THROWS_WITH(isolated->read_all(),
                     "bad/missing_dataset.ckpt.h5: tensor 'half': dataset /parameters/half is missing");
 }
 

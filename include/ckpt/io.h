@@ -74,6 +74,8 @@ class Reader : public Source {
 
  protected:
   Reader(std::filesystem::path path, ReadOptions options);
+  // Called before every tensor is read in a row (read_all, verify); formats may batch work.
+  virtual void prepare_full_read() {}
   // Builds the name index (rejecting duplicates); formats call it once infos_ is filled.
   void finish_listing();
   // Throws invalid_argument unless index < infos_.size().

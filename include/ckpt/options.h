@@ -27,9 +27,9 @@ struct ReadOptions {
   // Largest number of dimensions of a tensor.
   std::uint32_t max_rank = 64;
   // ckpt-h5: HDF5 1.10 can crash on malformed metadata, so by default a child process (the
-  // helper ckpt-h5-check, or fork()) first parses everything of the file that HDF5 will parse: a
-  // crash there becomes an error. Costs one child when the file is opened (superblock, root,
-  // index) and one before the first read (every dataset's header and chunk index).
+  // helper ckpt-h5-check, kept running, or fork()) first parses what HDF5 will parse: the
+  // listing when the file is opened, each dataset's header and chunk index before its first
+  // read (all at once for read_all). A crash there becomes a format error.
   bool isolate_hdf5 = true;
 };
 

@@ -1,7 +1,8 @@
-// The ckpt-h5 structure check run in a child process (see util/isolate.h and
-// tools/ckpt-h5-check.cpp): everything HDF5 parses to list a file, or to read its datasets.
+// The ckpt-h5 structure check run in a child process (util/isolate.h, tools/ckpt-h5-check.cpp):
+// the HDF5 calls the reader is about to make, made first where a crash does no harm.
 #pragma once
 
+#include <cstddef>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -10,16 +11,28 @@
 
 namespace ckpt::detail::ckpt_h5 {
 
-enum class CheckStage { listing, datasets };
+enum class CheckStage {
+  listing,       // superblock, root group, attributes, index
+  all_datasets,  // listing, then every dataset's header and chunk index
+  one_dataset,   // listing, then one dataset's header and chunk index
+};
 
-// Runs the stage in this process (throws ckpt::Error; may crash on a malformed file).
-void check_structure(const std::filesystem::path& path, CheckStage stage, const ReadOptions& options);
+struct CheckRequest {
+  std::filesystem::path path;
+  CheckStage stage = CheckStage::listing;
+  std::size_t tensor = 0;  // for one_dataset: the index of the tensor
+  ReadOptions options;
+};
 
-// Arguments for ckpt-h5-check that make it run the same check, and their parser.
-std::vector<std::string> check_arguments(const std::filesystem::path& path, CheckStage stage,
-                                         const ReadOptions& options);
-// Returns false on arguments it does not understand.
-bool parse_check_arguments(int argc, char** argv, std::filesystem::path& path, CheckStage& stage,
-                           ReadOptions& options);
+std::vector<std::string> encode_check(const CheckRequest& request);
+// Throws invalid_argument on a request it does not understand.
+CheckRequest decode_check(const std::vector<std::string>& words);
+
+// Runs the check in this process (may crash on a malformed file; errors are thrown).
+void check_structure(const CheckRequest& request);
+
+// The helper's loop: serves requests from stdin, answers on stdout, keeps the last file open
+// while it is unchanged (so one_dataset checks do not parse the index again).
+void serve_checks();
 
 }  // namespace ckpt::detail::ckpt_h5

@@ -5,6 +5,9 @@
 #include <map>
 #include <mutex>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "ckpt/ckpt_h5.h"
 #include "ckpt_h5/check.h"
 #include "ckpt_h5/chunks.h"
@@ -33,8 +36,7 @@ class CkptH5Reader final : public Reader {
     name_ = path.string();
     h5::register_zstd_filter();
     // What HDF5 parses to list the file (superblock, root group, attributes, index) is parsed
-    // first in a child process; every dataset's header and chunk index likewise before the
-    // first read (see check_datasets_isolated).
+    // first in a child process; a dataset's header and chunk index likewise before it is read.
     if (options_.isolate_hdf5) isolate(schema::CheckStage::listing);
     const h5::Where w{name_};
     std::error_code ec;
@@ -49,22 +51,20 @@ class CkptH5Reader final : public Reader {
     checksums_ = std::move(index.checksums);
     metadata_ = std::move(index.metadata);
     finish_listing();
+    checked_.assign(infos_.size(), false);
   }
 
-  // Opens every dataset and reads its header and chunk index, as reads will, without the data.
-  void check_datasets() {
-    for (const auto& info : infos_) {
-      try {
-        const Located located = locate(info);
-        if (located.layout.chunked) {
-          const std::vector<std::uint64_t> dims(info.shape.begin(), info.shape.end());
-          check_chunk_claims(located.layout, info);
-          for (const auto& origin : schema::chunk_origins(dims, located.layout.chunk))
-            (void)h5::raw_chunk_size({name_}, located.dataset, origin);
-        }
-      } catch (const Error& e) {
-        throw Error(e.code(), name_, fmt::format("tensor {}: {}", quote(info.name), e.message()));
-      }
+  // Makes the HDF5 calls a read of tensor `index` makes, without reading the data (the check run
+  // in the child). Errors are thrown; the caller of a check ignores them.
+  void check_dataset(std::size_t index) {
+    check_index(index);
+    const TensorInfo& info = infos_[index];
+    const Located located = locate(info);
+    if (located.layout.chunked) {
+      const std::vector<std::uint64_t> dims(info.shape.begin(), info.shape.end());
+      check_chunk_claims(located.layout, info);
+      for (const auto& origin : schema::chunk_origins(dims, located.layout.chunk))
+        (void)h5::raw_chunk_size({name_}, located.dataset, origin);
     }
   }
 
@@ -72,9 +72,9 @@ class CkptH5Reader final : public Reader {
     check_index(index);
     const TensorInfo& info = infos_[index];
     const auto& expected = checksums_[index];
-    if (options_.isolate_hdf5 && !datasets_checked_) {
-      isolate(schema::CheckStage::datasets);
-      datasets_checked_ = true;
+    if (options_.isolate_hdf5 && !all_checked_ && !checked_[index]) {
+      isolate(schema::CheckStage::one_dataset, index);
+      checked_[index] = true;
     }
     Loaded loaded;
     try {
@@ -93,9 +93,15 @@ class CkptH5Reader final : public Reader {
 
 
  private:
-  void isolate(schema::CheckStage stage) {
-    detail::run_isolated(name_, schema::check_arguments(path_, stage, options_),
-                         [&] { schema::check_structure(path_, stage, options_); });
+  void isolate(schema::CheckStage stage, std::size_t tensor = 0) {
+    const schema::CheckRequest request{path_, stage, tensor, options_};
+    detail::run_isolated(name_, schema::encode_check(request), [&] { schema::check_structure(request); });
+  }
+
+  // Reading everything: one check of every dataset instead of one per tensor.
+  void prepare_full_read() override {
+    if (options_.isolate_hdf5 && !all_checked_) isolate(schema::CheckStage::all_datasets);
+    all_checked_ = true;
   }
 
   struct Loaded {
@@ -329,7 +335,8 @@ class CkptH5Reader final : public Reader {
   detail::UniqueFd fd_;
   std::optional<std::uint64_t> userblock_;
   bool mapping_tried_ = false;
-  bool datasets_checked_ = false;
+  bool all_checked_ = false;
+  std::vector<bool> checked_;  // per tensor, when not all_checked_
   std::shared_ptr<const detail::MappedFile> mapping_;
 };
 
@@ -337,33 +344,76 @@ class CkptH5Reader final : public Reader {
 
 namespace detail::ckpt_h5 {
 
-void check_structure(const std::filesystem::path& path, CheckStage stage, const ReadOptions& options) {
-  ReadOptions direct = options;
-  direct.isolate_hdf5 = false;
-  CkptH5Reader reader(path, direct);
-  if (stage == CheckStage::datasets) reader.check_datasets();
+std::vector<std::string> encode_check(const CheckRequest& r) {
+  const char* stage = r.stage == CheckStage::listing ? "listing" : r.stage == CheckStage::all_datasets ? "all" : "one";
+  return {r.path.string(), stage, std::to_string(r.tensor), std::to_string(r.options.max_header_bytes),
+          std::to_string(r.options.max_rank)};
 }
 
-std::vector<std::string> check_arguments(const std::filesystem::path& path, CheckStage stage,
-                                         const ReadOptions& options) {
-  return {path.string(), stage == CheckStage::listing ? "listing" : "datasets", std::to_string(options.max_header_bytes),
-          std::to_string(options.max_rank)};
-}
-
-bool parse_check_arguments(int argc, char** argv, std::filesystem::path& path, CheckStage& stage,
-                           ReadOptions& options) {
-  if (argc != 5) return false;
-  const std::string mode = argv[2];
-  if (mode != "listing" && mode != "datasets") return false;
-  path = argv[1];
-  stage = mode == "listing" ? CheckStage::listing : CheckStage::datasets;
+CheckRequest decode_check(const std::vector<std::string>& words) {
+  CheckRequest r;
+  if (words.size() != 5 || (words[1] != "listing" && words[1] != "all" && words[1] != "one"))
+    fail(ErrorCode::invalid_argument, "", "bad check request");
+  r.path = words[0];
+  r.stage = words[1] == "listing" ? CheckStage::listing : words[1] == "all" ? CheckStage::all_datasets
+                                                                          : CheckStage::one_dataset;
   try {
-    options.max_header_bytes = std::stoull(argv[3]);
-    options.max_rank = static_cast<std::uint32_t>(std::stoul(argv[4]));
+    r.tensor = std::stoull(words[2]);
+    r.options.max_header_bytes = std::stoull(words[3]);
+    r.options.max_rank = static_cast<std::uint32_t>(std::stoul(words[4]));
   } catch (const std::exception&) {
-    return false;
+    fail(ErrorCode::invalid_argument, "", "bad check request");
   }
-  return true;
+  r.options.isolate_hdf5 = false;
+  return r;
+}
+
+namespace {
+
+// Runs the datasets part of a check on an open reader; a failing dataset does not stop the others
+// (a reader may still read them).
+void check_datasets(CkptH5Reader& reader, const CheckRequest& request) {
+  const std::size_t first = request.stage == CheckStage::one_dataset ? request.tensor : 0;
+  const std::size_t last = request.stage == CheckStage::one_dataset ? request.tensor + 1
+                           : request.stage == CheckStage::all_datasets ? reader.tensors().size()
+                                                                       : 0;
+  for (std::size_t i = first; i < last; ++i) {
+    try {
+      reader.check_dataset(i);
+    } catch (const Error&) {
+    }
+  }
+}
+
+}  // namespace
+
+void check_structure(const CheckRequest& request) {
+  ReadOptions direct = request.options;
+  direct.isolate_hdf5 = false;
+  CkptH5Reader reader(request.path, direct);
+  check_datasets(reader, request);
+}
+
+void serve_checks() {
+  // The last file, kept open while its identity (device, inode, size, mtime) is unchanged.
+  std::unique_ptr<CkptH5Reader> cached;
+  std::string cached_identity;
+  auto identity = [](const std::filesystem::path& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return std::string();
+    return fmt::format("{}:{}:{}:{}.{}", st.st_dev, st.st_ino, st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+  };
+  serve_isolated_requests(STDIN_FILENO, STDOUT_FILENO, [&](const std::vector<std::string>& words) {
+    const CheckRequest request = decode_check(words);
+    const std::string id = identity(request.path);
+    // A listing is what the reader is about to parse afresh: the helper parses afresh too.
+    if (request.stage == CheckStage::listing || !cached || id.empty() || id != cached_identity) {
+      cached.reset();
+      cached = std::make_unique<CkptH5Reader>(request.path, request.options);
+      cached_identity = id;
+    }
+    check_datasets(*cached, request);
+  });
 }
 
 }  // namespace detail::ckpt_h5

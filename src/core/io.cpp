@@ -114,6 +114,7 @@ StateDict Reader::read_all(const ProgressFn& progress) {
   StateDict state;
   std::uint64_t total = 0, done = 0;
   for (const auto& info : infos_) total += info.nbytes();
+  prepare_full_read();
   for (std::size_t i = 0; i < infos_.size(); ++i) {
     state.add(infos_[i], read(i));
     done += infos_[i].nbytes();
@@ -130,6 +131,7 @@ std::size_t Reader::verify(const ProgressFn& progress) {
   for (const auto& info : infos_) total += info.nbytes();
   const bool saved = options_.verify_checksums;
   options_.verify_checksums = true;
+  prepare_full_read();
   try {
     for (std::size_t i = 0; i < infos_.size(); ++i) {
       (void)read(i);

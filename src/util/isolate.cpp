@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,8 +11,8 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
-#include <exception>
 #include <filesystem>
+#include <mutex>
 
 #include "util/bytes.h"
 
@@ -20,25 +21,46 @@ extern char** environ;
 namespace ckpt::detail {
 namespace {
 
-void write_all(int fd, const std::string& data) {
-  std::size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+// Requests: u32 count, then per argument u32 length and bytes. Answers: one byte.
+bool send_all(int fd, const void* data, std::size_t size) {
+  const auto* p = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t n = ::send(fd, p, size, MSG_NOSIGNAL);  // no SIGPIPE if the helper died
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
-    done += static_cast<std::size_t>(n);
+    if (n <= 0) return false;
+    p += n;
+    size -= static_cast<std::size_t>(n);
   }
+  return true;
 }
 
-std::string read_all(int fd) {
-  std::string out;
-  char buffer[4096];
-  while (true) {
-    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+bool receive_all(int fd, void* data, std::size_t size) {
+  auto* p = static_cast<char*>(data);
+  while (size > 0) {
+    const ssize_t n = ::read(fd, p, size);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return out;
-    out.append(buffer, static_cast<std::size_t>(n));
+    if (n <= 0) return false;
+    p += n;
+    size -= static_cast<std::size_t>(n);
   }
+  return true;
+}
+
+[[noreturn]] void report_crash(const std::string& file, int status) {
+  if (WIFSIGNALED(status)) {
+    const char* abbrev = sigabbrev_np(WTERMSIG(status));
+    fail(ErrorCode::format, file, "HDF5 crashed ({}) reading the file's structure: the file is corrupt or malformed",
+         abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(WTERMSIG(status)));
+  }
+  fail(ErrorCode::format, file, "the check of the file's structure ended early (exit status {})",
+       WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+}
+
+int wait_for(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return status;
 }
 
 // The helper program: $CKPT_H5_CHECK, else beside this library (build tree) or in ../libexec
@@ -54,94 +76,107 @@ std::string find_helper() {
   return {};
 }
 
-// Turns the child's exit status and report into nothing (success) or a thrown Error.
-void conclude(const std::string& file, int status, const std::string& report) {
-  if (WIFSIGNALED(status)) {
-    const char* abbrev = sigabbrev_np(WTERMSIG(status));
-    fail(ErrorCode::format, file, "HDF5 crashed ({}) reading the file's structure: the file is corrupt or malformed",
-         abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(WTERMSIG(status)));
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    fail(ErrorCode::format, file, "the check of the file's structure failed (exit status {})", WEXITSTATUS(status));
-  if (report.empty()) return;
-  const auto newline = report.find('\n');
-  const int code = report[0] - '0';
-  if (newline == std::string::npos || code < 0 || code > static_cast<int>(ErrorCode::invalid_argument))
-    fail(ErrorCode::format, file, "the check of the file's structure reported nonsense");
-  throw Error(static_cast<ErrorCode>(code), report.substr(1, newline - 1), report.substr(newline + 1));
-}
+// The running helper, shared by every reader of this process.
+class Helper {
+ public:
+  explicit Helper(std::string program) : program_(std::move(program)) {}
 
-int wait_for(pid_t pid) {
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  void check(const std::string& file, const std::vector<std::string>& request) {
+    std::lock_guard lock(mutex_);
+    if (pid_ > 0 && owner_ != ::getpid()) forget();  // we are a fork()ed copy: start our own
+    if (pid_ <= 0) start(file);
+    std::string message;
+    auto put32 = [&](std::uint32_t v) { message.append(reinterpret_cast<const char*>(&v), 4); };
+    put32(static_cast<std::uint32_t>(request.size()));
+    for (const auto& arg : request) {
+      put32(static_cast<std::uint32_t>(arg.size()));
+      message += arg;
+    }
+    char answer = 0;
+    if (send_all(socket_, message.data(), message.size()) && receive_all(socket_, &answer, 1)) return;
+    // The helper died on this file.
+    const int status = wait_for(pid_);
+    forget();
+    report_crash(file, status);
   }
-  return status;
+
+ private:
+  void start(const std::string& file) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+      fail(ErrorCode::io, file, "cannot create a socket pair: {}", std::strerror(errno));
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, sv[1], STDIN_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, sv[1], STDOUT_FILENO);
+    char* argv[] = {program_.data(), nullptr};
+    pid_t pid = 0;
+    const int rc = posix_spawn(&pid, program_.c_str(), &actions, nullptr, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(sv[1]);
+    if (rc != 0) {
+      ::close(sv[0]);
+      fail(ErrorCode::io, file, "cannot start {}: {}", program_, std::strerror(rc));
+    }
+    pid_ = pid;
+    owner_ = ::getpid();
+    socket_ = sv[0];
+  }
+
+  void forget() {
+    if (owner_ == ::getpid() && socket_ >= 0) ::close(socket_);
+    socket_ = -1;
+    pid_ = -1;
+  }
+
+  std::mutex mutex_;
+  std::string program_;
+  pid_t pid_ = -1;
+  pid_t owner_ = -1;
+  int socket_ = -1;
+};
+
+void run_forked(const std::string& file, const std::function<void()>& fn) {
+  const pid_t pid = ::fork();
+  if (pid < 0) fail(ErrorCode::io, file, "cannot fork to check the file: {}", std::strerror(errno));
+  if (pid == 0) {
+    try {
+      fn();
+    } catch (...) {
+    }
+    ::_exit(0);  // skips atexit handlers and stdio buffers that belong to the parent
+  }
+  const int status = wait_for(pid);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) report_crash(file, status);
 }
 
 }  // namespace
 
-std::string isolation_report(const std::exception_ptr& error, const std::string& file) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const Error& e) {
-    return std::to_string(static_cast<int>(e.code())) + e.file() + '\n' + e.message();
-  } catch (const std::exception& e) {
-    return std::to_string(static_cast<int>(ErrorCode::format)) + file + '\n' + e.what();
-  } catch (...) {
-    return std::to_string(static_cast<int>(ErrorCode::format)) + file + "\nunknown failure";
-  }
+void run_isolated(const std::string& file, const std::vector<std::string>& request, const std::function<void()>& fn) {
+  static const std::string program = find_helper();
+  if (program.empty()) return run_forked(file, fn);
+  static Helper* helper = new Helper(program);  // never destroyed: may be used during exit
+  helper->check(file, request);
 }
 
-void run_isolated(const std::string& file, const std::vector<std::string>& helper_args,
-                  const std::function<void()>& fn) {
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) fail(ErrorCode::io, file, "cannot create a pipe: {}", std::strerror(errno));
-  static const std::string helper = find_helper();
-  if (!helper.empty()) {
-    // posix_spawn does not copy this process's page tables, unlike fork().
-    std::vector<std::string> args{helper};
-    args.insert(args.end(), helper_args.begin(), helper_args.end());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-    pid_t pid = 0;
-    const int rc = posix_spawn(&pid, helper.c_str(), &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    ::close(fds[1]);
-    if (rc != 0) {
-      ::close(fds[0]);
-      fail(ErrorCode::io, file, "cannot start {}: {}", helper, std::strerror(rc));
+void serve_isolated_requests(int in, int out, const std::function<void(const std::vector<std::string>&)>& handle) {
+  while (true) {
+    std::uint32_t count = 0;
+    if (!receive_all(in, &count, 4)) return;
+    std::vector<std::string> request(count);
+    for (auto& arg : request) {
+      std::uint32_t size = 0;
+      if (!receive_all(in, &size, 4)) return;
+      arg.resize(size);
+      if (!receive_all(in, arg.data(), size)) return;
     }
-    const std::string report = read_all(fds[0]);
-    ::close(fds[0]);
-    conclude(file, wait_for(pid), report);
-    return;
-  }
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    ::close(fds[0]);
-    ::close(fds[1]);
-    fail(ErrorCode::io, file, "cannot fork to check the file: {}", std::strerror(errno));
-  }
-  if (pid == 0) {
-    // _exit skips atexit handlers and stdio buffers that belong to the parent.
-    ::close(fds[0]);
-    std::string report;
     try {
-      fn();
+      handle(request);
     } catch (...) {
-      report = isolation_report(std::current_exception(), file);
     }
-    write_all(fds[1], report);
-    ::_exit(0);
+    const char done = 1;
+    if (::write(out, &done, 1) != 1) return;
   }
-  ::close(fds[1]);
-  const std::string report = read_all(fds[0]);
-  ::close(fds[0]);
-  conclude(file, wait_for(pid), report);
 }
 
 }  // namespace ckpt::detail

@@ -1,23 +1,24 @@
-// Running a parser of untrusted input in another process, so that a crash in a C library (HDF5
-// 1.10 can crash on malformed object headers) becomes an error instead of killing the program.
+// Running a parser of untrusted input in another process first, so that a crash in a C library
+// (HDF5 1.10 can crash on malformed object headers) becomes an error instead of killing the
+// program. The child only has to survive: errors it meets are met again, and reported, by the
+// in-process code that runs the same calls afterwards.
 #pragma once
 
-#include <exception>
 #include <functional>
 #include <string>
 #include <vector>
 
 namespace ckpt::detail {
 
-// Runs the check in a child process: the helper program `ckpt-h5-check` with `helper_args` when
-// it is found (next to the library, or $CKPT_H5_CHECK), which costs the same whatever the size of
-// this process; otherwise (or with CKPT_H5_CHECK=-) a fork() running `fn`. A ckpt::Error raised in the child is thrown here
-// (same code and message); death by a signal becomes a format error naming `file`. The child's
-// work is not kept: callers redo it in-process once the child has shown it is safe.
-void run_isolated(const std::string& file, const std::vector<std::string>& helper_args,
-                  const std::function<void()>& fn);
+// Runs a check in a child process. Preferred: the helper program `ckpt-h5-check` (found beside
+// the library, in ../libexec, or at $CKPT_H5_CHECK), started once per process and kept: each
+// check is then a request over a socket, and costs the same whatever the size of this process.
+// Otherwise (or with CKPT_H5_CHECK=-) a fork() running `fn`. Death of the child by a signal
+// becomes a format error naming `file`; the helper is restarted for the next check.
+void run_isolated(const std::string& file, const std::vector<std::string>& request, const std::function<void()>& fn);
 
-// What a child writes to report an Error (and nothing on success); the helper program uses it.
-std::string isolation_report(const std::exception_ptr& error, const std::string& file);
+// The helper's side: reads requests from `in`, calls `handle` for each (its exceptions are
+// swallowed: the in-process run reports them), answers on `out`; returns at end of input.
+void serve_isolated_requests(int in, int out, const std::function<void(const std::vector<std::string>&)>& handle);
 
 }  // namespace ckpt::detail
