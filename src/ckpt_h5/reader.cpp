@@ -153,9 +153,12 @@ class CkptH5Reader final : public Reader {
     const h5::Where w{name_};
     const std::string link = schema::encode_link_name(info.name);
     const h5::Handle& group = group_for(info);
-    if (!h5::link_exists(w, group, link))
-      fail(ErrorCode::format, name_, "dataset /{}/{} is missing", info.section_name(), link);
-    h5::Handle dataset = h5::open_dataset(w, group, link);
+    h5::Handle dataset = h5::try_open_dataset(group, link);
+    if (!dataset.valid()) {
+      if (!h5::link_exists(w, group, link))
+        fail(ErrorCode::format, name_, "dataset /{}/{} is missing", info.section_name(), link);
+      dataset = h5::open_dataset(w, group, link);  // fails again, with HDF5's reason
+    }
     const auto dims = h5::dataset_shape(w, dataset);
     if (!std::equal(dims.begin(), dims.end(), info.shape.begin(), info.shape.end()))
       fail(ErrorCode::format, name_, "dataset shape [{}] does not match the index shape {}", fmt::join(dims, ", "),
@@ -167,8 +170,9 @@ class CkptH5Reader final : public Reader {
     if (!located.exact && !h5::types_compatible(located.expected_type, actual))
       fail(ErrorCode::format, name_, "dataset type ({}) cannot hold index dtype {} ({})", h5::describe_type(actual),
            dtype_name(info.dtype), h5::describe_type(located.expected_type));
-    located.layout = h5::dataset_layout(w, dataset);
-    if (!located.layout.chunked && info.nbytes() > 0) located.offset = contiguous_data(dataset, info);
+    // Contiguous data has an offset; only the others need their creation properties (costly).
+    if (info.nbytes() > 0) located.offset = contiguous_data(dataset, info);
+    if (!located.offset) located.layout = h5::dataset_layout(w, dataset);
     located.dataset = std::move(dataset);
     return located;
   }

@@ -253,6 +253,12 @@ Handle open_dataset(Where w, const Handle& parent, const std::string& name) {
   return Handle(check(H5Dopen2(parent.get(), name.c_str(), H5P_DEFAULT), w, "cannot open dataset " + quote(name)));
 }
 
+Handle try_open_dataset(const Handle& parent, const std::string& name) {
+  Handle dataset(H5Dopen2(parent.get(), name.c_str(), H5P_DEFAULT));
+  if (!dataset.valid()) H5Eclear2(H5E_DEFAULT);
+  return dataset;
+}
+
 Handle dataset_type(Where w, const Handle& dataset) {
   return Handle(check(H5Dget_type(dataset.get()), w, "cannot read dataset type"));
 }

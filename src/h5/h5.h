@@ -98,6 +98,8 @@ struct DatasetLayout {
 Handle create_dataset(Where w, const Handle& parent, const std::string& name, const Handle& type,
                       const std::vector<std::uint64_t>& shape, const DatasetLayout& layout);
 Handle open_dataset(Where w, const Handle& parent, const std::string& name);
+// An invalid Handle instead of an error when the dataset cannot be opened.
+Handle try_open_dataset(const Handle& parent, const std::string& name);
 Handle dataset_type(Where w, const Handle& dataset);
 // Dims of a simple dataspace ({} for scalar); throws for null dataspaces.
 std::vector<std::uint64_t> dataset_shape(Where w, const Handle& dataset);
