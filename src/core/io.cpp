@@ -1,12 +1,14 @@
 #include "ckpt/io.h"
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 
 #include "ckpt/ckpt_h5.h"
 #include "ckpt/safetensors.h"
 #include "h5/h5.h"
+#include "core/keys.h"
 #include "util/bytes.h"
-#include "util/checksum.h"
 
 namespace ckpt {
 namespace {
@@ -14,19 +16,11 @@ namespace {
 using detail::fail;
 using detail::quote;
 
-std::string index_key(std::string_view section, std::string_view name) {
-  std::string key(section);
-  key += '\0';
-  key += name;
-  return key;
-}
-
 bool sniff_ckpt_h5(std::span<const std::byte> head, std::uint64_t) { return detail::h5::has_signature(head); }
 
-bool sniff_safetensors(std::span<const std::byte> head, std::uint64_t file_size) {
+bool sniff_safetensors(std::span<const std::byte> head, std::uint64_t) {
   if (head.size() < 9) return false;
   // No magic: a u64 length, then a JSON object. A lying length is left for the reader to report.
-  (void)file_size;
   return head[8] == std::byte{'{'} && detail::load_le<std::uint64_t>(head.data()) >= 2;
 }
 
@@ -37,10 +31,6 @@ std::vector<FormatHandler> make_registry() {
       {"safetensors", "huggingface safetensors; roles kept in __metadata__ (format-spec/conventions.md)",
        {".safetensors"}, sniff_safetensors, open_safetensors, write_safetensors},
   };
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
@@ -83,7 +73,7 @@ void Reader::finish_listing() {
   for (std::size_t i = 0; i < infos_.size(); ++i) {
     const auto& s = infos_[i];
     const std::string_view section = s.role == Role::extra ? std::string_view(s.section) : std::string_view();
-    if (!by_key_.emplace(index_key(section, s.name), i).second)
+    if (!by_key_.emplace(detail::entry_key(section, s.name), i).second)
       fail(ErrorCode::format, path_.string(), "duplicate tensor name {}", quote(s.name));
   }
   if (infos_.empty()) role_source_ = RoleSource::none;
@@ -101,7 +91,7 @@ std::optional<std::uint64_t> Reader::checksum(std::size_t index) const {
 
 std::size_t Reader::find(std::string_view name, std::string_view section) const {
   if (section == kParametersSection || section == kBuffersSection) section = {};
-  auto it = by_key_.find(index_key(section, name));
+  auto it = by_key_.find(detail::entry_key(section, name));
   if (it == by_key_.end())
     fail(ErrorCode::invalid_argument, path_.string(), "no tensor named {}{}", quote(name),
          section.empty() ? std::string() : " in section " + quote(section));
@@ -186,7 +176,7 @@ const FormatHandler* format_for_extension(const std::filesystem::path& path) {
   std::size_t best_len = 0;
   for (const auto& f : formats())
     for (const auto& ext : f.extensions)
-      if (ext.size() > best_len && ends_with(file, ext)) {
+      if (ext.size() > best_len && file.ends_with(ext)) {
         best = &f;
         best_len = ext.size();
       }

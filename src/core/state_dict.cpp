@@ -1,17 +1,10 @@
 #include "ckpt/state_dict.h"
 
+#include "core/keys.h"
 #include "util/bytes.h"
 
 namespace ckpt {
 namespace {
-
-// Model entries (parameters and buffers) share one namespace; extra sections have their own.
-std::string index_key(std::string_view section, std::string_view name) {
-  std::string key(section);
-  key += '\0';
-  key += name;
-  return key;
-}
 
 std::string_view model_or_section(const EntryInfo& info) {
   return info.role == Role::extra ? std::string_view(info.section) : std::string_view();
@@ -61,7 +54,7 @@ Entry& StateDict::add(EntryInfo info, Tensor tensor) {
     info.collection.clear();
     info.persistent = true;
   }
-  auto key = index_key(model_or_section(info), info.name);
+  auto key = detail::entry_key(model_or_section(info), info.name);
   if (index_.count(key))
     detail::fail(ErrorCode::invalid_argument, "", "duplicate {} {}",
                  info.role == Role::extra ? "tensor in section " + detail::quote(info.section) : std::string("model key"),
@@ -102,7 +95,7 @@ const Entry* StateDict::find(std::string_view name) const { return find({}, name
 
 const Entry* StateDict::find(std::string_view section, std::string_view name) const {
   if (section == kParametersSection || section == kBuffersSection) section = {};
-  auto it = index_.find(index_key(section, name));
+  auto it = index_.find(detail::entry_key(section, name));
   return it == index_.end() ? nullptr : &entries_[it->second];
 }
 

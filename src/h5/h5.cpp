@@ -381,8 +381,8 @@ std::string read_string_dataset(Where w, const Handle& parent, const std::string
   if (nbytes > 0)
     check_status(H5Dread(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, text.data()), w,
                  "cannot read dataset " + quote(name));
-  // Fixed-length strings are NUL-padded.
-  if (cls == H5T_STRING) text.resize(std::strlen(text.c_str()) < text.size() ? std::strlen(text.c_str()) : text.size());
+  // Fixed-length strings are NUL-padded (strlen stops at the padding; never past size()).
+  if (cls == H5T_STRING) text.resize(std::strlen(text.c_str()));
   return text;
 }
 
@@ -439,7 +439,7 @@ std::optional<std::string> read_string_attribute(Where w, const Handle& object, 
   const std::size_t size = H5Tget_size(type.get());
   std::string value(size, '\0');
   check_status(H5Aread(attr.get(), type.get(), value.data()), w, "cannot read attribute " + quote(name));
-  value.resize(std::strlen(value.c_str()) < size ? std::strlen(value.c_str()) : size);
+  value.resize(std::strlen(value.c_str()));  // NUL padding
   return value;
 }
 
