@@ -33,6 +33,9 @@ TEST_CASE("ckpt-h5 round-trips every dtype, rank 0, empty tensors and awkward ke
   const StateDict loaded = load(path);
   test::require_same(original, loaded);
   CHECK(loaded.role_source() == RoleSource::stored);
+  ReadOptions copies;  // the copy path, with read-ahead on another thread
+  copies.zero_copy = false;
+  test::require_same(original, load(path, copies));
   auto reader = open(path);
   CHECK(reader->format() == "ckpt-h5");
   CHECK(reader->format_version() == "1.0");
