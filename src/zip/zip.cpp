@@ -1,0 +1,171 @@
+#include "zip/zip.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+
+#include "util/bytes.h"
+
+namespace ckpt::detail::zip {
+namespace {
+
+constexpr std::uint32_t kEndSignature = 0x06054b50;
+constexpr std::uint32_t kZip64EndSignature = 0x06064b50;
+constexpr std::uint32_t kZip64LocatorSignature = 0x07064b50;
+constexpr std::uint32_t kCentralSignature = 0x02014b50;
+constexpr std::uint32_t kLocalSignature = 0x04034b50;
+constexpr std::size_t kEndSize = 22, kZip64LocatorSize = 20, kZip64EndSize = 56, kCentralSize = 46, kLocalSize = 30;
+constexpr std::uint64_t kMaxDeflateRatio = 1032;  // the most deflate can expand
+
+}  // namespace
+
+Archive::Archive(std::span<const std::byte> file, std::string name, const ZipLimits& limits)
+    : file_(file), name_(std::move(name)), limits_(limits) {
+  auto at = [&](std::uint64_t offset, std::uint64_t size, const char* what) -> const std::byte* {
+    if (offset > file_.size() || size > file_.size() - offset)
+      fail(ErrorCode::format, name_, "zip {} at offset {} ({} bytes) extends past the end of the file ({} bytes)", what,
+           offset, size, file_.size());
+    return file_.data() + offset;
+  };
+  // The end record is in the last 22 + 65535 bytes (it ends with a comment of up to 64 KiB).
+  if (file_.size() < kEndSize) fail(ErrorCode::format, name_, "file of {} bytes is too short for a zip", file_.size());
+  std::uint64_t end = file_.size() - kEndSize;
+  const std::uint64_t lowest = file_.size() > kEndSize + 0xffff ? file_.size() - kEndSize - 0xffff : 0;
+  while (load_le<std::uint32_t>(file_.data() + end) != kEndSignature) {
+    if (end == lowest) fail(ErrorCode::format, name_, "no zip end-of-central-directory record");
+    --end;
+  }
+  const std::byte* e = file_.data() + end;
+  std::uint64_t count = load_le<std::uint16_t>(e + 10);
+  std::uint64_t cd_size = load_le<std::uint32_t>(e + 12);
+  std::uint64_t cd_offset = load_le<std::uint32_t>(e + 16);
+  if (load_le<std::uint16_t>(e + 4) != 0 || load_le<std::uint16_t>(e + 6) != 0)
+    fail(ErrorCode::unsupported, name_, "multi-disk zip archives are not supported");
+  if (end >= kZip64LocatorSize && load_le<std::uint32_t>(file_.data() + end - kZip64LocatorSize) == kZip64LocatorSignature) {
+    const std::uint64_t z_offset = load_le<std::uint64_t>(file_.data() + end - kZip64LocatorSize + 8);
+    const std::byte* z = at(z_offset, kZip64EndSize, "zip64 end record");
+    if (load_le<std::uint32_t>(z) != kZip64EndSignature)
+      fail(ErrorCode::format, name_, "zip64 end record at offset {} has a wrong signature", z_offset);
+    count = load_le<std::uint64_t>(z + 32);
+    cd_size = load_le<std::uint64_t>(z + 40);
+    cd_offset = load_le<std::uint64_t>(z + 48);
+  }
+  const std::byte* cd = at(cd_offset, cd_size, "central directory");
+  if (count > limits_.max_entries) fail(ErrorCode::format, name_, "zip claims {} entries, more than the limit of {}", count, limits_.max_entries);
+  if (count > cd_size / kCentralSize)
+    fail(ErrorCode::format, name_, "zip claims {} entries in a central directory of {} bytes", count, cd_size);
+  entries_.reserve(static_cast<std::size_t>(count));
+  std::uint64_t pos = 0;
+  for (std::uint64_t i = 0; i < count; ++i) {
+    if (cd_size - pos < kCentralSize) fail(ErrorCode::format, name_, "zip central directory ends inside entry {}", i);
+    const std::byte* h = cd + pos;
+    if (load_le<std::uint32_t>(h) != kCentralSignature)
+      fail(ErrorCode::format, name_, "zip central directory entry {} at offset {} has a wrong signature", i, cd_offset + pos);
+    const auto flags = load_le<std::uint16_t>(h + 8);
+    Entry entry;
+    entry.method = load_le<std::uint16_t>(h + 10);
+    entry.crc32 = load_le<std::uint32_t>(h + 16);
+    entry.compressed_size = load_le<std::uint32_t>(h + 20);
+    entry.size = load_le<std::uint32_t>(h + 24);
+    const std::uint64_t name_len = load_le<std::uint16_t>(h + 28), extra_len = load_le<std::uint16_t>(h + 30),
+                        comment_len = load_le<std::uint16_t>(h + 32);
+    std::uint64_t local = load_le<std::uint32_t>(h + 42);
+    if (cd_size - pos - kCentralSize < name_len + extra_len + comment_len)
+      fail(ErrorCode::format, name_, "zip central directory entry {} runs past the directory", i);
+    entry.name.assign(reinterpret_cast<const char*>(h + kCentralSize), name_len);
+    // zip64 extra field: the 64-bit values of whichever fields hold 0xffffffff, in this order.
+    const std::byte* extra = h + kCentralSize + name_len;
+    for (std::uint64_t x = 0; x + 4 <= extra_len;) {
+      const auto id = load_le<std::uint16_t>(extra + x), len = load_le<std::uint16_t>(extra + x + 2);
+      if (x + 4 + len > extra_len) fail(ErrorCode::format, name_, "zip entry {}: extra field runs past its end", quote(entry.name));
+      if (id == 0x0001) {
+        std::uint64_t field = 0;
+        auto next = [&](std::uint64_t& value) {
+          if (field + 8 > len) fail(ErrorCode::format, name_, "zip entry {}: zip64 field too short", quote(entry.name));
+          value = load_le<std::uint64_t>(extra + x + 4 + field);
+          field += 8;
+        };
+        if (entry.size == 0xffffffffu) next(entry.size);
+        if (entry.compressed_size == 0xffffffffu) next(entry.compressed_size);
+        if (local == 0xffffffffu) next(local);
+      }
+      x += 4 + len;
+    }
+    pos += kCentralSize + name_len + extra_len + comment_len;
+    if (flags & 0x1) fail(ErrorCode::unsupported, name_, "zip entry {} is encrypted", quote(entry.name));
+    if (entry.method != 0 && entry.method != 8)
+      fail(ErrorCode::unsupported, name_, "zip entry {} uses compression method {} (only stored and deflate are read)",
+           quote(entry.name), entry.method);
+    if (entry.method == 0 && entry.size != entry.compressed_size)
+      fail(ErrorCode::format, name_, "zip entry {} is stored but its sizes differ ({} and {})", quote(entry.name),
+           entry.compressed_size, entry.size);
+    const std::byte* l = at(local, kLocalSize, "local header");
+    if (load_le<std::uint32_t>(l) != kLocalSignature)
+      fail(ErrorCode::format, name_, "zip entry {}: local header at offset {} has a wrong signature", quote(entry.name), local);
+    entry.data_offset = local + kLocalSize + load_le<std::uint16_t>(l + 26) + load_le<std::uint16_t>(l + 28);
+    (void)at(entry.data_offset, entry.compressed_size, ("data of entry " + quote(entry.name)).c_str());
+    entries_.push_back(std::move(entry));
+  }
+  for (std::size_t i = 0; i < entries_.size(); ++i)
+    if (!by_name_.emplace(entries_[i].name, i).second)
+      fail(ErrorCode::format, name_, "zip names entry {} twice", quote(entries_[i].name));
+}
+
+const Entry* Archive::find(std::string_view name) const {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : &entries_[it->second];
+}
+
+std::span<const std::byte> Archive::stored(const Entry& entry) const {
+  if (entry.method != 0) fail(ErrorCode::invalid_argument, name_, "zip entry {} is not stored", quote(entry.name));
+  return file_.subspan(static_cast<std::size_t>(entry.data_offset), static_cast<std::size_t>(entry.size));
+}
+
+std::vector<std::byte> Archive::read(const Entry& entry) const {
+  std::vector<std::byte> out;
+  if (entry.method == 0) {
+    const auto data = stored(entry);
+    out.assign(data.begin(), data.end());
+  } else {
+    if (entry.size > limits_.max_inflated_bytes)
+      fail(ErrorCode::format, name_, "zip entry {} claims {} bytes, more than the limit of {}", quote(entry.name),
+           entry.size, limits_.max_inflated_bytes);
+    if (entry.size / kMaxDeflateRatio > entry.compressed_size)
+      fail(ErrorCode::format, name_, "zip entry {} claims {} bytes from {} compressed bytes, more than deflate can give",
+           quote(entry.name), entry.size, entry.compressed_size);
+    out.resize(static_cast<std::size_t>(entry.size));
+    z_stream z{};
+    if (inflateInit2(&z, -MAX_WBITS) != Z_OK) fail(ErrorCode::io, name_, "zlib cannot start inflating");
+    z.next_in = reinterpret_cast<Bytef*>(const_cast<std::byte*>(file_.data() + entry.data_offset));
+    z.next_out = reinterpret_cast<Bytef*>(out.data());
+    std::uint64_t in_left = entry.compressed_size, out_left = entry.size;
+    int rc = Z_OK;
+    while (rc == Z_OK) {
+      // zlib counts in 32 bits: feed it in pieces.
+      const uInt in_now = static_cast<uInt>(std::min<std::uint64_t>(in_left, 1u << 30));
+      const uInt out_now = static_cast<uInt>(std::min<std::uint64_t>(out_left, 1u << 30));
+      z.avail_in = in_now;
+      z.avail_out = out_now;
+      rc = inflate(&z, Z_NO_FLUSH);
+      in_left -= in_now - z.avail_in;
+      out_left -= out_now - z.avail_out;
+      if (rc == Z_OK && z.avail_in == in_now && z.avail_out == out_now) rc = Z_BUF_ERROR;  // no progress
+    }
+    inflateEnd(&z);
+    if (rc != Z_STREAM_END || out_left != 0)
+      fail(ErrorCode::format, name_, "zip entry {}: deflate data is corrupt or not {} bytes long", quote(entry.name),
+           entry.size);
+  }
+  uLong crc = crc32(0L, Z_NULL, 0);
+  for (std::size_t done = 0; done < out.size();) {
+    const std::size_t n = std::min<std::size_t>(out.size() - done, 1u << 30);
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(out.data() + done), static_cast<uInt>(n));
+    done += n;
+  }
+  if (crc != entry.crc32)
+    fail(ErrorCode::integrity, name_, "zip entry {}: CRC-32 {:08x} does not match the stored {:08x}", quote(entry.name),
+         static_cast<std::uint32_t>(crc), entry.crc32);
+  return out;
+}
+
+}  // namespace ckpt::detail::zip

@@ -1,0 +1,58 @@
+// Reading zip archives (torch.save files and .npz are zips) from a mapped file.
+//
+// Hand-written rather than through libzip: zero-copy needs each entry's data offset in the file,
+// which libzip does not expose, and the records are few and fixed-size (PKWARE APPNOTE 4.3/4.5,
+// zip64 included). Deflated entries are inflated with zlib.
+//
+// Every offset and size read from the archive is checked against the file before use; inflating
+// never allocates more than the entry claims, and a claim beyond what deflate can produce from
+// the compressed bytes (1032:1) or beyond ZipLimits is refused before any allocation.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace ckpt::detail::zip {
+
+struct Entry {
+  std::string name;
+  std::uint16_t method = 0;  // 0 stored, 8 deflated
+  std::uint32_t crc32 = 0;
+  std::uint64_t compressed_size = 0;
+  std::uint64_t size = 0;         // uncompressed
+  std::uint64_t data_offset = 0;  // of the (compressed) data in the file
+};
+
+struct ZipLimits {
+  std::uint64_t max_entries = 1u << 20;
+  std::uint64_t max_inflated_bytes = 1ull << 34;  // one deflated entry, after inflating
+};
+
+class Archive {
+ public:
+  // Parses the end records and the central directory of `file` (the whole archive, mapped),
+  // and every entry's local header. Throws ckpt::Error (format/unsupported) naming `name`.
+  Archive(std::span<const std::byte> file, std::string name, const ZipLimits& limits = {});
+
+  const std::vector<Entry>& entries() const noexcept { return entries_; }
+  const Entry* find(std::string_view name) const;
+
+  // The bytes of a stored entry, in place (no CRC check: that would read them all).
+  std::span<const std::byte> stored(const Entry& entry) const;
+  // The bytes of any entry, inflated if need be; the CRC-32 is checked.
+  std::vector<std::byte> read(const Entry& entry) const;
+
+ private:
+  std::span<const std::byte> file_;
+  std::string name_;
+  ZipLimits limits_;
+  std::vector<Entry> entries_;
+  std::unordered_map<std::string_view, std::size_t> by_name_;
+};
+
+}  // namespace ckpt::detail::zip

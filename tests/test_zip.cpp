@@ -1,0 +1,61 @@
+// The zip reader against archives Python's zipfile wrote (tests/peers/make_zips.py).
+#include <catch2/catch.hpp>
+
+#include "helpers.h"
+#include "zip/zip.h"
+
+using namespace ckpt;
+namespace zp = ckpt::detail::zip;
+
+namespace {
+std::string error_of(const std::string& file) {
+  const std::string bytes = test::read_file(file);
+  try {
+    zp::Archive archive(std::as_bytes(std::span(bytes)), file);
+    for (const auto& e : archive.entries()) (void)archive.read(e);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+std::string payload() {
+  std::string p;
+  for (int k = 0; k < 40; ++k)
+    for (int i = 0; i < 256; ++i) p += static_cast<char>(i);
+  return p;
+}
+}  // namespace
+
+TEST_CASE("zip: stored, deflated, empty and zip64 entries", "[zip]") {
+  const std::string bytes = test::read_file("zip/mixed.zip");
+  zp::Archive archive(std::as_bytes(std::span(bytes)), "mixed.zip");
+  REQUIRE(archive.entries().size() == 3);
+  const zp::Entry* pkl = archive.find("archive/data.pkl");
+  REQUIRE(pkl != nullptr);
+  CHECK(pkl->method == 0);
+  const auto stored = archive.stored(*pkl);
+  CHECK(std::string(reinterpret_cast<const char*>(stored.data()), stored.size()) == "stored bytes");
+  const zp::Entry* data = archive.find("archive/data/0");
+  REQUIRE(data != nullptr);
+  CHECK(data->method == 8);
+  const auto inflated = archive.read(*data);
+  CHECK(std::string(reinterpret_cast<const char*>(inflated.data()), inflated.size()) == payload());
+  CHECK(archive.read(*archive.find("archive/empty")).empty());
+  CHECK(archive.find("nope") == nullptr);
+
+  const std::string big = test::read_file("zip/zip64.zip");
+  zp::Archive archive64(std::as_bytes(std::span(big)), "zip64.zip");
+  const auto out = archive64.read(*archive64.find("big/entry"));
+  CHECK(std::string(reinterpret_cast<const char*>(out.data()), out.size()) == payload());
+}
+
+TEST_CASE("zip: corrupt archives are refused with the place", "[zip][hostile]") {
+  CHECK_THAT(error_of("zip/bad_deflate.zip"), Catch::Matchers::StartsWith("zip/bad_deflate.zip: zip entry 'archive/data/0': "));
+  CHECK(error_of("zip/truncated.zip") == "zip/truncated.zip: no zip end-of-central-directory record");
+  CHECK(error_of("zip/lying_size.zip") ==
+        "zip/lying_size.zip: zip entry 'archive/data/0' claims 4294967294 bytes from 366 compressed bytes, more than "
+        "deflate can give");
+  CHECK_THAT(error_of("zip/past_end.zip"),
+             Catch::Matchers::StartsWith("zip/past_end.zip: zip data of entry 'archive/data.pkl' at offset "));
+  CHECK(error_of("../cli/cases.txt") == "../cli/cases.txt: no zip end-of-central-directory record");
+}
