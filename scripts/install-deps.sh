@@ -10,7 +10,7 @@ packages=(
   # tools and tests
   libcli11-dev catch2 hdf5-tools
   # Python peers that judge our files
-  python3 python3-h5py python3-numpy python3-xxhash
+  python3 python3-h5py python3-numpy python3-xxhash python3-torch python3-torchvision
 )
 missing=()
 for p in "${packages[@]}"; do

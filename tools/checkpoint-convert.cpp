@@ -72,7 +72,8 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{
       "Convert a checkpoint between formats, keeping parameter/buffer roles, sections and metadata.\n"
-      "The input format is detected by content; the output format comes from --to or OUT's extension\n"
+      "The input format is detected by content (ckpt-h5, safetensors, pytorch .pt state_dicts); the\n"
+      "output format comes from --to or OUT's extension\n"
       "(.ckpt.h5/.h5/.hdf5/.ckpt: ckpt-h5; .safetensors: safetensors). The output is written\n"
       "atomically: on failure an existing OUT is left as it was.\n\n"
       "Exit codes: 0 ok, 1 the input could not be read or the output written, 2 bad usage,\n"

@@ -21,6 +21,7 @@
 #include "ckpt/error.h"
 #include "ckpt/io.h"
 #include "ckpt/options.h"
+#include "ckpt/pytorch.h"
 #include "ckpt/roles.h"
 #include "ckpt/safetensors.h"
 #include "ckpt/state_dict.h"

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "ckpt/ckpt_h5.h"
+#include "ckpt/pytorch.h"
 #include "ckpt/safetensors.h"
 #include "h5/h5.h"
 #include "core/keys.h"
@@ -24,12 +25,23 @@ bool sniff_safetensors(std::span<const std::byte> head, std::uint64_t) {
   return head[8] == std::byte{'{'} && detail::load_le<std::uint64_t>(head.data()) >= 2;
 }
 
+// torch.save zips start with the local header of "<folder>/data.pkl".
+bool sniff_pytorch(std::span<const std::byte> head, std::uint64_t) {
+  if (head.size() < 30 || detail::load_le<std::uint32_t>(head.data()) != 0x04034b50) return false;
+  const auto name_len = detail::load_le<std::uint16_t>(head.data() + 26);
+  if (30u + name_len > head.size()) return false;
+  const std::string_view name(reinterpret_cast<const char*>(head.data()) + 30, name_len);
+  return name.ends_with("/data.pkl");
+}
+
 std::vector<FormatHandler> make_registry() {
   return {
       {"ckpt-h5", "ckpt's HDF5 schema: parameters and buffers in separate sections (format-spec/ckpt-h5.md)",
        {".ckpt.h5", ".h5", ".hdf5", ".ckpt"}, sniff_ckpt_h5, open_ckpt_h5, write_ckpt_h5},
       {"safetensors", "huggingface safetensors; roles kept in __metadata__ (format-spec/conventions.md)",
        {".safetensors"}, sniff_safetensors, open_safetensors, write_safetensors},
+      {"pytorch", "torch.save zip files (state_dicts; read only so far)", {".pt", ".pth"}, sniff_pytorch, open_pytorch,
+       nullptr},
   };
 }
 
@@ -202,6 +214,8 @@ void save(Source& source, const std::filesystem::path& path, const WriteOptions&
       fail(ErrorCode::invalid_argument, path.string(),
            "cannot tell the output format from the extension; name one (ckpt-h5, safetensors)");
   }
+  if (handler->write == nullptr)
+    fail(ErrorCode::unsupported, path.string(), "ckpt cannot write {} files yet", handler->name);
   handler->write(source, path, options);
 }
 

@@ -1,0 +1,323 @@
+// PyTorch zip checkpoints: data.pkl interpreted against an allow-list, storages read from the
+// zip entries data/<key> (in place when stored, as torch.save stores them, 64-byte aligned).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <map>
+
+#include "ckpt/pytorch.h"
+#include "ckpt/roles.h"
+#include "pickle/pickle.h"
+#include "util/bytes.h"
+#include "util/mapped_file.h"
+#include "zip/zip.h"
+
+namespace ckpt {
+namespace {
+
+using detail::fail;
+using detail::quote;
+namespace pk = detail::pickle;
+
+constexpr std::array<std::pair<std::string_view, DType>, 12> kStorageTypes{{
+    {"torch.DoubleStorage", DType::float64},
+    {"torch.FloatStorage", DType::float32},
+    {"torch.HalfStorage", DType::float16},
+    {"torch.BFloat16Storage", DType::bfloat16},
+    {"torch.LongStorage", DType::int64},
+    {"torch.IntStorage", DType::int32},
+    {"torch.ShortStorage", DType::int16},
+    {"torch.CharStorage", DType::int8},
+    {"torch.ByteStorage", DType::uint8},
+    {"torch.BoolStorage", DType::bool_},
+    {"torch.ComplexFloatStorage", DType::complex64},
+    {"torch.ComplexDoubleStorage", DType::complex128},
+}};
+
+// Everything a state_dict pickle may name. Anything else is refused before it is interpreted.
+bool allowed_global(const std::string& name) {
+  if (name == "collections.OrderedDict" || name == "torch._utils._rebuild_tensor_v2" ||
+      name == "torch._utils._rebuild_parameter")
+    return true;
+  for (const auto& [storage, dtype] : kStorageTypes)
+    if (name == storage) return true;
+  return false;
+}
+
+struct Storage {
+  std::string key;  // data/<key> in the archive
+  DType dtype;
+  std::uint64_t numel;
+};
+
+// Where a tensor's elements are in its storage.
+struct View {
+  std::size_t storage;  // index into storages
+  std::uint64_t offset; // in elements
+  std::vector<std::uint64_t> stride;
+};
+
+class PytorchReader final : public Reader {
+ public:
+  PytorchReader(const std::filesystem::path& path, const ReadOptions& options) : Reader(path, options) {
+    format_ = "pytorch";
+    name_ = path.string();
+    fd_ = detail::UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd_.valid()) fail(ErrorCode::io, name_, "cannot open: {}", std::strerror(errno));
+    mapping_ = detail::MappedFile::from_fd(fd_.get(), path);
+    archive_ = std::make_unique<detail::zip::Archive>(mapping_->bytes(), name_);
+    // Every entry sits under one folder, named after the file when it was saved.
+    const detail::zip::Entry* pickle_entry = nullptr;
+    for (const auto& e : archive_->entries())
+      if (e.name.size() >= 9 && e.name.ends_with("/data.pkl") && e.name.find('/') == e.name.size() - 9) {
+        pickle_entry = &e;
+        prefix_ = e.name.substr(0, e.name.size() - 8);
+      }
+    if (!pickle_entry) fail(ErrorCode::format, name_, "zip has no <folder>/data.pkl: not a torch.save file");
+    if (const auto* order = archive_->find(prefix_ + "byteorder")) {
+      const auto bytes = archive_->read(*order);
+      const std::string text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      if (text != "little" && text != "big")
+        fail(ErrorCode::format, name_, "byteorder entry is {}, expected 'little' or 'big'", quote(text));
+      big_endian_ = text == "big";
+    }
+    const auto pickle_bytes = archive_->read(*pickle_entry);
+    const pk::Graph graph = pk::parse(pickle_bytes, name_ + ": " + pickle_entry->name);
+    refuse_unsafe(graph);
+    interpret(graph);
+    role_source_ = RoleSource::heuristic;
+    finish_listing();
+  }
+
+  Tensor read(std::size_t index) override {
+    check_index(index);
+    const TensorInfo& info = infos_[index];
+    const View& view = views_[index];
+    const Storage& storage = storages_[view.storage];
+    const std::size_t itemsize = dtype_size(info.dtype);
+    const std::uint64_t numel = shape_numel(info.shape);
+    if (numel == 0) return Tensor::zeros(info.dtype, info.shape);
+    const auto* entry = archive_->find(prefix_ + "data/" + storage.key);
+    std::span<const std::byte> bytes;
+    std::shared_ptr<const void> owner;
+    if (entry->method == 0) {
+      bytes = archive_->stored(*entry);
+      owner = mapping_;
+    } else {
+      auto copy = std::make_shared<std::vector<std::byte>>(archive_->read(*entry));
+      bytes = *copy;
+      owner = copy;
+    }
+    const std::byte* base = bytes.data() + view.offset * itemsize;
+    if (contiguous(info.shape, view.stride) && !big_endian_) {
+      const bool aligned = reinterpret_cast<std::uintptr_t>(base) % itemsize == 0;
+      if (options_.zero_copy && aligned && entry->method == 0) {
+        mapping_->prefetch(entry->data_offset + view.offset * itemsize, numel * itemsize);
+        return Tensor::view(info.dtype, info.shape, base, owner);
+      }
+      return Tensor::copy_of(info.dtype, info.shape, {base, static_cast<std::size_t>(numel * itemsize)});
+    }
+    // Strided (transposed, sliced, expanded): gathered element by element into row-major order.
+    Tensor out = Tensor::uninitialized(info.dtype, info.shape);
+    std::byte* dst = out.mutable_bytes().data();
+    std::vector<std::uint64_t> index_at(info.shape.size(), 0);
+    for (std::uint64_t n = 0; n < numel; ++n) {
+      std::uint64_t element = 0;
+      for (std::size_t k = 0; k < index_at.size(); ++k) element += index_at[k] * view.stride[k];
+      std::memcpy(dst + n * itemsize, base + element * itemsize, itemsize);
+      for (std::size_t k = index_at.size(); k-- > 0;) {
+        if (++index_at[k] < static_cast<std::uint64_t>(info.shape[k])) break;
+        index_at[k] = 0;
+      }
+    }
+    if (big_endian_) swap_bytes(out);
+    return out;
+  }
+
+ private:
+  static bool contiguous(const Shape& shape, const std::vector<std::uint64_t>& stride) {
+    std::uint64_t expected = 1;
+    for (std::size_t k = shape.size(); k-- > 0;) {
+      if (shape[k] != 1 && stride[k] != expected) return false;
+      expected *= static_cast<std::uint64_t>(shape[k]);
+    }
+    return true;
+  }
+
+  static void swap_bytes(Tensor& t) {
+    // Complex values are pairs of floats, each swapped on its own.
+    const std::size_t unit = dtype_is_complex(t.dtype()) ? dtype_size(t.dtype()) / 2 : dtype_size(t.dtype());
+    auto b = t.mutable_bytes();
+    for (std::size_t i = 0; i + unit <= b.size(); i += unit) std::reverse(b.begin() + i, b.begin() + i + unit);
+  }
+
+  void refuse_unsafe(const pk::Graph& graph) {
+    for (pk::NodeId id = 0; id < graph.size(); ++id) {
+      if (graph.at(id).kind != pk::Kind::global) continue;
+      const std::string name = graph.global_name(id);
+      if (!allowed_global(name))
+        fail(ErrorCode::unsupported, name_,
+             "unsafe or unsupported pickle: it names {} (ckpt never runs pickled code; it reads state_dicts of "
+             "tensors)",
+             quote(name));
+    }
+  }
+
+  [[noreturn]] void bad(const std::string& key, const std::string& what) {
+    fail(ErrorCode::format, name_, "data.pkl, value of {}: {}", quote(key), what);
+  }
+
+  std::int64_t integer(const pk::Graph& g, pk::NodeId id, const std::string& key, const char* what) {
+    const auto& n = g.at(id);
+    if (n.kind != pk::Kind::integer) bad(key, fmt::format("{} is not an integer", what));
+    return n.integer;
+  }
+
+  std::vector<std::int64_t> integers(const pk::Graph& g, pk::NodeId id, const std::string& key, const char* what) {
+    const auto& n = g.at(id);
+    if (n.kind != pk::Kind::tuple) bad(key, fmt::format("{} is not a tuple", what));
+    if (n.items.size() > options_.max_rank) bad(key, fmt::format("{} has more than {} dimensions", what, options_.max_rank));
+    std::vector<std::int64_t> out;
+    for (auto item : n.items) {
+      out.push_back(integer(g, item, key, what));
+      if (out.back() < 0) bad(key, fmt::format("{} holds a negative value", what));
+    }
+    return out;
+  }
+
+  std::size_t storage(const pk::Graph& g, pk::NodeId id, const std::string& key) {
+    const auto& n = g.at(id);
+    if (n.kind != pk::Kind::persistent) bad(key, "the storage is not a persistent id");
+    const auto& pid = g.at(n.first);
+    if (pid.kind != pk::Kind::tuple || pid.items.size() < 5 || g.at(pid.items[0]).kind != pk::Kind::string ||
+        g.at(pid.items[0]).text != "storage")
+      bad(key, "the persistent id is not ('storage', type, key, location, numel)");
+    const std::string type = g.global_name(pid.items[1]);
+    const auto found = std::find_if(kStorageTypes.begin(), kStorageTypes.end(), [&](auto& p) { return p.first == type; });
+    if (found == kStorageTypes.end())
+      fail(ErrorCode::unsupported, name_, "data.pkl, value of {}: storage type {} is not supported", quote(key), quote(type));
+    const auto& storage_key = g.at(pid.items[2]);
+    if (storage_key.kind != pk::Kind::string) bad(key, "the storage key is not a string");
+    const std::int64_t numel = integer(g, pid.items[4], key, "the storage size");
+    if (numel < 0) bad(key, "the storage size is negative");
+    auto it = storage_index_.find(storage_key.text);
+    if (it != storage_index_.end()) {  // shared storage (tied weights): described once
+      const Storage& s = storages_[it->second];
+      if (s.dtype != found->second || s.numel != static_cast<std::uint64_t>(numel))
+        bad(key, fmt::format("storage {} is described twice, differently", quote(storage_key.text)));
+      return it->second;
+    }
+    const auto* entry = archive_->find(prefix_ + "data/" + storage_key.text);
+    if (!entry) bad(key, fmt::format("storage {} has no zip entry {}data/{}", quote(storage_key.text), prefix_, storage_key.text));
+    const auto bytes = detail::checked_mul(static_cast<std::uint64_t>(numel), dtype_size(found->second));
+    if (!bytes || *bytes > entry->size)
+      bad(key, fmt::format("storage {} claims {} elements of {}, but its entry holds {} bytes", quote(storage_key.text),
+                           numel, dtype_name(found->second), entry->size));
+    storages_.push_back({storage_key.text, found->second, static_cast<std::uint64_t>(numel)});
+    storage_index_.emplace(storage_key.text, storages_.size() - 1);
+    return storages_.size() - 1;
+  }
+
+  // A tensor: _rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata]),
+  // possibly wrapped in _rebuild_parameter(tensor, requires_grad, hooks).
+  void add_tensor(const pk::Graph& g, pk::NodeId id, const std::string& key) {
+    const pk::Node* n = &g.at(id);
+    if (g.global_name(id) == "torch._utils._rebuild_parameter") {
+      const auto& args = g.at(n->args);
+      if (args.kind != pk::Kind::tuple || args.items.empty()) bad(key, "_rebuild_parameter without arguments");
+      id = args.items[0];
+      n = &g.at(id);
+    }
+    if (g.global_name(id) != "torch._utils._rebuild_tensor_v2") bad(key, "not a tensor");
+    const auto& args = g.at(n->args);
+    if (args.kind != pk::Kind::tuple || args.items.size() < 4) bad(key, "_rebuild_tensor_v2 needs at least 4 arguments");
+    View view;
+    view.storage = storage(g, args.items[0], key);
+    const std::int64_t offset = integer(g, args.items[1], key, "the storage offset");
+    if (offset < 0) bad(key, "the storage offset is negative");
+    view.offset = static_cast<std::uint64_t>(offset);
+    TensorInfo info;
+    info.name = key;
+    info.dtype = storages_[view.storage].dtype;
+    info.shape = integers(g, args.items[2], key, "the size");
+    const auto stride = integers(g, args.items[3], key, "the stride");
+    if (stride.size() != info.shape.size()) bad(key, "size and stride differ in rank");
+    view.stride.assign(stride.begin(), stride.end());
+    // The last element the view reaches must lie inside the storage (overflow-checked).
+    std::uint64_t numel = 0;
+    try {
+      numel = shape_numel(info.shape);
+      (void)info.nbytes();
+    } catch (const Error&) {
+      bad(key, fmt::format("size {} overflows", shape_to_string(info.shape)));
+    }
+    if (numel > 0) {
+      std::uint64_t last = view.offset;
+      for (std::size_t k = 0; k < stride.size(); ++k) {
+        const auto step = detail::checked_mul(static_cast<std::uint64_t>(info.shape[k] - 1), view.stride[k]);
+        const auto sum = step ? detail::checked_add(last, *step) : std::nullopt;
+        if (!sum) bad(key, "the view overflows");
+        last = *sum;
+      }
+      if (last >= storages_[view.storage].numel)
+        bad(key, fmt::format("the view (offset {}, size {}, stride [{}]) reaches element {} of a storage of {}", offset,
+                             shape_to_string(info.shape), fmt::join(stride, ", "), last, storages_[view.storage].numel));
+    }
+    infos_.push_back(std::move(info));
+    views_.push_back(std::move(view));
+  }
+
+  void interpret(const pk::Graph& g) {
+    const pk::Node& root = g.at(g.root());
+    const bool ordered = root.kind == pk::Kind::object && g.global_name(g.root()) == "collections.OrderedDict";
+    if (root.kind != pk::Kind::dict && !ordered)
+      fail(ErrorCode::unsupported, name_, "data.pkl holds {}, not a state_dict (a dict of tensors)",
+           pk::render(g, g.root(), 2).substr(0, 80));
+    const BufferRule is_buffer(options_.buffer_regex);
+    for (const auto& [k, v] : root.entries) {
+      if (g.at(k).kind != pk::Kind::string) fail(ErrorCode::format, name_, "data.pkl: a state_dict key is not a string");
+      const std::string& key = g.at(k).text;
+      const pk::Node& value = g.at(v);
+      const std::string callable = g.global_name(v);
+      const bool tensor = callable == "torch._utils._rebuild_tensor_v2" || callable == "torch._utils._rebuild_parameter";
+      switch (tensor ? pk::Kind::object : value.kind == pk::Kind::object ? pk::Kind::dict : value.kind) {
+        case pk::Kind::object: add_tensor(g, v, key); break;
+        case pk::Kind::integer: metadata_[key] = value.integer; continue;
+        case pk::Kind::floating: metadata_[key] = value.floating; continue;
+        case pk::Kind::boolean: metadata_[key] = value.integer != 0; continue;
+        case pk::Kind::string: metadata_[key] = value.text; continue;
+        case pk::Kind::none: metadata_[key] = nullptr; continue;
+        default:
+          fail(ErrorCode::unsupported, name_,
+               "data.pkl, value of {} is {}: whole training checkpoints (nested dicts) are not read yet",
+               quote(key), pk::render(g, v, 1).substr(0, 40));
+      }
+      TensorInfo& info = infos_.back();
+      if (is_buffer(info.name, info.dtype)) {
+        info.role = Role::buffer;
+        info.collection = std::string(kDefaultBufferCollection);
+      }
+    }
+  }
+
+  std::string name_;
+  std::string prefix_;  // "<folder>/"
+  bool big_endian_ = false;
+  detail::UniqueFd fd_;
+  std::shared_ptr<const detail::MappedFile> mapping_;
+  std::unique_ptr<detail::zip::Archive> archive_;
+  std::vector<Storage> storages_;
+  std::map<std::string, std::size_t> storage_index_;
+  std::vector<View> views_;  // parallel to infos_
+};
+
+}  // namespace
+
+std::unique_ptr<Reader> open_pytorch(const std::filesystem::path& path, const ReadOptions& options) {
+  return std::make_unique<PytorchReader>(path, options);
+}
+
+}  // namespace ckpt
