@@ -13,7 +13,7 @@ namespace {
 using namespace ckpt;
 
 struct Options {
-  std::string input, output, to, compression = "none", buffer_regex;
+  std::string input, output, to, compression = "none", buffer_regex, model_key;
   bool force = false, no_checksums = false, quiet = false;
   std::uint64_t chunk_bytes = 4u << 20;
   unsigned threads = 0;
@@ -42,6 +42,7 @@ void parse_compression(const std::string& text, WriteOptions& write) {
 int convert_files(const Options& o) {
   ConvertOptions options;
   options.read.buffer_regex = o.buffer_regex;
+  options.read.model_key = o.model_key;
   options.write.format = o.to;
   options.write.overwrite = o.force;
   options.write.checksums = !o.no_checksums;
@@ -87,6 +88,9 @@ int main(int argc, char** argv) {
   app.add_option("--buffers", o.buffer_regex,
                  "Inputs without stored roles: tensors whose full name matches this regex are buffers "
                  "(besides integer/bool tensors and running_mean/running_var/num_batches_tracked)");
+  app.add_option("--key", o.model_key,
+                 "Nested .pt checkpoints: dotted key of the dict holding the model (default: found automatically); "
+                 "other tensors go to sections named by their top-level key (\"optimizer\")");
   app.add_option("--chunk-size", o.chunk_bytes, "ckpt-h5 output with zstd: bytes per compressed chunk")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

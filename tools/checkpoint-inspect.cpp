@@ -21,6 +21,7 @@ struct Options {
   bool stats = false;
   bool verify = false;
   std::string buffer_regex;
+  std::string model_key;
 };
 
 struct Totals {
@@ -75,6 +76,7 @@ std::string stats_text(const TensorStats& s) {
 int inspect(const Options& options) {
   ReadOptions read_options;
   read_options.buffer_regex = options.buffer_regex;
+  read_options.model_key = options.model_key;
   auto reader = open(options.file, read_options);
   const auto& tensors = reader->tensors();
 
@@ -108,6 +110,7 @@ int inspect(const Options& options) {
     out["format"] = reader->format();
     out["format_version"] = reader->format_version();
     out["role_source"] = role_source_name(reader->role_source());
+    out["model_key"] = reader->model_key();
     out["parameters"] = {{"count", parameters.count}, {"bytes", parameters.bytes}};
     out["buffers"] = {{"count", buffers.count}, {"bytes", buffers.bytes}, {"collections", collections}};
     json section_json = json::object();
@@ -140,6 +143,7 @@ int inspect(const Options& options) {
   fmt::print("format:      {}{}\n", reader->format(),
              reader->format_version().empty() ? "" : " " + reader->format_version());
   fmt::print("roles:       {}\n", role_source_name(reader->role_source()));
+  if (!reader->model_key().empty()) fmt::print("model:       the dict at key '{}'\n", reader->model_key());
   fmt::print("parameters:  {}, {}\n", tensor_count(parameters.count), cli::human_bytes(parameters.bytes));
   fmt::print("buffers:     {}, {}{}\n", tensor_count(buffers.count), cli::human_bytes(buffers.bytes),
              collections.empty() ? "" : fmt::format(" (collections: {})", fmt::join(collections, ", ")));
@@ -214,6 +218,8 @@ int main(int argc, char** argv) {
   app.add_option("--buffers", options.buffer_regex,
                  "Files without stored roles: tensors whose full name matches this regex are buffers "
                  "(besides integer/bool tensors and running_mean/running_var/num_batches_tracked)");
+  app.add_option("--key", options.model_key,
+                 "Nested .pt checkpoints: dotted key of the dict holding the model (default: found automatically)");
   app.set_version_flag("--version", CKPT_VERSION);
   try {
     app.parse(argc, argv);

@@ -57,6 +57,8 @@ class Reader : public Source {
   // The version found in the file ("1.0"), empty for formats without one.
   const std::string& format_version() const noexcept { return format_version_; }
   RoleSource role_source() const noexcept { return role_source_; }
+  // Nested files (.pt checkpoints): the key of the dict taken as the model; empty = top level.
+  const std::string& model_key() const noexcept { return model_key_; }
   // The checksum stored for tensors()[index] (XXH3-64 of its logical bytes), if any.
   std::optional<std::uint64_t> checksum(std::size_t index) const;
 
@@ -86,6 +88,7 @@ class Reader : public Source {
   std::string format_;
   std::string format_version_;
   RoleSource role_source_ = RoleSource::stored;
+  std::string model_key_;
   Metadata metadata_ = Metadata::object();
   std::vector<TensorInfo> infos_;
   std::vector<std::optional<std::uint64_t>> checksums_;  // empty, or parallel to infos_

@@ -22,6 +22,10 @@ struct ReadOptions {
   // Formats without stored roles: tensors whose full name matches this ECMAScript regex are
   // buffers (in addition to the built-in rules; see format-spec/conventions.md).
   std::string buffer_regex;
+  // Nested checkpoints (.pt {"model": ..., "optimizer": ..., "epoch": ...}): the dotted key of
+  // the dict that holds the model's state_dict. Empty: the top level if it holds tensors, else
+  // the top-level dict holding the most tensors (Reader::model_key() says which).
+  std::string model_key;
   // Largest safetensors JSON header / ckpt-h5 index accepted, in bytes.
   std::uint64_t max_header_bytes = 100'000'000;
   // Largest number of dimensions of a tensor.

@@ -270,37 +270,123 @@ class PytorchReader final : public Reader {
     views_.push_back(std::move(view));
   }
 
-  void interpret(const pk::Graph& g) {
-    const pk::Node& root = g.at(g.root());
-    const bool ordered = root.kind == pk::Kind::object && g.global_name(g.root()) == "collections.OrderedDict";
-    if (root.kind != pk::Kind::dict && !ordered)
-      fail(ErrorCode::unsupported, name_, "data.pkl holds {}, not a state_dict (a dict of tensors)",
-           pk::render(g, g.root(), 2).substr(0, 80));
-    const BufferRule is_buffer(options_.buffer_regex);
-    for (const auto& [k, v] : root.entries) {
-      if (g.at(k).kind != pk::Kind::string) fail(ErrorCode::format, name_, "data.pkl: a state_dict key is not a string");
-      const std::string& key = g.at(k).text;
-      const pk::Node& value = g.at(v);
-      const std::string callable = g.global_name(v);
-      const bool tensor = callable == "torch._utils._rebuild_tensor_v2" || callable == "torch._utils._rebuild_parameter";
-      switch (tensor ? pk::Kind::object : value.kind == pk::Kind::object ? pk::Kind::dict : value.kind) {
-        case pk::Kind::object: add_tensor(g, v, key); break;
-        case pk::Kind::integer: metadata_[key] = value.integer; continue;
-        case pk::Kind::floating: metadata_[key] = value.floating; continue;
-        case pk::Kind::boolean: metadata_[key] = value.integer != 0; continue;
-        case pk::Kind::string: metadata_[key] = value.text; continue;
-        case pk::Kind::none: metadata_[key] = nullptr; continue;
-        default:
-          fail(ErrorCode::unsupported, name_,
-               "data.pkl, value of {} is {}: whole training checkpoints (nested dicts) are not read yet",
-               quote(key), pk::render(g, v, 1).substr(0, 40));
+  static bool is_tensor(const pk::Graph& g, pk::NodeId id) {
+    const std::string callable = g.global_name(id);
+    return g.at(id).kind == pk::Kind::object &&
+           (callable == "torch._utils._rebuild_tensor_v2" || callable == "torch._utils._rebuild_parameter");
+  }
+  static bool is_dict(const pk::Graph& g, pk::NodeId id) {
+    const auto& n = g.at(id);
+    return n.kind == pk::Kind::dict || (n.kind == pk::Kind::object && g.global_name(id) == "collections.OrderedDict");
+  }
+  std::string key_text(const pk::Graph& g, pk::NodeId id, const std::string& where) {
+    const auto& n = g.at(id);
+    if (n.kind == pk::Kind::string) return n.text;
+    if (n.kind == pk::Kind::integer) return std::to_string(n.integer);  // optimizer state is keyed by int
+    fail(ErrorCode::unsupported, name_, "data.pkl{}: a dict key is {}, not a string or integer", where,
+         pk::render(g, id, 1).substr(0, 40));
+  }
+  static std::size_t direct_tensors(const pk::Graph& g, pk::NodeId dict) {
+    std::size_t n = 0;
+    for (const auto& [k, v] : g.at(dict).entries) n += is_tensor(g, v);
+    return n;
+  }
+
+  // A value that is not a tensor, as metadata (lists and tuples as arrays, sets too).
+  Metadata to_metadata(const pk::Graph& g, pk::NodeId id, const std::string& path, std::size_t depth) {
+    const auto& n = g.at(id);
+    if (depth > 64) fail(ErrorCode::unsupported, name_, "data.pkl, {}: nested too deeply", quote(path));
+    switch (n.kind) {
+      case pk::Kind::none: return nullptr;
+      case pk::Kind::boolean: return n.integer != 0;
+      case pk::Kind::integer: return n.integer;
+      case pk::Kind::floating: return n.floating;
+      case pk::Kind::string: return n.text;
+      case pk::Kind::list:
+      case pk::Kind::tuple:
+      case pk::Kind::set: {
+        Metadata array = Metadata::array();
+        for (auto item : n.items) array.push_back(to_metadata(g, item, path, depth + 1));
+        return array;
       }
-      TensorInfo& info = infos_.back();
-      if (is_buffer(info.name, info.dtype)) {
-        info.role = Role::buffer;
-        info.collection = std::string(kDefaultBufferCollection);
+      default:
+        if (is_dict(g, id)) {
+          Metadata object = Metadata::object();
+          for (const auto& [k, v] : n.entries) object[key_text(g, k, ", " + quote(path))] = to_metadata(g, v, path, depth + 1);
+          return object;
+        }
+        fail(ErrorCode::unsupported, name_, "data.pkl, value of {} is {}, which ckpt does not read", quote(path),
+             pk::render(g, id, 1).substr(0, 60));
+    }
+  }
+
+  // Tensors of the model dict become parameters and buffers; tensors elsewhere go to an extra
+  // section named after their top-level key (the rest of the path is their name); everything
+  // else becomes metadata, nested as in the file.
+  void walk(const pk::Graph& g, pk::NodeId dict, const std::vector<std::string>& path, pk::NodeId model,
+            Metadata& metadata, const BufferRule& is_buffer) {
+    if (path.size() > 64) fail(ErrorCode::unsupported, name_, "data.pkl: dicts nested too deeply");
+    for (const auto& [k, v] : g.at(dict).entries) {
+      std::vector<std::string> here = path;
+      here.push_back(key_text(g, k, ""));
+      const std::string dotted = fmt::format("{}", fmt::join(here, "."));
+      if (is_tensor(g, v)) {
+        add_tensor(g, v, dotted);
+        TensorInfo& info = infos_.back();
+        if (dict == model) {
+          info.name = here.back();
+          if (is_buffer(info.name, info.dtype)) {
+            info.role = Role::buffer;
+            info.collection = std::string(kDefaultBufferCollection);
+          }
+        } else {
+          info.role = Role::extra;
+          info.section = here.size() > 1 ? here.front() : "checkpoint";
+          info.name = here.size() > 1 ? fmt::format("{}", fmt::join(here.begin() + 1, here.end(), ".")) : here.front();
+        }
+      } else if (is_dict(g, v)) {
+        Metadata child = Metadata::object();
+        walk(g, v, here, model, child, is_buffer);
+        if (!child.empty() || g.at(v).entries.empty()) metadata[here.back()] = std::move(child);
+      } else {
+        metadata[here.back()] = to_metadata(g, v, dotted, 0);
       }
     }
+  }
+
+  void interpret(const pk::Graph& g) {
+    if (!is_dict(g, g.root()))
+      fail(ErrorCode::unsupported, name_, "data.pkl holds {}, not a dict (a state_dict or a checkpoint)",
+           pk::render(g, g.root(), 2).substr(0, 80));
+    // The model: the dict named by options.model_key; else the top level if it holds tensors
+    // itself; else the top-level value that is a dict holding the most tensors.
+    pk::NodeId model = g.root();
+    if (!options_.model_key.empty()) {
+      for (std::size_t start = 0; start <= options_.model_key.size();) {
+        const auto dot = std::min(options_.model_key.find('.', start), options_.model_key.size());
+        const std::string part = options_.model_key.substr(start, dot - start);
+        pk::NodeId next = pk::kNoNode;
+        for (const auto& [k, v] : g.at(model).entries)
+          if ((g.at(k).kind == pk::Kind::string || g.at(k).kind == pk::Kind::integer) && key_text(g, k, "") == part)
+            next = v;
+        if (next == pk::kNoNode || !is_dict(g, next))
+          fail(ErrorCode::invalid_argument, name_, "no dict at key {} (asked for the model with {})", quote(part),
+               quote(options_.model_key));
+        model = next;
+        start = dot + 1;
+      }
+      model_key_ = options_.model_key;
+    } else if (direct_tensors(g, g.root()) == 0) {
+      std::size_t best = 0;
+      for (const auto& [k, v] : g.at(g.root()).entries)
+        if (is_dict(g, v) && direct_tensors(g, v) > best) {
+          best = direct_tensors(g, v);
+          model = v;
+          model_key_ = key_text(g, k, "");
+        }
+    }
+    const BufferRule is_buffer(options_.buffer_regex);
+    walk(g, g.root(), {}, model, metadata_, is_buffer);
   }
 
   std::string name_;

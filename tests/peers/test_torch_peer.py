@@ -134,11 +134,43 @@ def main():
           f"hostile.pt: rc {r.returncode}: {r.stderr}")
     check(not os.path.exists(marker), "hostile.pt: the command ran")
 
-    # Whole checkpoints are not read yet: said plainly.
-    torch.save({"model": WithBuffers().state_dict(), "epoch": 1}, os.path.join(work, "nested.pt"))
-    r = subprocess.run([inspect, os.path.join(work, "nested.pt")], capture_output=True, text=True)
-    check(r.returncode == 1 and "not read yet" in r.stderr and r.stderr.count("\n") == 1,
-          f"nested.pt: rc {r.returncode}: {r.stderr}")
+    # A whole training checkpoint: the model's tensors as parameters/buffers, the optimizer's in
+    # an "optimizer" section, everything else as metadata.
+    model = WithBuffers()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    loss = model.fc(torch.randn(5, 4)).sum()
+    loss.backward()
+    optimizer.step()
+    checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 7}
+    path = os.path.join(work, "checkpoint.pt")
+    torch.save(checkpoint, path)
+    r = subprocess.run([inspect, "--json", path], capture_output=True, text=True)
+    check(r.returncode == 0, f"checkpoint.pt: {r.stderr}")
+    if r.returncode == 0:
+        listing = json.loads(r.stdout)
+        check(listing["model_key"] == "model", f"checkpoint.pt: model key {listing['model_key']!r}")
+        model_names = [t["name"] for t in listing["tensors"] if t["role"] != "extra"]
+        check(model_names == list(checkpoint["model"].keys()), "checkpoint.pt: model tensor names")
+        opt = {t["name"] for t in listing["tensors"] if t["role"] == "extra" and t["section"] == "optimizer"}
+        want = {f"state.{i}.{k}" for i, s in optimizer.state_dict()["state"].items() for k in s}
+        check(opt == want, f"checkpoint.pt: optimizer tensors {sorted(opt)} vs {sorted(want)}")
+        meta = listing["metadata"]
+        check(meta.get("epoch") == 7, "checkpoint.pt: epoch")
+        groups = meta.get("optimizer", {}).get("param_groups", [{}])
+        check(groups[0].get("lr") == 0.01 and groups[0].get("params") == list(range(len(groups[0]["params"]))),
+              f"checkpoint.pt: param_groups {groups}")
+    out = os.path.join(work, "checkpoint.safetensors")
+    r = subprocess.run([convert, "-q", "--force", path, out], capture_output=True, text=True)
+    check(r.returncode == 0, f"checkpoint.pt convert: {r.stderr}")
+    if r.returncode == 0:
+        header, data, _ = read_safetensors(out)
+        for i, s in optimizer.state_dict()["state"].items():
+            for k, t in s.items():
+                e = header.get(f"optimizer/state.{i}.{k}")
+                check(e is not None and data[e["data_offsets"][0]:e["data_offsets"][1]] == tensor_bytes(t),
+                      f"checkpoint.pt: optimizer state.{i}.{k} bytes")
+    r = subprocess.run([inspect, "--key", "nope", path], capture_output=True, text=True)
+    check(r.returncode == 2 and "no dict at key 'nope'" in r.stderr, f"--key nope: rc {r.returncode} {r.stderr}")
 
     print(f"{len(failures)} failed" if failures else "all torch peer checks passed")
     return 1 if failures else 0
