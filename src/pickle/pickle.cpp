@@ -381,6 +381,16 @@ void render_into(const Graph& g, NodeId id, std::size_t depth, std::string& out)
     return;
   }
   const Node& n = g.at(id);
+  auto entries = [&](const std::vector<std::pair<NodeId, NodeId>>& items) {
+    out += '{';
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      if (i) out += ", ";
+      render_into(g, items[i].first, depth - 1, out);
+      out += ": ";
+      render_into(g, items[i].second, depth - 1, out);
+    }
+    out += '}';
+  };
   auto list = [&](const std::vector<NodeId>& items, char open, char close) {
     out += open;
     for (std::size_t i = 0; i < items.size(); ++i) {
@@ -403,16 +413,7 @@ void render_into(const Graph& g, NodeId id, std::size_t depth, std::string& out)
     case Kind::list: list(n.items, '[', ']'); break;
     case Kind::tuple: list(n.items, '(', ')'); break;
     case Kind::set: list(n.items, '{', '}'); break;
-    case Kind::dict:
-      out += '{';
-      for (std::size_t i = 0; i < n.entries.size(); ++i) {
-        if (i) out += ", ";
-        render_into(g, n.entries[i].first, depth - 1, out);
-        out += ": ";
-        render_into(g, n.entries[i].second, depth - 1, out);
-      }
-      out += '}';
-      break;
+    case Kind::dict: entries(n.entries); break;
     case Kind::global:
       out += "<global ";
       out += g.global_name(id);
@@ -436,14 +437,8 @@ void render_into(const Graph& g, NodeId id, std::size_t depth, std::string& out)
         list(n.items, '[', ']');
       }
       if (!n.entries.empty()) {
-        out += " entries={";
-        for (std::size_t i = 0; i < n.entries.size(); ++i) {
-          if (i) out += ", ";
-          render_into(g, n.entries[i].first, depth - 1, out);
-          out += ": ";
-          render_into(g, n.entries[i].second, depth - 1, out);
-        }
-        out += '}';
+        out += " entries=";
+        entries(n.entries);
       }
       out += ">";
       break;

@@ -1,10 +1,7 @@
 // PyTorch zip checkpoints: data.pkl interpreted against an allow-list, storages read from the
 // zip entries data/<key> (in place when stored, as torch.save stores them, 64-byte aligned).
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <array>
-#include <cerrno>
 #include <cstring>
 #include <map>
 
@@ -65,9 +62,7 @@ class PytorchReader final : public Reader {
   PytorchReader(const std::filesystem::path& path, const ReadOptions& options) : Reader(path, options) {
     format_ = "pytorch";
     name_ = path.string();
-    fd_ = detail::UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd_.valid()) fail(ErrorCode::io, name_, "cannot open: {}", std::strerror(errno));
-    mapping_ = detail::MappedFile::from_fd(fd_.get(), path);
+    mapping_ = detail::MappedFile::from_fd(detail::open_readonly(path).get(), path);
     archive_ = std::make_unique<detail::zip::Archive>(mapping_->bytes(), name_);
     // Every entry sits under one folder, named after the file when it was saved.
     const detail::zip::Entry* pickle_entry = nullptr;
@@ -392,7 +387,6 @@ class PytorchReader final : public Reader {
   std::string name_;
   std::string prefix_;  // "<folder>/"
   bool big_endian_ = false;
-  detail::UniqueFd fd_;
   std::shared_ptr<const detail::MappedFile> mapping_;
   std::unique_ptr<detail::zip::Archive> archive_;
   std::vector<Storage> storages_;

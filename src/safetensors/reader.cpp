@@ -1,11 +1,8 @@
 // safetensors reader: every check the reference implementation makes (header size cap, UTF-8
 // JSON, duplicate names, offsets contiguous and in bounds, sizes equal dtype x shape, buffer
 // length equal to the last offset), then zero-copy views into the mapped file.
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <set>
 
@@ -31,8 +28,7 @@ class SafetensorsReader final : public Reader {
   SafetensorsReader(const std::filesystem::path& path, const ReadOptions& options) : Reader(path, options) {
     format_ = "safetensors";
     name_ = path.string();
-    fd_ = detail::UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd_.valid()) fail(ErrorCode::io, name_, "cannot open: {}", std::strerror(errno));
+    fd_ = detail::open_readonly(path);
     mapping_ = detail::MappedFile::from_fd(fd_.get(), path);
     const auto bytes = mapping_->bytes();
     if (bytes.size() < 8)

@@ -55,4 +55,10 @@ UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
   return *this;
 }
 
+UniqueFd open_readonly(const std::filesystem::path& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) fail(ErrorCode::io, path.string(), "cannot open: {}", std::strerror(errno));
+  return fd;
+}
+
 }  // namespace ckpt::detail

@@ -50,4 +50,7 @@ class UniqueFd {
   int fd_ = -1;
 };
 
+// open(path, O_RDONLY); throws io naming the file.
+UniqueFd open_readonly(const std::filesystem::path& path);
+
 }  // namespace ckpt::detail

@@ -1,26 +1,17 @@
 // libFuzzer target: the safetensors reader (header validation, roles convention, data reads) on
 // arbitrary files, fed through a memfd so the real file path is exercised.
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstdint>
-#include <string>
 
 #include "ckpt/safetensors.h"
+#include "memfd_input.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  const int fd = memfd_create("fuzz.safetensors", MFD_CLOEXEC);
-  if (fd < 0) return 0;
-  if (size > 0 && ::write(fd, data, size) != static_cast<ssize_t>(size)) {
-    ::close(fd);
-    return 0;
-  }
+  MemfdInput input(data, size);
+  if (!input.ok()) return 0;
   try {
-    auto reader = ckpt::open_safetensors("/proc/self/fd/" + std::to_string(fd));
-    (void)reader->read_all();
+    (void)ckpt::open_safetensors(input.path())->read_all();
   } catch (const ckpt::Error&) {
   }
-  ::close(fd);
   return 0;
 }
