@@ -1,13 +1,15 @@
 // PyTorch checkpoints (torch.save, zip format of PyTorch >= 1.6), read without Python or
-// libtorch. The pickle inside is parsed by a restricted reader that runs nothing; only the
-// allow-listed constructors of tensors and state_dicts are interpreted, and a pickle that names
-// any other callable (os.system, eval, ...) is refused as unsafe.
+// libtorch. The pickle inside is parsed by a restricted reader that runs nothing; classes it
+// instantiates stay inert objects, and a pickle that calls anything but the allow-listed tensor
+// and container constructors (os.system, eval, ...) is refused as unsafe, naming the callable.
 //
-// So far: state_dicts (a dict or OrderedDict of tensors, scalars kept as metadata), typed
+// Read: state_dicts; whole training checkpoints ({"model", "optimizer", "epoch"}: see
+// ReadOptions::model_key and format-spec/conventions.md §4); whole pickled modules
+// (torch.save(model)), with exact roles from each module's _parameters and _buffers; typed
 // storages, parameters, shared storages, views with offsets and strides (non-contiguous and
-// stride-0 tensors are materialized contiguous), big-endian files. Roles are inferred as for any
-// file without them (ckpt/roles.h). Not yet: whole training checkpoints (nested dicts), the legacy
-// pre-1.6 format, whole pickled modules, TorchScript, and writing .pt.
+// stride-0 tensors are materialized contiguous), big-endian files. State_dicts get inferred roles
+// (ckpt/roles.h). Not yet: the legacy pre-1.6 format, TorchScript, UntypedStorage
+// (_rebuild_tensor_v3), and writing .pt.
 #pragma once
 
 #include <filesystem>

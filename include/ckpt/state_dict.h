@@ -41,6 +41,7 @@ enum class RoleSource {
   stored,     // recorded by the format itself (ckpt-h5 sections)
   metadata,   // recorded by ckpt's convention in a format without a slot for roles
   heuristic,  // inferred from dtypes and names (see format-spec/conventions.md)
+  module,     // read from a pickled module's _parameters and _buffers (torch.save(model))
   none,       // not applicable (no tensors)
 };
 const char* role_source_name(RoleSource source) noexcept;

@@ -26,6 +26,7 @@ const char* role_source_name(RoleSource source) noexcept {
     case RoleSource::stored: return "stored";
     case RoleSource::metadata: return "metadata";
     case RoleSource::heuristic: return "heuristic";
+    case RoleSource::module: return "module";
     case RoleSource::none: return "none";
   }
   return "unknown";

@@ -34,14 +34,13 @@ constexpr std::array<std::pair<std::string_view, DType>, 12> kStorageTypes{{
     {"torch.ComplexDoubleStorage", DType::complex128},
 }};
 
-// Everything a state_dict pickle may name. Anything else is refused before it is interpreted.
-bool allowed_global(const std::string& name) {
-  if (name == "collections.OrderedDict" || name == "torch._utils._rebuild_tensor_v2" ||
-      name == "torch._utils._rebuild_parameter")
-    return true;
-  for (const auto& [storage, dtype] : kStorageTypes)
-    if (name == storage) return true;
-  return false;
+// The callables a pickle may call (REDUCE) for ckpt to read it. Classes it only instantiates
+// (NEWOBJ, such as the nn.Module classes of a pickled model) stay inert objects and need no
+// allow-listing: ckpt never constructs anything. Any other call is refused as unsafe.
+bool allowed_call(const std::string& name) {
+  return name == "collections.OrderedDict" || name == "torch._utils._rebuild_tensor_v2" ||
+         name == "torch._utils._rebuild_parameter" || name == "builtins.set" || name == "__builtin__.set" ||
+         name == "_codecs.encode";
 }
 
 struct Storage {
@@ -83,7 +82,6 @@ class PytorchReader final : public Reader {
     const pk::Graph graph = pk::parse(pickle_bytes, name_ + ": " + pickle_entry->name);
     refuse_unsafe(graph);
     interpret(graph);
-    role_source_ = RoleSource::heuristic;
     finish_listing();
   }
 
@@ -151,13 +149,13 @@ class PytorchReader final : public Reader {
 
   void refuse_unsafe(const pk::Graph& graph) {
     for (pk::NodeId id = 0; id < graph.size(); ++id) {
-      if (graph.at(id).kind != pk::Kind::global) continue;
+      const pk::Node& n = graph.at(id);
+      if (n.kind != pk::Kind::object || n.newobj) continue;
       const std::string name = graph.global_name(id);
-      if (!allowed_global(name))
+      if (!allowed_call(name))
         fail(ErrorCode::unsupported, name_,
-             "unsafe or unsupported pickle: it names {} (ckpt never runs pickled code; it reads state_dicts of "
-             "tensors)",
-             quote(name));
+             "unsafe pickle: it calls {} (ckpt never runs pickled code; it only reads tensors, dicts and modules)",
+             quote(name.empty() ? pk::render(graph, n.first, 2) : name));
     }
   }
 
@@ -349,7 +347,73 @@ class PytorchReader final : public Reader {
     }
   }
 
+  // A module's __dict__ entry `key`, or kNoNode.
+  static pk::NodeId member(const pk::Graph& g, const pk::Node& state, std::string_view key) {
+    for (const auto& [k, v] : state.entries)
+      if (g.at(k).kind == pk::Kind::string && g.at(k).text == key) return v;
+    return pk::kNoNode;
+  }
+
+  static bool is_module(const pk::Graph& g, pk::NodeId id) {
+    const pk::Node& n = g.at(id);
+    return n.kind == pk::Kind::object && n.newobj && n.state != pk::kNoNode && g.at(n.state).kind == pk::Kind::dict &&
+           member(g, g.at(n.state), "_parameters") != pk::kNoNode;
+  }
+
+  // A pickled nn.Module (torch.save(model)): exact roles from each module's _parameters,
+  // _buffers and _non_persistent_buffers_set, in state_dict order (a module's parameters, its
+  // buffers, then its children), non-persistent buffers included and marked.
+  void walk_module(const pk::Graph& g, pk::NodeId id, const std::string& prefix, std::size_t depth) {
+    if (depth > 256) fail(ErrorCode::unsupported, name_, "data.pkl: modules nested too deeply");
+    const pk::Node& state = g.at(g.at(id).state);
+    auto entries = [&](const char* key) -> const std::vector<std::pair<pk::NodeId, pk::NodeId>>* {
+      const pk::NodeId v = member(g, state, key);
+      if (v == pk::kNoNode || !is_dict(g, v)) return nullptr;
+      return &g.at(v).entries;
+    };
+    std::vector<std::string> non_persistent;
+    if (const pk::NodeId set = member(g, state, "_non_persistent_buffers_set"); set != pk::kNoNode) {
+      const pk::Node& s = g.at(set);
+      std::vector<pk::NodeId> items = s.items;
+      if (s.kind == pk::Kind::object && s.args != pk::kNoNode) {  // set([...]) in protocol 2
+        const pk::Node& args = g.at(s.args);
+        if (args.kind == pk::Kind::tuple && !args.items.empty()) items = g.at(args.items[0]).items;
+      }
+      for (auto item : items)
+        if (g.at(item).kind == pk::Kind::string) non_persistent.push_back(g.at(item).text);
+    }
+    for (const char* section : {"_parameters", "_buffers"}) {
+      const auto* list = entries(section);
+      if (!list) continue;
+      for (const auto& [k, v] : *list) {
+        if (g.at(v).kind == pk::Kind::none) continue;  // e.g. bias=False
+        const std::string key = key_text(g, k, "");
+        add_tensor(g, v, prefix + key);
+        TensorInfo& info = infos_.back();
+        if (std::string_view(section) == "_buffers") {
+          info.role = Role::buffer;
+          info.collection = std::string(kDefaultBufferCollection);
+          info.persistent = std::find(non_persistent.begin(), non_persistent.end(), key) == non_persistent.end();
+        }
+      }
+    }
+    if (const auto* children = entries("_modules"))
+      for (const auto& [k, v] : *children) {
+        if (g.at(v).kind == pk::Kind::none) continue;
+        if (!is_module(g, v))
+          fail(ErrorCode::unsupported, name_, "data.pkl: submodule {} is not a module", quote(prefix + key_text(g, k, "")));
+        walk_module(g, v, prefix + key_text(g, k, "") + ".", depth + 1);
+      }
+  }
+
   void interpret(const pk::Graph& g) {
+    if (is_module(g, g.root())) {
+      role_source_ = RoleSource::module;
+      metadata_["module"] = g.global_name(g.at(g.root()).first);
+      walk_module(g, g.root(), "", 0);
+      return;
+    }
+    role_source_ = RoleSource::heuristic;
     if (!is_dict(g, g.root()))
       fail(ErrorCode::unsupported, name_, "data.pkl holds {}, not a dict (a state_dict or a checkpoint)",
            pk::render(g, g.root(), 2).substr(0, 80));
