@@ -1,5 +1,5 @@
-// PyTorch checkpoints (torch.save, zip format of PyTorch >= 1.6), read without Python or
-// libtorch. The pickle inside is parsed by a restricted reader that runs nothing; classes it
+// PyTorch checkpoints (torch.save: the zip format of PyTorch >= 1.6 and the legacy format before
+// it), read without Python or libtorch. The pickle inside is parsed by a restricted reader that runs nothing; classes it
 // instantiates stay inert objects, and a pickle that calls anything but the allow-listed tensor
 // and container constructors (os.system, eval, ...) is refused as unsafe, naming the callable.
 //
@@ -8,8 +8,8 @@
 // (torch.save(model)), with exact roles from each module's _parameters and _buffers; typed
 // storages, parameters, shared storages, views with offsets and strides (non-contiguous and
 // stride-0 tensors are materialized contiguous), big-endian files. State_dicts get inferred roles
-// (ckpt/roles.h). Not yet: the legacy pre-1.6 format, TorchScript, UntypedStorage
-// (_rebuild_tensor_v3), and writing .pt.
+// (ckpt/roles.h). Not yet: TorchScript, UntypedStorage (_rebuild_tensor_v3, PyTorch >= 2), legacy
+// storage views, and writing .pt.
 #pragma once
 
 #include <filesystem>

@@ -8,6 +8,7 @@
 #include "ckpt/pytorch.h"
 #include "ckpt/safetensors.h"
 #include "h5/h5.h"
+#include "pytorch/sniff.h"
 #include "core/keys.h"
 #include "util/bytes.h"
 
@@ -25,22 +26,13 @@ bool sniff_safetensors(std::span<const std::byte> head, std::uint64_t) {
   return head[8] == std::byte{'{'} && detail::load_le<std::uint64_t>(head.data()) >= 2;
 }
 
-// torch.save zips start with the local header of "<folder>/data.pkl".
-bool sniff_pytorch(std::span<const std::byte> head, std::uint64_t) {
-  if (head.size() < 30 || detail::load_le<std::uint32_t>(head.data()) != 0x04034b50) return false;
-  const auto name_len = detail::load_le<std::uint16_t>(head.data() + 26);
-  if (30u + name_len > head.size()) return false;
-  const std::string_view name(reinterpret_cast<const char*>(head.data()) + 30, name_len);
-  return name.ends_with("/data.pkl");
-}
-
 std::vector<FormatHandler> make_registry() {
   return {
       {"ckpt-h5", "ckpt's HDF5 schema: parameters and buffers in separate sections (format-spec/ckpt-h5.md)",
        {".ckpt.h5", ".h5", ".hdf5", ".ckpt"}, sniff_ckpt_h5, open_ckpt_h5, write_ckpt_h5},
       {"safetensors", "huggingface safetensors; roles kept in __metadata__ (format-spec/conventions.md)",
        {".safetensors"}, sniff_safetensors, open_safetensors, write_safetensors},
-      {"pytorch", "torch.save zip files (state_dicts; read only so far)", {".pt", ".pth"}, sniff_pytorch, open_pytorch,
+      {"pytorch", "torch.save zip files (state_dicts; read only so far)", {".pt", ".pth"}, detail::pytorch::sniff, open_pytorch,
        nullptr},
   };
 }

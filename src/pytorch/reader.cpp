@@ -8,6 +8,7 @@
 #include "ckpt/pytorch.h"
 #include "ckpt/roles.h"
 #include "pickle/pickle.h"
+#include "pytorch/sniff.h"
 #include "util/bytes.h"
 #include "util/mapped_file.h"
 #include "zip/zip.h"
@@ -44,10 +45,22 @@ bool allowed_call(const std::string& name) {
 }
 
 struct Storage {
-  std::string key;  // data/<key> in the archive
+  std::string key;  // data/<key> in the zip; the key in the legacy format's list
   DType dtype;
   std::uint64_t numel;
+  const detail::zip::Entry* entry = nullptr;  // zip format
+  std::uint64_t data_offset = 0;              // of the bytes in the file, when stored in place
+  bool located = false;
 };
+
+// Legacy files (before PyTorch 1.6, or _use_new_zipfile_serialization=False) start with the
+// pickled magic number 0x1950a86a20f9469cfc6c (protocol 2, LONG1 of 10 bytes).
+constexpr unsigned char kLegacyMagic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46,
+                                          0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+
+bool is_legacy(std::span<const std::byte> file) {
+  return file.size() >= sizeof kLegacyMagic && std::memcmp(file.data(), kLegacyMagic, sizeof kLegacyMagic) == 0;
+}
 
 // Where a tensor's elements are in its storage.
 struct View {
@@ -62,6 +75,11 @@ class PytorchReader final : public Reader {
     format_ = "pytorch";
     name_ = path.string();
     mapping_ = detail::MappedFile::from_fd(detail::open_readonly(path).get(), path);
+    if (is_legacy(mapping_->bytes())) {
+      open_legacy();
+      finish_listing();
+      return;
+    }
     archive_ = std::make_unique<detail::zip::Archive>(mapping_->bytes(), name_);
     // Every entry sits under one folder, named after the file when it was saved.
     const detail::zip::Entry* pickle_entry = nullptr;
@@ -93,22 +111,23 @@ class PytorchReader final : public Reader {
     const std::size_t itemsize = dtype_size(info.dtype);
     const std::uint64_t numel = shape_numel(info.shape);
     if (numel == 0) return Tensor::zeros(info.dtype, info.shape);
-    const auto* entry = archive_->find(prefix_ + "data/" + storage.key);
+    const bool in_place = storage.entry == nullptr || storage.entry->method == 0;
     std::span<const std::byte> bytes;
     std::shared_ptr<const void> owner;
-    if (entry->method == 0) {
-      bytes = archive_->stored(*entry);
+    if (in_place) {
+      bytes = mapping_->bytes().subspan(static_cast<std::size_t>(storage.data_offset),
+                                        static_cast<std::size_t>(storage.numel * itemsize));
       owner = mapping_;
     } else {
-      auto copy = std::make_shared<std::vector<std::byte>>(archive_->read(*entry));
+      auto copy = std::make_shared<std::vector<std::byte>>(archive_->read(*storage.entry));
       bytes = *copy;
       owner = copy;
     }
     const std::byte* base = bytes.data() + view.offset * itemsize;
     if (contiguous(info.shape, view.stride) && !big_endian_) {
       const bool aligned = reinterpret_cast<std::uintptr_t>(base) % itemsize == 0;
-      if (options_.zero_copy && aligned && entry->method == 0) {
-        mapping_->prefetch(entry->data_offset + view.offset * itemsize, numel * itemsize);
+      if (options_.zero_copy && aligned && in_place) {
+        mapping_->prefetch(storage.data_offset + view.offset * itemsize, numel * itemsize);
         return Tensor::view(info.dtype, info.shape, base, owner);
       }
       return Tensor::copy_of(info.dtype, info.shape, {base, static_cast<std::size_t>(numel * itemsize)});
@@ -145,6 +164,56 @@ class PytorchReader final : public Reader {
     const std::size_t unit = dtype_is_complex(t.dtype()) ? dtype_size(t.dtype()) / 2 : dtype_size(t.dtype());
     auto b = t.mutable_bytes();
     for (std::size_t i = 0; i + unit <= b.size(); i += unit) std::reverse(b.begin() + i, b.begin() + i + unit);
+  }
+
+  // The legacy format: five pickles in a row (magic number, protocol version 1001, system info,
+  // the object, the list of storage keys), then per key in that order an int64 element count and
+  // the storage's bytes.
+  void open_legacy() {
+    const auto file = mapping_->bytes();
+    std::size_t pos = 0;
+    auto next = [&](const char* what) {
+      std::size_t used = 0;
+      pk::Graph graph = pk::parse(file.subspan(pos), fmt::format("{}: legacy {} at offset {}", name_, what, pos), {}, &used);
+      pos += used;
+      return graph;
+    };
+    (void)next("magic number");
+    const pk::Graph version = next("protocol version");
+    if (version.at(version.root()).kind != pk::Kind::integer || version.at(version.root()).integer != 1001)
+      fail(ErrorCode::unsupported, name_, "legacy protocol version {} is not 1001", pk::render(version, version.root(), 1));
+    const pk::Graph info = next("system info");
+    if (is_dict(info, info.root()))
+      if (const pk::NodeId little = member(info, info.at(info.root()), "little_endian"); little != pk::kNoNode)
+        big_endian_ = info.at(little).kind == pk::Kind::boolean && info.at(little).integer == 0;
+    const pk::Graph object = next("object");
+    refuse_unsafe(object);
+    interpret(object);
+    const pk::Graph keys = next("storage keys");
+    const pk::Node& list = keys.at(keys.root());
+    if (list.kind != pk::Kind::list) fail(ErrorCode::format, name_, "legacy storage key list is not a list");
+    for (const pk::NodeId item : list.items) {
+      if (keys.at(item).kind != pk::Kind::string) fail(ErrorCode::format, name_, "legacy storage key is not a string");
+      const std::string& key = keys.at(item).text;
+      auto it = storage_index_.find(key);
+      if (it == storage_index_.end())
+        fail(ErrorCode::format, name_, "legacy storage {} at offset {} is not used by any tensor", quote(key), pos);
+      Storage& s = storages_[it->second];
+      if (file.size() - pos < 8) fail(ErrorCode::format, name_, "legacy storage {}: file ends at offset {}", quote(key), pos);
+      const auto count = detail::load_le<std::uint64_t>(file.data() + pos);
+      if (count != s.numel)
+        fail(ErrorCode::format, name_, "legacy storage {} at offset {} holds {} elements, the pickle says {}", quote(key),
+             pos, count, s.numel);
+      const std::uint64_t bytes = s.numel * dtype_size(s.dtype);  // overflow checked when recorded
+      if (bytes > file.size() - pos - 8)
+        fail(ErrorCode::format, name_, "legacy storage {} at offset {} needs {} bytes, {} remain", quote(key), pos, bytes,
+             file.size() - pos - 8);
+      s.data_offset = pos + 8;
+      s.located = true;
+      pos += 8 + static_cast<std::size_t>(bytes);
+    }
+    for (const auto& s : storages_)
+      if (!s.located) fail(ErrorCode::format, name_, "legacy storage {} has no data", quote(s.key));
   }
 
   void refuse_unsafe(const pk::Graph& graph) {
@@ -203,13 +272,21 @@ class PytorchReader final : public Reader {
         bad(key, fmt::format("storage {} is described twice, differently", quote(storage_key.text)));
       return it->second;
     }
-    const auto* entry = archive_->find(prefix_ + "data/" + storage_key.text);
-    if (!entry) bad(key, fmt::format("storage {} has no zip entry {}data/{}", quote(storage_key.text), prefix_, storage_key.text));
-    const auto bytes = detail::checked_mul(static_cast<std::uint64_t>(numel), dtype_size(found->second));
-    if (!bytes || *bytes > entry->size)
-      bad(key, fmt::format("storage {} claims {} elements of {}, but its entry holds {} bytes", quote(storage_key.text),
-                           numel, dtype_name(found->second), entry->size));
-    storages_.push_back({storage_key.text, found->second, static_cast<std::uint64_t>(numel)});
+    Storage s{storage_key.text, found->second, static_cast<std::uint64_t>(numel)};
+    const auto bytes = detail::checked_mul(s.numel, dtype_size(s.dtype));
+    if (!bytes) bad(key, fmt::format("storage {} of {} elements overflows", quote(s.key), numel));
+    if (archive_) {
+      s.entry = archive_->find(prefix_ + "data/" + s.key);
+      if (!s.entry) bad(key, fmt::format("storage {} has no zip entry {}data/{}", quote(s.key), prefix_, s.key));
+      if (*bytes > s.entry->size)
+        bad(key, fmt::format("storage {} claims {} elements of {}, but its entry holds {} bytes", quote(s.key), numel,
+                             dtype_name(s.dtype), s.entry->size));
+      s.data_offset = s.entry->data_offset;
+      s.located = true;
+    } else if (pid.items.size() > 5 && g.at(pid.items[5]).kind != pk::Kind::none) {
+      fail(ErrorCode::unsupported, name_, "data.pkl, value of {}: legacy storage views are not supported", quote(key));
+    }
+    storages_.push_back(std::move(s));
     storage_index_.emplace(storage_key.text, storages_.size() - 1);
     return storages_.size() - 1;
   }
@@ -459,6 +536,18 @@ class PytorchReader final : public Reader {
 };
 
 }  // namespace
+
+namespace detail::pytorch {
+
+bool sniff(std::span<const std::byte> head, std::uint64_t) {
+  if (is_legacy(head)) return true;
+  if (head.size() < 30 || load_le<std::uint32_t>(head.data()) != 0x04034b50) return false;
+  const auto name_len = load_le<std::uint16_t>(head.data() + 26);
+  if (30u + name_len > head.size()) return false;
+  return std::string_view(reinterpret_cast<const char*>(head.data()) + 30, name_len).ends_with("/data.pkl");
+}
+
+}  // namespace detail::pytorch
 
 std::unique_ptr<Reader> open_pytorch(const std::filesystem::path& path, const ReadOptions& options) {
   return std::make_unique<PytorchReader>(path, options);

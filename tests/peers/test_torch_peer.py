@@ -115,6 +115,10 @@ def main():
         path = os.path.join(work, label + ".pt")
         torch.save(state, path)
         compare(label, state, path, convert, work, buffers)
+        # The legacy format (before PyTorch 1.6) too.
+        path = os.path.join(work, label + ".legacy.pt")
+        torch.save(state, path, _use_new_zipfile_serialization=False)
+        compare(label + ".legacy", state, path, convert, work, buffers)
 
     # Scalars became metadata.
     r = subprocess.run([inspect, "--json", os.path.join(work, "odd.pt")], capture_output=True, text=True)
@@ -122,9 +126,11 @@ def main():
           f"odd.pt metadata: {r.stdout[-200:]} {r.stderr}")
 
     # Whole pickled modules: exact roles from _parameters/_buffers, non-persistent buffers kept.
-    for label, model in [("module_custom", WithBuffers()), ("module_resnet18", torchvision.models.resnet18())]:
+    for label, model, legacy in [("module_custom", WithBuffers(), False),
+                                 ("module_resnet18", torchvision.models.resnet18(), False),
+                                 ("module_resnet18.legacy", torchvision.models.resnet18(), True)]:
         path = os.path.join(work, label + ".pt")
-        torch.save(model, path)
+        torch.save(model, path, _use_new_zipfile_serialization=not legacy)
         r = subprocess.run([inspect, "--json", path], capture_output=True, text=True)
         check(r.returncode == 0, f"{label}: {r.stderr}")
         if r.returncode != 0:
