@@ -35,5 +35,5 @@ TEST_CASE("output format comes from --to or the extension", "[convert]") {
   CHECK(format_for_extension("x.bin") == nullptr);
   CHECK_THROWS_WITH(save(s, dir / "x.bin"),
                     (dir / "x.bin").string() +
-                        ": cannot tell the output format from the extension; name one (ckpt-h5, safetensors)");
+                        ": cannot tell the output format from the extension; name one (ckpt-h5, safetensors, pytorch)");
 }

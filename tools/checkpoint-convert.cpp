@@ -50,10 +50,10 @@ int convert_files(const Options& o) {
   options.write.threads = o.threads;
   parse_compression(o.compression, options.write);
   if (!o.to.empty() && !find_format(o.to))
-    throw Error(ErrorCode::invalid_argument, "", fmt::format("--to '{}': unknown format (ckpt-h5, safetensors)", o.to));
+    throw Error(ErrorCode::invalid_argument, "", fmt::format("--to '{}': unknown format (ckpt-h5, safetensors, pytorch)", o.to));
   if (o.to.empty() && !format_for_extension(o.output))
     throw Error(ErrorCode::invalid_argument, o.output,
-                "cannot tell the output format from the extension; use --to ckpt-h5 or --to safetensors");
+                "cannot tell the output format from the extension; use --to ckpt-h5, safetensors or pytorch");
   if (!o.force && std::filesystem::exists(o.output))
     throw Error(ErrorCode::io, o.output, "already exists; use --force to replace it");
   if (!o.quiet) options.write.progress = cli::terminal_progress("converting");
@@ -73,16 +73,16 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{
       "Convert a checkpoint between formats, keeping parameter/buffer roles, sections and metadata.\n"
-      "The input format is detected by content (ckpt-h5, safetensors, pytorch .pt state_dicts); the\n"
-      "output format comes from --to or OUT's extension\n"
-      "(.ckpt.h5/.h5/.hdf5/.ckpt: ckpt-h5; .safetensors: safetensors). The output is written\n"
+      "The input format is detected by content (ckpt-h5, safetensors, pytorch .pt); the output\n"
+      "format comes from --to or OUT's extension (.ckpt.h5/.h5/.hdf5/.ckpt: ckpt-h5;\n"
+      ".safetensors: safetensors; .pt/.pth: pytorch, the model's tensors). The output is written\n"
       "atomically: on failure an existing OUT is left as it was.\n\n"
       "Exit codes: 0 ok, 1 the input could not be read or the output written, 2 bad usage,\n"
       "3 a checksum in the input does not match.",
       "checkpoint-convert"};
   app.add_option("IN", o.input, "Checkpoint to read")->required();
   app.add_option("OUT", o.output, "File to write")->required();
-  app.add_option("--to", o.to, "Output format: ckpt-h5 or safetensors (default: from OUT's extension)");
+  app.add_option("--to", o.to, "Output format: ckpt-h5, safetensors or pytorch (default: from OUT's extension)");
   app.add_option("--compression", o.compression, "ckpt-h5 output: none, zstd or zstd:LEVEL (1-22; default 3)")
       ->capture_default_str();
   app.add_option("--buffers", o.buffer_regex,

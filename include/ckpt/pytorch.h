@@ -21,4 +21,10 @@ namespace ckpt {
 
 std::unique_ptr<Reader> open_pytorch(const std::filesystem::path& path, const ReadOptions& options = {});
 
+// A torch.save zip of the model's tensors (parameters and buffers, in order) that
+// torch.load(weights_only=True) loads as an OrderedDict; roles and metadata ride along in an
+// entry torch ignores (format-spec/conventions.md §4). Refuses, before creating anything, dtypes
+// without a torch typed storage (float8, uint16/32/64) and extra sections (not yet written).
+void write_pytorch(Source& source, const std::filesystem::path& path, const WriteOptions& options = {});
+
 }  // namespace ckpt

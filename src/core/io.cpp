@@ -32,8 +32,8 @@ std::vector<FormatHandler> make_registry() {
        {".ckpt.h5", ".h5", ".hdf5", ".ckpt"}, sniff_ckpt_h5, open_ckpt_h5, write_ckpt_h5},
       {"safetensors", "huggingface safetensors; roles kept in __metadata__ (format-spec/conventions.md)",
        {".safetensors"}, sniff_safetensors, open_safetensors, write_safetensors},
-      {"pytorch", "torch.save zip files (state_dicts; read only so far)", {".pt", ".pth"}, detail::pytorch::sniff, open_pytorch,
-       nullptr},
+      {"pytorch", "torch.save files (zip and legacy; writes zip state_dicts)", {".pt", ".pth"},
+       detail::pytorch::sniff, open_pytorch, write_pytorch},
   };
 }
 
@@ -204,7 +204,7 @@ void save(Source& source, const std::filesystem::path& path, const WriteOptions&
     handler = format_for_extension(path);
     if (!handler)
       fail(ErrorCode::invalid_argument, path.string(),
-           "cannot tell the output format from the extension; name one (ckpt-h5, safetensors)");
+           "cannot tell the output format from the extension; name one (ckpt-h5, safetensors, pytorch)");
   }
   if (handler->write == nullptr)
     fail(ErrorCode::unsupported, path.string(), "ckpt cannot write {} files yet", handler->name);

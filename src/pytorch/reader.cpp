@@ -5,6 +5,8 @@
 #include <cstring>
 #include <map>
 
+#include <nlohmann/json.hpp>
+
 #include "ckpt/pytorch.h"
 #include "ckpt/roles.h"
 #include "pickle/pickle.h"
@@ -100,6 +102,8 @@ class PytorchReader final : public Reader {
     const pk::Graph graph = pk::parse(pickle_bytes, name_ + ": " + pickle_entry->name);
     refuse_unsafe(graph);
     interpret(graph);
+    if (const auto* roles = archive_->find(prefix_ + "ckpt_roles.json"); roles && role_source_ == RoleSource::heuristic)
+      apply_roles(*roles);
     finish_listing();
   }
 
@@ -214,6 +218,39 @@ class PytorchReader final : public Reader {
     }
     for (const auto& s : storages_)
       if (!s.located) fail(ErrorCode::format, name_, "legacy storage {} has no data", quote(s.key));
+  }
+
+  // Roles and metadata that ckpt wrote beside the pickle (format-spec/conventions.md §4).
+  void apply_roles(const detail::zip::Entry& entry) {
+    const auto bytes = archive_->read(entry);
+    Metadata roles;
+    try {
+      roles = Metadata::parse(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+    } catch (const nlohmann::json::exception& e) {
+      fail(ErrorCode::format, name_, "{} is not valid JSON: {}", quote(entry.name), e.what());
+    }
+    if (!roles.is_object() || !roles.value("buffers", Metadata::object()).is_object())
+      fail(ErrorCode::format, name_, "{} is not a JSON object with a \"buffers\" object", quote(entry.name));
+    if (roles.value("version", 0) > 1)
+      fail(ErrorCode::unsupported, name_, "{} version {} is newer than this reader (1)", quote(entry.name),
+           roles["version"].dump());
+    const Metadata buffers = roles.value("buffers", Metadata::object());
+    for (auto& info : infos_) {
+      if (info.role == Role::extra) continue;
+      const auto it = buffers.find(info.name);
+      if (it == buffers.end() || !it->is_object()) {
+        info.role = Role::parameter;
+        info.collection.clear();
+        continue;
+      }
+      info.role = Role::buffer;
+      const auto collection = it->value("collection", Metadata(std::string(kDefaultBufferCollection)));
+      const auto persistent = it->value("persistent", Metadata(true));
+      info.collection = collection.is_string() ? collection.get<std::string>() : std::string(kDefaultBufferCollection);
+      info.persistent = !persistent.is_boolean() || persistent.get<bool>();
+    }
+    if (roles.contains("metadata") && roles["metadata"].is_object()) metadata_ = roles["metadata"];
+    role_source_ = RoleSource::metadata;
   }
 
   void refuse_unsafe(const pk::Graph& graph) {

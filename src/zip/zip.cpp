@@ -1,9 +1,13 @@
 #include "zip/zip.h"
 
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 
+#include "util/atomic_file.h"
 #include "util/bytes.h"
 
 namespace ckpt::detail::zip {
@@ -166,6 +170,152 @@ std::vector<std::byte> Archive::read(const Entry& entry) const {
     fail(ErrorCode::integrity, name_, "zip entry {}: CRC-32 {:08x} does not match the stored {:08x}", quote(entry.name),
          static_cast<std::uint32_t>(crc), entry.crc32);
   return out;
+}
+
+}  // namespace ckpt::detail::zip
+
+// --- Writer --------------------------------------------------------------------------------
+
+namespace ckpt::detail::zip {
+namespace {
+
+void append16(std::string& s, std::uint16_t v) { s.append(reinterpret_cast<const char*>(&v), 2); }
+void append32(std::string& s, std::uint32_t v) { s.append(reinterpret_cast<const char*>(&v), 4); }
+void append64(std::string& s, std::uint64_t v) { s.append(reinterpret_cast<const char*>(&v), 8); }
+constexpr std::uint32_t k32 = 0xffffffffu;
+
+}  // namespace
+
+Writer::Writer(AtomicFile& file, std::size_t alignment) : file_(file), alignment_(alignment) {}
+
+void Writer::put(std::span<const std::byte> bytes) {
+  file_.write(bytes);
+  position_ += bytes.size();
+}
+
+void Writer::begin(const std::string& name, std::uint64_t size) {
+  if (name.size() > 0xffff) fail(ErrorCode::invalid_argument, file_.target().string(), "zip entry name too long");
+  const bool zip64 = size >= k32 || position_ >= k32;
+  std::string header;
+  append32(header, kLocalSignature);
+  append16(header, zip64 ? 45 : 20);  // version needed
+  append16(header, 0);                // flags
+  append16(header, 0);                // stored
+  append16(header, 0);                // time
+  append16(header, 0x21);             // date: 1980-01-01
+  append32(header, 0);                // CRC-32, patched in end()
+  append32(header, zip64 ? k32 : static_cast<std::uint32_t>(size));
+  append32(header, zip64 ? k32 : static_cast<std::uint32_t>(size));
+  std::string extra;
+  if (zip64) {
+    append16(extra, 0x0001);
+    append16(extra, 16);
+    append64(extra, size);
+    append64(extra, size);
+  }
+  // Padding so that the data starts on an `alignment` boundary (an extra field of id 'FB').
+  const std::uint64_t data_at = position_ + kLocalSize + name.size() + extra.size();
+  if (data_at % alignment_ != 0) {
+    std::uint64_t pad = alignment_ - data_at % alignment_;
+    if (pad < 4) pad += alignment_;
+    append16(extra, 0x4246);
+    append16(extra, static_cast<std::uint16_t>(pad - 4));
+    extra.append(pad - 4, 'Z');
+  }
+  append16(header, static_cast<std::uint16_t>(name.size()));
+  append16(header, static_cast<std::uint16_t>(extra.size()));
+  header += name;
+  header += extra;
+  written_.push_back({name, position_, size, 0});
+  put(std::as_bytes(std::span(header)));
+  expected_ = size;
+  received_ = 0;
+  crc_ = static_cast<std::uint32_t>(crc32(0L, Z_NULL, 0));
+}
+
+void Writer::write(std::span<const std::byte> data) {
+  if (data.size() > expected_ - received_)
+    fail(ErrorCode::invalid_argument, file_.target().string(), "zip entry {} given more than its {} bytes",
+         quote(written_.back().name), expected_);
+  for (std::size_t done = 0; done < data.size();) {
+    const std::size_t n = std::min<std::size_t>(data.size() - done, 1u << 30);
+    crc_ = static_cast<std::uint32_t>(crc32(crc_, reinterpret_cast<const Bytef*>(data.data() + done), static_cast<uInt>(n)));
+    done += n;
+  }
+  put(data);
+  received_ += data.size();
+}
+
+void Writer::end() {
+  if (received_ != expected_)
+    fail(ErrorCode::invalid_argument, file_.target().string(), "zip entry {} got {} of its {} bytes",
+         quote(written_.back().name), received_, expected_);
+  written_.back().crc = crc_;
+  // Patch the CRC-32 into the local header (offset 14).
+  const std::uint32_t crc = crc_;
+  if (::pwrite(file_.fd(), &crc, 4, static_cast<off_t>(written_.back().offset + 14)) != 4)
+    fail(ErrorCode::io, file_.target().string(), "cannot write a zip header: {}", std::strerror(errno));
+}
+
+void Writer::finish() {
+  const std::uint64_t cd_offset = position_;
+  std::string cd;
+  for (const auto& w : written_) {
+    const bool zip64 = w.size >= k32 || w.offset >= k32;
+    append32(cd, kCentralSignature);
+    append16(cd, zip64 ? 45 : 20);  // made by
+    append16(cd, zip64 ? 45 : 20);  // needed
+    append16(cd, 0);
+    append16(cd, 0);
+    append16(cd, 0);
+    append16(cd, 0x21);
+    append32(cd, w.crc);
+    append32(cd, zip64 ? k32 : static_cast<std::uint32_t>(w.size));
+    append32(cd, zip64 ? k32 : static_cast<std::uint32_t>(w.size));
+    append16(cd, static_cast<std::uint16_t>(w.name.size()));
+    append16(cd, zip64 ? 28 : 0);
+    append16(cd, 0);  // comment
+    append16(cd, 0);  // disk
+    append16(cd, 0);  // internal attributes
+    append32(cd, 0);  // external attributes
+    append32(cd, zip64 ? k32 : static_cast<std::uint32_t>(w.offset));
+    cd += w.name;
+    if (zip64) {
+      append16(cd, 0x0001);
+      append16(cd, 24);
+      append64(cd, w.size);
+      append64(cd, w.size);
+      append64(cd, w.offset);
+    }
+  }
+  const std::uint64_t cd_size = cd.size();
+  const bool zip64 = cd_offset + cd_size >= k32 || written_.size() >= 0xffff;
+  if (zip64) {
+    const std::uint64_t z_offset = cd_offset + cd_size;
+    append32(cd, kZip64EndSignature);
+    append64(cd, kZip64EndSize - 12);
+    append16(cd, 45);
+    append16(cd, 45);
+    append32(cd, 0);
+    append32(cd, 0);
+    append64(cd, written_.size());
+    append64(cd, written_.size());
+    append64(cd, cd_size);
+    append64(cd, cd_offset);
+    append32(cd, kZip64LocatorSignature);
+    append32(cd, 0);
+    append64(cd, z_offset);
+    append32(cd, 1);
+  }
+  append32(cd, kEndSignature);
+  append16(cd, 0);
+  append16(cd, 0);
+  append16(cd, zip64 ? 0xffff : static_cast<std::uint16_t>(written_.size()));
+  append16(cd, zip64 ? 0xffff : static_cast<std::uint16_t>(written_.size()));
+  append32(cd, zip64 ? k32 : static_cast<std::uint32_t>(cd_size));
+  append32(cd, zip64 ? k32 : static_cast<std::uint32_t>(cd_offset));
+  append16(cd, 0);
+  put(std::as_bytes(std::span(cd)));
 }
 
 }  // namespace ckpt::detail::zip

@@ -56,3 +56,40 @@ class Archive {
 };
 
 }  // namespace ckpt::detail::zip
+
+namespace ckpt::detail {
+class AtomicFile;
+}
+
+namespace ckpt::detail::zip {
+
+// Writes a zip of stored (uncompressed) entries through an AtomicFile, each entry's data aligned
+// to `alignment` bytes in the file (padding in the local header's extra field, as torch.save
+// does), so readers can map the data in place. Sizes must be known when an entry starts; the
+// CRC-32 is computed as the data streams and patched into the local header. zip64 records are
+// written when an offset or size needs them.
+class Writer {
+ public:
+  Writer(AtomicFile& file, std::size_t alignment);
+  void begin(const std::string& name, std::uint64_t size);
+  void write(std::span<const std::byte> data);
+  void end();
+  // Writes the central directory and end records.
+  void finish();
+
+ private:
+  struct Written {
+    std::string name;
+    std::uint64_t offset, size;
+    std::uint32_t crc;
+  };
+  void put(std::span<const std::byte> bytes);
+  AtomicFile& file_;
+  std::size_t alignment_;
+  std::uint64_t position_ = 0;
+  std::vector<Written> written_;
+  std::uint64_t expected_ = 0, received_ = 0;
+  std::uint32_t crc_ = 0;
+};
+
+}  // namespace ckpt::detail::zip
