@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include "helpers.h"
+#include "util/atomic_file.h"
 #include "zip/zip.h"
 
 using namespace ckpt;
@@ -58,4 +59,32 @@ TEST_CASE("zip: corrupt archives are refused with the place", "[zip][hostile]") 
   CHECK_THAT(error_of("zip/past_end.zip"),
              Catch::Matchers::StartsWith("zip/past_end.zip: zip data of entry 'archive/data.pkl' at offset "));
   CHECK(error_of("../cli/cases.txt") == "../cli/cases.txt: no zip end-of-central-directory record");
+}
+
+TEST_CASE("zip writer: aligned stored entries that the reader and CRC check accept", "[zip]") {
+  test::TempDir dir;
+  const auto path = dir / "w.zip";
+  {
+    detail::AtomicFile file(path, true);
+    zp::Writer writer(file, 64);
+    const std::string a = "hello", b(1000, 'x');
+    for (const auto& [name, text] : {std::pair{std::string("f/a"), a}, std::pair{std::string("f/bb"), b}}) {
+      writer.begin(name, text.size());
+      writer.write(std::as_bytes(std::span(text)));
+      writer.end();
+    }
+    writer.begin("f/empty", 0);
+    writer.end();
+    writer.finish();
+    file.commit();
+  }
+  const std::string bytes = test::read_file(path);
+  zp::Archive archive(std::as_bytes(std::span(bytes)), "w.zip");
+  REQUIRE(archive.entries().size() == 3);
+  for (const auto& e : archive.entries()) {
+    INFO(e.name);
+    CHECK(e.data_offset % 64 == 0);
+    CHECK_NOTHROW(archive.read(e));  // CRC-32 checked
+  }
+  CHECK(archive.read(*archive.find("f/bb")).size() == 1000);
 }
