@@ -154,6 +154,44 @@ void print_row(const std::string& what, double seconds, double baseline, std::ui
              static_cast<double>(bytes) / seconds / (1u << 30), seconds / baseline, note);
 }
 
+// --pt FILE: ckpt's reader on an existing .pt file (tools/bench-pytorch.py times torch.load on
+// the same file in the same run and prints the ratios). Prints key=value lines.
+int bench_pytorch(const std::filesystem::path& pt, const std::filesystem::path& dir, int repeats) {
+  const std::uint64_t rss_before = status_kib("VmRSS:");
+  reset_peak_rss();
+  const auto copy_path = dir / "copy.pt", h5_path = dir / "converted.ckpt.h5";
+  const double convert_once = seconds_of([&] { (void)ckpt::convert(pt, h5_path); });
+  const std::uint64_t peak_extra_kib = status_kib("VmHWM:") - rss_before;
+  // As in the main benchmark: freed memory stays in the process, warmed once (see there).
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, INT_MAX);
+  {
+    const auto bytes = static_cast<std::int64_t>(std::filesystem::file_size(pt));
+    std::vector<Tensor> warm;
+    for (int i = 0; i < 2; ++i) warm.push_back(Tensor::zeros(DType::uint8, {bytes}));
+  }
+  ReadOptions copies;
+  copies.zero_copy = false;
+  const double full = best_of(repeats, [&] { (void)load(pt, copies); });
+  const double views = best_of(repeats, [&] { (void)touch(load(pt)); });
+  auto reader = open(pt);
+  std::size_t middle = reader->tensors().size() / 2;
+  const std::string name = reader->tensors()[middle].name;
+  reader.reset();
+  const double one = best_of(repeats, [&] { (void)open(pt)->read(name); });
+  const double copy = best_of(repeats, [&] {
+    std::filesystem::copy_file(pt, copy_path, std::filesystem::copy_options::overwrite_existing);
+    const int fd = ::open(copy_path.c_str(), O_RDONLY | O_CLOEXEC);
+    ::fsync(fd);
+    ::close(fd);
+  });
+  const double converted = std::min(convert_once, best_of(repeats - 1, [&] { (void)ckpt::convert(pt, h5_path); }));
+  fmt::print("full_read_copies_s={:.4f}\nfull_read_views_touched_s={:.4f}\nopen_read_one_s={:.6f}\n", full, views, one);
+  fmt::print("copy_file_s={:.4f}\nconvert_to_ckpt_h5_s={:.4f}\nconvert_peak_extra_mib={:.1f}\n", copy, converted,
+             static_cast<double>(peak_extra_kib) / 1024);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -168,11 +206,24 @@ int main(int argc, char** argv) {
   app.add_option("--many", many, "Tensors in the listing benchmark file")->capture_default_str();
   app.add_option("--repeats", repeats, "Runs of each read measurement (the best counts)")->capture_default_str();
   app.add_option("--dir", dir_arg, "Directory for the files (default: a new one under the temp dir)");
+  std::string pt;
+  app.add_option("--pt", pt, "Only time ckpt's reader and conversion on this .pt file (see tools/bench-pytorch.py)");
   CLI11_PARSE(app, argc, argv);
 
   const std::filesystem::path dir =
       dir_arg.empty() ? std::filesystem::temp_directory_path() / fmt::format("ckpt-bench-{}", ::getpid()) : std::filesystem::path(dir_arg);
   std::filesystem::create_directories(dir);
+  if (!pt.empty()) {
+    try {
+      const int rc = bench_pytorch(pt, dir, repeats);
+      if (dir_arg.empty()) std::filesystem::remove_all(dir);
+      return rc;
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "ckpt-bench: error: {}\n", e.what());
+      if (dir_arg.empty()) std::filesystem::remove_all(dir);
+      return 1;
+    }
+  }
   try {
     fmt::print("building a {} MiB synthetic state dict...\n", size_mib);
     const StateDict state = synthetic_state(size_mib);

@@ -13,7 +13,9 @@ struct ConvertOptions {
 };
 
 // Reads `input` (format by content) and writes `output` (format from options.write.format or the
-// output's extension). Roles, sections and metadata are kept. Returns the number of tensors.
+// output's extension), one tensor at a time (copied, whatever options.read.zero_copy says, so
+// memory stays at about one tensor). Roles, sections and metadata are kept. Returns the number of
+// tensors.
 std::size_t convert(const std::filesystem::path& input, const std::filesystem::path& output,
                     const ConvertOptions& options = {});
 

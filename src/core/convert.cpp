@@ -4,7 +4,11 @@ namespace ckpt {
 
 std::size_t convert(const std::filesystem::path& input, const std::filesystem::path& output,
                     const ConvertOptions& options) {
-  auto reader = open(input, options.read);
+  // Tensors are copied one at a time rather than viewed: a view would keep every page of the
+  // input mapped (and counted as resident) until the end, a copy only the tensor being written.
+  ReadOptions read = options.read;
+  read.zero_copy = false;
+  auto reader = open(input, read);
   save(*reader, output, options.write);
   return reader->tensors().size();
 }

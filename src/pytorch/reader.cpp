@@ -12,6 +12,7 @@
 #include "pickle/pickle.h"
 #include "pytorch/sniff.h"
 #include "util/bytes.h"
+#include "util/file_read.h"
 #include "util/mapped_file.h"
 #include "zip/zip.h"
 
@@ -76,7 +77,8 @@ class PytorchReader final : public Reader {
   PytorchReader(const std::filesystem::path& path, const ReadOptions& options) : Reader(path, options) {
     format_ = "pytorch";
     name_ = path.string();
-    mapping_ = detail::MappedFile::from_fd(detail::open_readonly(path).get(), path);
+    fd_ = detail::open_readonly(path);
+    mapping_ = detail::MappedFile::from_fd(fd_.get(), path);
     if (is_legacy(mapping_->bytes())) {
       open_legacy();
       finish_listing();
@@ -133,6 +135,11 @@ class PytorchReader final : public Reader {
       if (options_.zero_copy && aligned && in_place) {
         mapping_->prefetch(storage.data_offset + view.offset * itemsize, numel * itemsize);
         return Tensor::view(info.dtype, info.shape, base, owner);
+      }
+      if (in_place) {  // pread: no page of the mapping is faulted in (and kept) for a copy
+        Tensor out = Tensor::uninitialized(info.dtype, info.shape);
+        detail::read_at(fd_.get(), storage.data_offset + view.offset * itemsize, out.mutable_bytes(), false, name_);
+        return out;
       }
       return Tensor::copy_of(info.dtype, info.shape, {base, static_cast<std::size_t>(numel * itemsize)});
     }
@@ -566,6 +573,7 @@ class PytorchReader final : public Reader {
   std::string prefix_;  // "<folder>/"
   bool big_endian_ = false;
   std::shared_ptr<const detail::MappedFile> mapping_;
+  detail::UniqueFd fd_;  // copies of contiguous data come through pread, not the mapping
   std::unique_ptr<detail::zip::Archive> archive_;
   std::vector<Storage> storages_;
   std::map<std::string, std::size_t> storage_index_;
