@@ -157,6 +157,7 @@ void print_row(const std::string& what, double seconds, double baseline, std::ui
 // --pt FILE: ckpt's reader on an existing .pt file (tools/bench-pytorch.py times torch.load on
 // the same file in the same run and prints the ratios). Prints key=value lines.
 int bench_pytorch(const std::filesystem::path& pt, const std::filesystem::path& dir, int repeats) {
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);  // as checkpoint-convert sets it (see there)
   const std::uint64_t rss_before = status_kib("VmRSS:");
   reset_peak_rss();
   const auto copy_path = dir / "copy.pt", h5_path = dir / "converted.ckpt.h5";
