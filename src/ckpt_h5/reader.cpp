@@ -3,7 +3,6 @@
 #include <zstd.h>
 
 #include <map>
-#include <mutex>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -261,7 +260,7 @@ class CkptH5Reader final : public Reader {
   void check_chunk_claims(const h5::DatasetLayout& layout, const TensorInfo& info) {
     if (layout.chunk.size() != info.shape.size())
       fail(ErrorCode::format, name_, "chunk rank {} differs from tensor rank {}", layout.chunk.size(), info.shape.size());
-    if (chunk_bytes(layout, info) > schema::kMaxChunkBytes)
+    if (chunk_bytes(layout, info) > h5::kMaxChunkBytes)
       fail(ErrorCode::format, name_, "chunk of {} bytes exceeds the 4 GiB HDF5 limit", chunk_bytes(layout, info));
   }
 

@@ -17,8 +17,7 @@ inline constexpr const char* kWriterAttribute = "ckpt_writer";
 inline constexpr const char* kIndexDataset = "index";
 inline constexpr const char* kSectionsGroup = "sections";
 inline constexpr const char* kDtypeAttribute = "ckpt_dtype";
-// HDF5 limits a chunk to 4 GiB.
-inline constexpr std::uint64_t kMaxChunkBytes = 0xffffffffull;
+
 
 // Spec §4: a key becomes an HDF5 link name by percent-encoding '%', '/' and NUL; the keys "" and
 // "." become "%" and "%2E". Every key maps to a distinct, valid link name.

@@ -136,6 +136,8 @@ std::optional<std::vector<std::int64_t>> read_int_array_attribute(Where w, const
 
 // --- filters -------------------------------------------------------------------------------
 inline constexpr int kShuffleFilter = 2;
+// HDF5 limits one chunk to 4 GiB.
+inline constexpr std::uint64_t kMaxChunkBytes = 0xffffffffull;
 inline constexpr int kZstdFilter = 32015;
 void register_zstd_filter();
 

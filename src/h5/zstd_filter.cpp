@@ -13,7 +13,7 @@ std::size_t zstd_filter(unsigned flags, std::size_t cd_nelmts, const unsigned cd
                         std::size_t* buf_size, void** buf) {
   if (flags & H5Z_FLAG_REVERSE) {
     const unsigned long long size = ZSTD_getFrameContentSize(*buf, nbytes);
-    if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > kZstdMaxChunkBytes) return 0;
+    if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > kMaxChunkBytes) return 0;
     void* out = std::malloc(size == 0 ? 1 : size);
     if (out == nullptr) return 0;
     const std::size_t n = ZSTD_decompress(out, size, *buf, nbytes);

@@ -5,11 +5,10 @@
 
 #include <hdf5.h>
 
+#include "h5/h5.h"
+
 namespace ckpt::detail::h5 {
 
 extern const H5Z_class2_t kZstdFilterClass;
-
-// Largest chunk the filter will decompress (HDF5 chunks are limited to 4 GiB).
-inline constexpr unsigned long long kZstdMaxChunkBytes = 0xffffffffull;
 
 }  // namespace ckpt::detail::h5

@@ -3,7 +3,6 @@
 // length equal to the last offset), then zero-copy views into the mapped file.
 
 #include <algorithm>
-#include <cstring>
 #include <set>
 
 #include <nlohmann/json.hpp>
