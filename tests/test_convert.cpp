@@ -32,8 +32,9 @@ TEST_CASE("output format comes from --to or the extension", "[convert]") {
   CHECK(open(dir / "out.bin")->format() == "safetensors");
   CHECK(format_for_extension("x.ckpt.h5")->name == "ckpt-h5");
   CHECK(format_for_extension("x.safetensors")->name == "safetensors");
-  CHECK(format_for_extension("x.bin") == nullptr);
-  CHECK_THROWS_WITH(save(s, dir / "x.bin"),
-                    (dir / "x.bin").string() +
+  CHECK(format_for_extension("x.bin")->name == "pytorch");  // pytorch_model.bin
+  CHECK(format_for_extension("x.dat") == nullptr);
+  CHECK_THROWS_WITH(save(s, dir / "x.dat"),
+                    (dir / "x.dat").string() +
                         ": cannot tell the output format from the extension; name one (ckpt-h5, safetensors, pytorch)");
 }

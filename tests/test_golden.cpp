@@ -60,6 +60,33 @@ const Golden kGolden[] = {
      "column 4: syntax error while parsing object key - invalid string: ill-formed UTF-8 byte; last read: "
      "'\"w\xff'; expected string literal"},
     {"bad/st_overflow.safetensors", ErrorCode::format, "tensor 'w': shape [4294967296, 4294967296] overflows"},
+    // The hostile .pt corpus (tests/peers/make_pt_fixtures.py).
+    {"bad/pt_os_system.pt", ErrorCode::unsupported,
+     "unsafe pickle: it calls 'posix.system' (ckpt never runs pickled code; it only reads tensors, dicts and modules)"},
+    {"bad/pt_subprocess.pt", ErrorCode::unsupported,
+     "unsafe pickle: it calls 'commands.Popen' (ckpt never runs pickled code; it only reads tensors, dicts and modules)"},
+    {"bad/pt_eval.pt", ErrorCode::unsupported,
+     "unsafe pickle: it calls '__builtin__.eval' (ckpt never runs pickled code; it only reads tensors, dicts and modules)"},
+    {"bad/pt_storage_claims.pt", ErrorCode::format,
+     "data.pkl, value of 'w': storage '0' claims 4398046511104 bytes, but its entry holds 16"},
+    {"bad/pt_view_outside.pt", ErrorCode::format,
+     "data.pkl, value of 'w': the view (offset 3, size [2], stride [1]) reaches element 4 of a storage of 4"},
+    {"bad/pt_size_overflow.pt", ErrorCode::format, "data.pkl, value of 'w': size [4294967296, 4294967296] overflows"},
+    {"bad/pt_v3_bad_dtype.pt", ErrorCode::unsupported, "data.pkl, value of 'w': dtype 'torch.quint4x2' is not supported"},
+    {"bad/pt_quantized_storage.pt", ErrorCode::unsupported,
+     "data.pkl, value of 'w': storage type 'torch.QInt8Storage' is not supported"},
+    {"bad/pt_missing_storage.pt", ErrorCode::format, "data.pkl, value of 'w': storage '7' has no zip entry archive/data/7"},
+    {"bad/pt_deep_nesting.pt", ErrorCode::format,
+     "archive/data.pkl: pickle opcode at offset 100514: values nested deeper than 512"},
+    {"bad/pt_huge_memo.pt", ErrorCode::format, "archive/data.pkl: pickle opcode at offset 11: memo index 4294967295 was never stored"},
+    {"bad/pt_cyclic.pt", ErrorCode::unsupported, "data.pkl: dicts nested too deeply"},
+    {"bad/pt_zip_size_lies.pt", ErrorCode::format,
+     "zip entry 'archive/data/0' is stored but its sizes differ (16 and 1073741824)"},
+    {"bad/pt_zip_bomb.pt", ErrorCode::format,
+     "zip entry 'archive/data.pkl' claims 4294967294 bytes from 145 compressed bytes, more than deflate can give"},
+    {"bad/pt_legacy_truncated.pt", ErrorCode::format, "legacy storage 'r' at offset 315 needs 24 bytes, 12 remain"},
+    {"bad/pt_legacy_view_outside.pt", ErrorCode::format,
+     "data.pkl, value of 'w': storage view 'v' (offset 4, size 3) lies outside storage 'r' of 6 elements"},
 };
 
 }  // namespace
@@ -90,9 +117,10 @@ TEST_CASE("the ckpt-h5 reader names the problem when opened directly", "[golden]
 // refused with ckpt::Error; nothing may crash (HDF5's own parsing runs in a child first).
 TEST_CASE("mutated files never crash the readers", "[golden][fuzz]") {
   test::TempDir dir;
-  for (const char* good : {"good/h5py_spec.ckpt.h5", "good/plain.safetensors"}) {
+  for (const char* good : {"good/h5py_spec.ckpt.h5", "good/plain.safetensors", "good/pt_v3_untyped.pt",
+                           "good/pt_legacy_views.pt"}) {
     const std::string original = test::read_file(good);
-    const std::string suffix = std::string(good).find("safetensors") != std::string::npos ? ".safetensors" : ".h5";
+    const std::string suffix = std::filesystem::path(good).extension().string();
     std::mt19937 rng(20261129);
     std::size_t refused = 0;
     const int cases = 150;

@@ -79,10 +79,11 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{
       "Convert a checkpoint between formats, keeping parameter/buffer roles, sections and metadata.\n"
-      "The input format is detected by content (ckpt-h5, safetensors, pytorch .pt); the output\n"
-      "format comes from --to or OUT's extension (.ckpt.h5/.h5/.hdf5/.ckpt: ckpt-h5;\n"
-      ".safetensors: safetensors; .pt/.pth: pytorch, the model's tensors). The output is written\n"
-      "atomically: on failure an existing OUT is left as it was.\n\n"
+      "The input format is detected by content (ckpt-h5, safetensors, pytorch .pt incl. TorchScript);\n"
+      "the output format comes from --to or OUT's extension (.ckpt.h5/.h5/.hdf5/.ckpt: ckpt-h5;\n"
+      ".safetensors: safetensors; .pt/.pth/.bin: pytorch, a state_dict, or the whole checkpoint\n"
+      "when the input was one). The output is written atomically: on failure an existing OUT is\n"
+      "left as it was.\n\n"
       "Exit codes: 0 ok, 1 the input could not be read or the output written, 2 bad usage,\n"
       "3 a checksum in the input does not match.",
       "checkpoint-convert"};

@@ -5,11 +5,11 @@
 //
 // Read: state_dicts; whole training checkpoints ({"model", "optimizer", "epoch"}: see
 // ReadOptions::model_key and format-spec/conventions.md §4); whole pickled modules
-// (torch.save(model)), with exact roles from each module's _parameters and _buffers; typed
-// storages, parameters, shared storages, views with offsets and strides (non-contiguous and
-// stride-0 tensors are materialized contiguous), big-endian files. State_dicts get inferred roles
-// (ckpt/roles.h). Not yet: TorchScript, UntypedStorage (_rebuild_tensor_v3, PyTorch >= 2), legacy
-// storage views, and writing .pt.
+// (torch.save(model)), with exact roles from each module's _parameters and _buffers; TorchScript
+// archives (torch.jit.save), with exact roles from the classes' __parameters__ and __buffers__;
+// typed storages and UntypedStorage (_rebuild_tensor_v3), parameters, shared storages, views with
+// offsets and strides (non-contiguous and stride-0 tensors are materialized contiguous), legacy
+// storage views, big-endian files. State_dicts get inferred roles (ckpt/roles.h).
 #pragma once
 
 #include <filesystem>
@@ -19,12 +19,19 @@
 
 namespace ckpt {
 
+// The metadata key under which the reader records a checkpoint's shape, so that a writer can give
+// it back: {"model_key": "model", "int_keys": [["optimizer", "state"]]} (the dotted key of the
+// model's dict, "" for the top level; the key paths of dicts whose keys were integers).
+inline constexpr std::string_view kTorchCheckpointKey = "ckpt.torch";
+
 std::unique_ptr<Reader> open_pytorch(const std::filesystem::path& path, const ReadOptions& options = {});
 
-// A torch.save zip of the model's tensors (parameters and buffers, in order) that
-// torch.load(weights_only=True) loads as an OrderedDict; roles and metadata ride along in an
-// entry torch ignores (format-spec/conventions.md §4). Refuses, before creating anything, dtypes
-// without a torch typed storage (float8, uint16/32/64) and extra sections (not yet written).
+// A torch.save zip. A bare state_dict becomes an OrderedDict of the model's tensors (parameters
+// and buffers, in order) that torch.load(weights_only=True) loads; a checkpoint (metadata under
+// kTorchCheckpointKey, or extra sections) becomes the dict torch had, with the model's
+// OrderedDict, the extra sections' tensors (an optimizer's state) and the metadata in place.
+// Roles and metadata also ride in an entry torch ignores (format-spec/conventions.md §4).
+// Refuses, before creating anything, dtypes torch 1.13 cannot load (float8, uint16/32/64).
 void write_pytorch(Source& source, const std::filesystem::path& path, const WriteOptions& options = {});
 
 }  // namespace ckpt

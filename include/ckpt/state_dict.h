@@ -42,6 +42,7 @@ enum class RoleSource {
   metadata,   // recorded by ckpt's convention in a format without a slot for roles
   heuristic,  // inferred from dtypes and names (see format-spec/conventions.md)
   module,     // read from a pickled module's _parameters and _buffers (torch.save(model))
+  torchscript,  // read from the __parameters__ and __buffers__ of TorchScript classes (torch.jit.save)
   none,       // not applicable (no tensors)
 };
 const char* role_source_name(RoleSource source) noexcept;

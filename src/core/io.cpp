@@ -32,7 +32,7 @@ std::vector<FormatHandler> make_registry() {
        {".ckpt.h5", ".h5", ".hdf5", ".ckpt"}, sniff_ckpt_h5, open_ckpt_h5, write_ckpt_h5},
       {"safetensors", "huggingface safetensors; roles kept in __metadata__ (format-spec/conventions.md)",
        {".safetensors"}, sniff_safetensors, open_safetensors, write_safetensors},
-      {"pytorch", "torch.save files (zip and legacy; writes zip state_dicts)", {".pt", ".pth"},
+      {"pytorch", "torch.save and torch.jit.save files (zip and legacy; writes state_dicts and checkpoints)", {".pt", ".pth", ".bin"},
        detail::pytorch::sniff, open_pytorch, write_pytorch},
   };
 }

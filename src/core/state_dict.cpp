@@ -27,6 +27,7 @@ const char* role_source_name(RoleSource source) noexcept {
     case RoleSource::metadata: return "metadata";
     case RoleSource::heuristic: return "heuristic";
     case RoleSource::module: return "module";
+    case RoleSource::torchscript: return "torchscript";
     case RoleSource::none: return "none";
   }
   return "unknown";

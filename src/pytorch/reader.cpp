@@ -4,6 +4,7 @@
 #include <array>
 #include <cstring>
 #include <map>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -43,17 +44,40 @@ constexpr std::array<std::pair<std::string_view, DType>, 12> kStorageTypes{{
 // allow-listing: ckpt never constructs anything. Any other call is refused as unsafe.
 bool allowed_call(const std::string& name) {
   return name == "collections.OrderedDict" || name == "torch._utils._rebuild_tensor_v2" ||
-         name == "torch._utils._rebuild_parameter" || name == "builtins.set" || name == "__builtin__.set" ||
-         name == "_codecs.encode";
+         name == "torch._utils._rebuild_tensor_v3" || name == "torch._utils._rebuild_parameter" ||
+         name == "torch._utils._rebuild_parameter_with_state" || name == "builtins.set" ||
+         name == "__builtin__.set" || name == "_codecs.encode" ||
+         // TorchScript's typed containers (torch/jit/_pickle.py): pure data, lists and tags.
+         name == "torch.jit._pickle.build_intlist" || name == "torch.jit._pickle.build_doublelist" ||
+         name == "torch.jit._pickle.build_boollist" || name == "torch.jit._pickle.build_tensorlist" ||
+         name == "torch.jit._pickle.restore_type_tag";
 }
+
+// The dtypes _rebuild_tensor_v3 names (GLOBAL torch.<dtype>), for storages without a type.
+constexpr std::array<std::pair<std::string_view, DType>, 17> kTorchDtypes{{
+    {"torch.float64", DType::float64},   {"torch.float32", DType::float32},
+    {"torch.float16", DType::float16},   {"torch.bfloat16", DType::bfloat16},
+    {"torch.float8_e4m3fn", DType::float8_e4m3fn}, {"torch.float8_e5m2", DType::float8_e5m2},
+    {"torch.int64", DType::int64},       {"torch.int32", DType::int32},
+    {"torch.int16", DType::int16},       {"torch.int8", DType::int8},
+    {"torch.uint64", DType::uint64},     {"torch.uint32", DType::uint32},
+    {"torch.uint16", DType::uint16},     {"torch.uint8", DType::uint8},
+    {"torch.bool", DType::bool_},        {"torch.complex64", DType::complex64},
+    {"torch.complex128", DType::complex128},
+}};
+
+constexpr std::size_t kNoStorage = static_cast<std::size_t>(-1);
 
 struct Storage {
   std::string key;  // data/<key> in the zip; the key in the legacy format's list
-  DType dtype;
-  std::uint64_t numel;
+  std::optional<DType> dtype;  // a typed storage; none for UntypedStorage (bytes)
+  std::uint64_t nbytes = 0;
   const detail::zip::Entry* entry = nullptr;  // zip format
   std::uint64_t data_offset = 0;              // of the bytes in the file, when stored in place
   bool located = false;
+  // A legacy storage view: a slice of another storage (root), starting root_offset bytes in.
+  std::size_t root = kNoStorage;
+  std::uint64_t root_offset = 0;
 };
 
 // Legacy files (before PyTorch 1.6, or _use_new_zipfile_serialization=False) start with the
@@ -122,11 +146,12 @@ class PytorchReader final : public Reader {
     std::shared_ptr<const void> owner;
     if (in_place) {
       bytes = mapping_->bytes().subspan(static_cast<std::size_t>(storage.data_offset),
-                                        static_cast<std::size_t>(storage.numel * itemsize));
+                                        static_cast<std::size_t>(storage.nbytes));
       owner = mapping_;
     } else {
       auto copy = std::make_shared<std::vector<std::byte>>(archive_->read(*storage.entry));
-      bytes = *copy;
+      bytes = std::span<const std::byte>(*copy).subspan(static_cast<std::size_t>(storage.root_offset),
+                                                         static_cast<std::size_t>(storage.nbytes));
       owner = copy;
     }
     const std::byte* base = bytes.data() + view.offset * itemsize;
@@ -210,22 +235,32 @@ class PytorchReader final : public Reader {
       if (it == storage_index_.end())
         fail(ErrorCode::format, name_, "legacy storage {} at offset {} is not used by any tensor", quote(key), pos);
       Storage& s = storages_[it->second];
+      if (s.root != kNoStorage)
+        fail(ErrorCode::format, name_, "legacy storage key {} names a view, not a storage", quote(key));
       if (file.size() - pos < 8) fail(ErrorCode::format, name_, "legacy storage {}: file ends at offset {}", quote(key), pos);
       const auto count = detail::load_le<std::uint64_t>(file.data() + pos);
-      if (count != s.numel)
+      const std::uint64_t numel = s.nbytes / element_size(s);
+      if (count != numel)
         fail(ErrorCode::format, name_, "legacy storage {} at offset {} holds {} elements, the pickle says {}", quote(key),
-             pos, count, s.numel);
-      const std::uint64_t bytes = s.numel * dtype_size(s.dtype);  // overflow checked when recorded
-      if (bytes > file.size() - pos - 8)
-        fail(ErrorCode::format, name_, "legacy storage {} at offset {} needs {} bytes, {} remain", quote(key), pos, bytes,
-             file.size() - pos - 8);
+             pos, count, numel);
+      if (s.nbytes > file.size() - pos - 8)
+        fail(ErrorCode::format, name_, "legacy storage {} at offset {} needs {} bytes, {} remain", quote(key), pos,
+             s.nbytes, file.size() - pos - 8);
       s.data_offset = pos + 8;
       s.located = true;
-      pos += 8 + static_cast<std::size_t>(bytes);
+      pos += 8 + static_cast<std::size_t>(s.nbytes);
+    }
+    for (auto& s : storages_) {
+      if (s.root == kNoStorage) continue;
+      const Storage& root = storages_[s.root];
+      s.data_offset = root.data_offset + s.root_offset;
+      s.located = root.located;
     }
     for (const auto& s : storages_)
       if (!s.located) fail(ErrorCode::format, name_, "legacy storage {} has no data", quote(s.key));
   }
+
+  static std::size_t element_size(const Storage& s) { return s.dtype ? dtype_size(*s.dtype) : 1; }
 
   // Roles and metadata that ckpt wrote beside the pickle (format-spec/conventions.md §4).
   void apply_roles(const detail::zip::Entry& entry) {
@@ -294,6 +329,9 @@ class PytorchReader final : public Reader {
     return out;
   }
 
+  // A storage: the persistent id ('storage', type, key, location, numel[, view]). Typed storages
+  // count elements; UntypedStorage counts bytes. The legacy format's sixth field, when not None,
+  // is (view_key, offset, size): the storage is a slice of the storage `key`, in its elements.
   std::size_t storage(const pk::Graph& g, pk::NodeId id, const std::string& key) {
     const auto& n = g.at(id);
     if (n.kind != pk::Kind::persistent) bad(key, "the storage is not a persistent id");
@@ -302,60 +340,113 @@ class PytorchReader final : public Reader {
         g.at(pid.items[0]).text != "storage")
       bad(key, "the persistent id is not ('storage', type, key, location, numel)");
     const std::string type = g.global_name(pid.items[1]);
-    const auto found = std::find_if(kStorageTypes.begin(), kStorageTypes.end(), [&](auto& p) { return p.first == type; });
-    if (found == kStorageTypes.end())
-      fail(ErrorCode::unsupported, name_, "data.pkl, value of {}: storage type {} is not supported", quote(key), quote(type));
+    std::optional<DType> dtype;
+    if (type != "torch.UntypedStorage") {
+      const auto found = std::find_if(kStorageTypes.begin(), kStorageTypes.end(), [&](auto& p) { return p.first == type; });
+      if (found == kStorageTypes.end())
+        fail(ErrorCode::unsupported, name_, "data.pkl, value of {}: storage type {} is not supported", quote(key), quote(type));
+      dtype = found->second;
+    }
+    const std::size_t itemsize = dtype ? dtype_size(*dtype) : 1;
     const auto& storage_key = g.at(pid.items[2]);
     if (storage_key.kind != pk::Kind::string) bad(key, "the storage key is not a string");
     const std::int64_t numel = integer(g, pid.items[4], key, "the storage size");
     if (numel < 0) bad(key, "the storage size is negative");
-    auto it = storage_index_.find(storage_key.text);
+    const auto nbytes = detail::checked_mul(static_cast<std::uint64_t>(numel), itemsize);
+    if (!nbytes) bad(key, fmt::format("storage {} of {} elements overflows", quote(storage_key.text), numel));
+    std::size_t index = find_or_add_storage(storage_key.text, dtype, *nbytes, key);
+    if (archive_ || pid.items.size() < 6 || g.at(pid.items[5]).kind == pk::Kind::none) {
+      if (archive_ && pid.items.size() > 5 && g.at(pid.items[5]).kind != pk::Kind::none)
+        bad(key, "a storage view in a zip checkpoint (only the legacy format has them)");
+      return index;
+    }
+    // A legacy storage view.
+    const auto& view = g.at(pid.items[5]);
+    if (view.kind != pk::Kind::tuple || view.items.size() != 3 || g.at(view.items[0]).kind != pk::Kind::string)
+      bad(key, "the storage view is not (key, offset, size)");
+    const std::int64_t offset = integer(g, view.items[1], key, "the storage view offset");
+    const std::int64_t size = integer(g, view.items[2], key, "the storage view size");
+    if (offset < 0 || size < 0 || static_cast<std::uint64_t>(offset) > static_cast<std::uint64_t>(numel) ||
+        static_cast<std::uint64_t>(size) > static_cast<std::uint64_t>(numel - offset))
+      bad(key, fmt::format("storage view {} (offset {}, size {}) lies outside storage {} of {} elements",
+                           quote(g.at(view.items[0]).text), offset, size, quote(storage_key.text), numel));
+    const std::size_t root = index;
+    index = find_or_add_storage(g.at(view.items[0]).text, dtype, static_cast<std::uint64_t>(size) * itemsize, key);
+    Storage& v = storages_[index];
+    const std::uint64_t root_offset = static_cast<std::uint64_t>(offset) * itemsize;
+    if (v.root == kNoStorage && index != root) {
+      v.root = root;
+      v.root_offset = root_offset;
+    } else if (v.root != root || v.root_offset != root_offset) {
+      bad(key, fmt::format("storage view {} is described twice, differently", quote(v.key)));
+    }
+    return index;
+  }
+
+  std::size_t find_or_add_storage(const std::string& storage_key, std::optional<DType> dtype, std::uint64_t nbytes,
+                                  const std::string& key) {
+    auto it = storage_index_.find(storage_key);
     if (it != storage_index_.end()) {  // shared storage (tied weights): described once
       const Storage& s = storages_[it->second];
-      if (s.dtype != found->second || s.numel != static_cast<std::uint64_t>(numel))
-        bad(key, fmt::format("storage {} is described twice, differently", quote(storage_key.text)));
+      if (s.dtype != dtype || s.nbytes != nbytes)
+        bad(key, fmt::format("storage {} is described twice, differently", quote(storage_key)));
       return it->second;
     }
-    Storage s{storage_key.text, found->second, static_cast<std::uint64_t>(numel)};
-    const auto bytes = detail::checked_mul(s.numel, dtype_size(s.dtype));
-    if (!bytes) bad(key, fmt::format("storage {} of {} elements overflows", quote(s.key), numel));
+    Storage s{storage_key, dtype, nbytes};
     if (archive_) {
       s.entry = archive_->find(prefix_ + "data/" + s.key);
       if (!s.entry) bad(key, fmt::format("storage {} has no zip entry {}data/{}", quote(s.key), prefix_, s.key));
-      if (*bytes > s.entry->size)
-        bad(key, fmt::format("storage {} claims {} elements of {}, but its entry holds {} bytes", quote(s.key), numel,
-                             dtype_name(s.dtype), s.entry->size));
+      if (nbytes > s.entry->size)
+        bad(key, fmt::format("storage {} claims {} bytes, but its entry holds {}", quote(s.key), nbytes, s.entry->size));
       s.data_offset = s.entry->data_offset;
       s.located = true;
-    } else if (pid.items.size() > 5 && g.at(pid.items[5]).kind != pk::Kind::none) {
-      fail(ErrorCode::unsupported, name_, "data.pkl, value of {}: legacy storage views are not supported", quote(key));
     }
     storages_.push_back(std::move(s));
-    storage_index_.emplace(storage_key.text, storages_.size() - 1);
+    storage_index_.emplace(storage_key, storages_.size() - 1);
     return storages_.size() - 1;
   }
 
-  // A tensor: _rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata]),
-  // possibly wrapped in _rebuild_parameter(tensor, requires_grad, hooks).
+  // A tensor: _rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata])
+  // on a typed storage, or _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks,
+  // dtype[, metadata]) on an UntypedStorage; possibly wrapped in _rebuild_parameter(tensor,
+  // requires_grad, hooks) or _rebuild_parameter_with_state(tensor, requires_grad, hooks, state).
+  // Offsets and strides count elements of the tensor's dtype.
   void add_tensor(const pk::Graph& g, pk::NodeId id, const std::string& key) {
     const pk::Node* n = &g.at(id);
-    if (g.global_name(id) == "torch._utils._rebuild_parameter") {
+    if (const std::string wrapper = g.global_name(id);
+        wrapper == "torch._utils._rebuild_parameter" || wrapper == "torch._utils._rebuild_parameter_with_state") {
       const auto& args = g.at(n->args);
       if (args.kind != pk::Kind::tuple || args.items.empty()) bad(key, "_rebuild_parameter without arguments");
       id = args.items[0];
       n = &g.at(id);
     }
-    if (g.global_name(id) != "torch._utils._rebuild_tensor_v2") bad(key, "not a tensor");
+    const std::string rebuild = g.global_name(id);
+    const bool v3 = rebuild == "torch._utils._rebuild_tensor_v3";
+    if (rebuild != "torch._utils._rebuild_tensor_v2" && !v3) bad(key, "not a tensor");
     const auto& args = g.at(n->args);
-    if (args.kind != pk::Kind::tuple || args.items.size() < 4) bad(key, "_rebuild_tensor_v2 needs at least 4 arguments");
+    if (args.kind != pk::Kind::tuple || args.items.size() < (v3 ? 7u : 4u))
+      bad(key, v3 ? "_rebuild_tensor_v3 needs at least 7 arguments" : "_rebuild_tensor_v2 needs at least 4 arguments");
     View view;
     view.storage = storage(g, args.items[0], key);
+    const Storage& storage = storages_[view.storage];
+    TensorInfo info;
+    info.name = key;
+    if (v3) {
+      const std::string dtype = g.global_name(args.items[6]);
+      const auto found = std::find_if(kTorchDtypes.begin(), kTorchDtypes.end(), [&](auto& p) { return p.first == dtype; });
+      if (g.at(args.items[6]).kind != pk::Kind::global || found == kTorchDtypes.end())
+        fail(ErrorCode::unsupported, name_, "data.pkl, value of {}: dtype {} is not supported", quote(key),
+             quote(dtype.empty() ? pk::render(g, args.items[6], 1) : dtype));
+      info.dtype = found->second;
+      if (storage.dtype && *storage.dtype != info.dtype)
+        bad(key, fmt::format("a {} tensor on a {} storage", dtype_name(info.dtype), dtype_name(*storage.dtype)));
+    } else {
+      if (!storage.dtype) bad(key, "_rebuild_tensor_v2 on an UntypedStorage (no dtype)");
+      info.dtype = *storage.dtype;
+    }
     const std::int64_t offset = integer(g, args.items[1], key, "the storage offset");
     if (offset < 0) bad(key, "the storage offset is negative");
     view.offset = static_cast<std::uint64_t>(offset);
-    TensorInfo info;
-    info.name = key;
-    info.dtype = storages_[view.storage].dtype;
     info.shape = integers(g, args.items[2], key, "the size");
     const auto stride = integers(g, args.items[3], key, "the stride");
     if (stride.size() != info.shape.size()) bad(key, "size and stride differ in rank");
@@ -369,6 +460,7 @@ class PytorchReader final : public Reader {
       bad(key, fmt::format("size {} overflows", shape_to_string(info.shape)));
     }
     if (numel > 0) {
+      const std::uint64_t capacity = storage.nbytes / dtype_size(info.dtype);
       std::uint64_t last = view.offset;
       for (std::size_t k = 0; k < stride.size(); ++k) {
         const auto step = detail::checked_mul(static_cast<std::uint64_t>(info.shape[k] - 1), view.stride[k]);
@@ -376,9 +468,9 @@ class PytorchReader final : public Reader {
         if (!sum) bad(key, "the view overflows");
         last = *sum;
       }
-      if (last >= storages_[view.storage].numel)
+      if (last >= capacity)
         bad(key, fmt::format("the view (offset {}, size {}, stride [{}]) reaches element {} of a storage of {}", offset,
-                             shape_to_string(info.shape), fmt::join(stride, ", "), last, storages_[view.storage].numel));
+                             shape_to_string(info.shape), fmt::join(stride, ", "), last, capacity));
     }
     infos_.push_back(std::move(info));
     views_.push_back(std::move(view));
@@ -387,7 +479,8 @@ class PytorchReader final : public Reader {
   static bool is_tensor(const pk::Graph& g, pk::NodeId id) {
     const std::string callable = g.global_name(id);
     return g.at(id).kind == pk::Kind::object &&
-           (callable == "torch._utils._rebuild_tensor_v2" || callable == "torch._utils._rebuild_parameter");
+           (callable == "torch._utils._rebuild_tensor_v2" || callable == "torch._utils._rebuild_tensor_v3" ||
+            callable == "torch._utils._rebuild_parameter" || callable == "torch._utils._rebuild_parameter_with_state");
   }
   static bool is_dict(const pk::Graph& g, pk::NodeId id) {
     const auto& n = g.at(id);
@@ -407,7 +500,9 @@ class PytorchReader final : public Reader {
   }
 
   // A value that is not a tensor, as metadata (lists and tuples as arrays, sets too).
-  Metadata to_metadata(const pk::Graph& g, pk::NodeId id, const std::string& path, std::size_t depth) {
+  // A value that is not a tensor, as metadata (lists, tuples and sets as arrays). `where` is its
+  // key path (dict keys, list indices); the paths of tuples are recorded so writers can restore them.
+  Metadata to_metadata(const pk::Graph& g, pk::NodeId id, const std::string& path, Metadata& where, std::size_t depth) {
     const auto& n = g.at(id);
     if (depth > 64) fail(ErrorCode::unsupported, name_, "data.pkl, {}: nested too deeply", quote(path));
     switch (n.kind) {
@@ -419,14 +514,24 @@ class PytorchReader final : public Reader {
       case pk::Kind::list:
       case pk::Kind::tuple:
       case pk::Kind::set: {
+        if (n.kind == pk::Kind::tuple) tuple_paths_.push_back(where);
         Metadata array = Metadata::array();
-        for (auto item : n.items) array.push_back(to_metadata(g, item, path, depth + 1));
+        for (std::size_t i = 0; i < n.items.size(); ++i) {
+          where.push_back(i);
+          array.push_back(to_metadata(g, n.items[i], path, where, depth + 1));
+          where.erase(where.size() - 1);
+        }
         return array;
       }
       default:
         if (is_dict(g, id)) {
           Metadata object = Metadata::object();
-          for (const auto& [k, v] : n.entries) object[key_text(g, k, ", " + quote(path))] = to_metadata(g, v, path, depth + 1);
+          for (const auto& [k, v] : n.entries) {
+            const std::string key = key_text(g, k, ", " + quote(path));
+            where.push_back(key);
+            object[key] = to_metadata(g, v, path, where, depth + 1);
+            where.erase(where.size() - 1);
+          }
           return object;
         }
         fail(ErrorCode::unsupported, name_, "data.pkl, value of {} is {}, which ckpt does not read", quote(path),
@@ -440,6 +545,10 @@ class PytorchReader final : public Reader {
   void walk(const pk::Graph& g, pk::NodeId dict, const std::vector<std::string>& path, pk::NodeId model,
             Metadata& metadata, const BufferRule& is_buffer) {
     if (path.size() > 64) fail(ErrorCode::unsupported, name_, "data.pkl: dicts nested too deeply");
+    // Dicts keyed by integers (an optimizer's state) are recorded so that writers can restore them.
+    if (std::any_of(g.at(dict).entries.begin(), g.at(dict).entries.end(),
+                    [&](const auto& kv) { return g.at(kv.first).kind == pk::Kind::integer; }))
+      int_key_paths_.push_back(path);
     for (const auto& [k, v] : g.at(dict).entries) {
       std::vector<std::string> here = path;
       here.push_back(key_text(g, k, ""));
@@ -463,7 +572,8 @@ class PytorchReader final : public Reader {
         walk(g, v, here, model, child, is_buffer);
         if (!child.empty() || g.at(v).entries.empty()) metadata[here.back()] = std::move(child);
       } else {
-        metadata[here.back()] = to_metadata(g, v, dotted, 0);
+        Metadata where(here);
+        metadata[here.back()] = to_metadata(g, v, dotted, where, 0);
       }
     }
   }
@@ -527,7 +637,117 @@ class PytorchReader final : public Reader {
       }
   }
 
+  // TorchScript (torch.jit.save): data.pkl holds the module tree as objects of generated classes
+  // (__torch__.<module path>.<Class>) whose BUILD state maps attribute names to values. Which
+  // attributes are parameters and buffers is written only in the generated code,
+  // code/__torch__/<module path>.py:
+  //     class Linear(Module):
+  //       __parameters__ = ["weight", "bias", ]
+  //       __buffers__ = []
+  // That code is read as text for these two lines and never run. TorchScript does not record
+  // whether a buffer is persistent; its state_dict() holds them all, so all are marked persistent.
+  struct ScriptClass {
+    std::vector<std::string> parameters, buffers;
+  };
+
+  bool is_torchscript(const pk::Graph& g) const {
+    const pk::Node& root = g.at(g.root());
+    if (!archive_ || root.kind != pk::Kind::object || !root.newobj || !g.global_name(g.root()).starts_with("__torch__."))
+      return false;
+    return std::any_of(archive_->entries().begin(), archive_->entries().end(),
+                       [&](const auto& e) { return e.name.starts_with(prefix_ + "code/"); });
+  }
+
+  // The lists of a TorchScript class; nullptr when it has none (a scripted class, not a module).
+  const ScriptClass* script_class(const std::string& qualified) {
+    if (auto it = script_classes_.find(qualified); it != script_classes_.end()) return it->second ? &*it->second : nullptr;
+    const auto dot = qualified.rfind('.');
+    std::string module = qualified.substr(0, dot);
+    const std::string cls = qualified.substr(dot + 1);
+    std::replace(module.begin(), module.end(), '.', '/');
+    const std::string entry_name = prefix_ + "code/" + module + ".py";
+    const auto* entry = archive_->find(entry_name);
+    if (!entry) fail(ErrorCode::format, name_, "TorchScript class {} has no code entry {}", quote(qualified), quote(entry_name));
+    const auto bytes = archive_->read(*entry);
+    const std::string_view code(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    const std::string header = "class " + cls + "(";
+    std::size_t at = code.starts_with(header) ? 0 : code.find("\n" + header);
+    if (at == std::string_view::npos) fail(ErrorCode::format, name_, "{} does not define class {}", quote(entry_name), quote(cls));
+    ScriptClass out;
+    bool seen_parameters = false, seen_buffers = false;
+    // The class body: the lines after its header that are indented.
+    for (std::size_t line = code.find('\n', at + 1); line != std::string_view::npos && line + 1 < code.size();) {
+      const std::size_t end = std::min(code.find('\n', line + 1), code.size());
+      const std::string_view text = code.substr(line + 1, end - line - 1);
+      if (!text.empty() && text[0] != ' ') break;
+      auto list = [&](std::string_view field, std::vector<std::string>& names, bool& seen) {
+        const std::string prefix = "  " + std::string(field) + " = [";
+        if (!text.starts_with(prefix)) return;
+        seen = true;
+        names = quoted_names(text.substr(prefix.size()), entry_name, field);
+      };
+      list("__parameters__", out.parameters, seen_parameters);
+      list("__buffers__", out.buffers, seen_buffers);
+      line = end;
+    }
+    auto& slot = script_classes_[qualified];
+    if (seen_parameters && seen_buffers) slot = std::move(out);
+    return slot ? &*slot : nullptr;
+  }
+
+  // The names of `"a", "b", ]`: the list as TorchScript prints it (identifiers, double quotes).
+  std::vector<std::string> quoted_names(std::string_view text, const std::string& entry, std::string_view field) {
+    std::vector<std::string> names;
+    for (std::size_t i = 0;;) {
+      while (i < text.size() && (text[i] == ' ' || text[i] == ',')) ++i;
+      if (i < text.size() && text[i] == ']') return names;
+      const std::size_t close = i < text.size() && text[i] == '"' ? text.find('"', i + 1) : std::string_view::npos;
+      if (close == std::string_view::npos || text.substr(i, close - i).find('\\') != std::string_view::npos)
+        fail(ErrorCode::format, name_, "{}: {} is not a list of quoted names", quote(entry), field);
+      names.emplace_back(text.substr(i + 1, close - i - 1));
+      i = close + 1;
+    }
+  }
+
+  // A scripted module's tensors in state_dict order: its parameters, its buffers, then its
+  // submodules (attributes holding objects of TorchScript module classes) in attribute order.
+  void walk_script_module(const pk::Graph& g, pk::NodeId id, const std::string& prefix, std::size_t depth) {
+    if (depth > 256) fail(ErrorCode::unsupported, name_, "data.pkl: modules nested too deeply");
+    const pk::Node& object = g.at(id);
+    const std::string cls = g.global_name(id);
+    if (object.state == pk::kNoNode || g.at(object.state).kind != pk::Kind::dict)
+      fail(ErrorCode::format, name_, "data.pkl: TorchScript module {} ({}) has no attribute dict", quote(prefix), quote(cls));
+    const pk::Node& state = g.at(object.state);
+    const ScriptClass* script = script_class(cls);
+    if (!script)
+      fail(ErrorCode::format, name_, "data.pkl: TorchScript class {} lists no __parameters__ and __buffers__", quote(cls));
+    for (const bool buffers : {false, true})
+      for (const std::string& name : buffers ? script->buffers : script->parameters) {
+        const pk::NodeId v = member(g, state, name);
+        if (v == pk::kNoNode) fail(ErrorCode::format, name_, "data.pkl: TorchScript module {} has no attribute {}",
+                                   quote(prefix.empty() ? cls : prefix), quote(name));
+        if (g.at(v).kind == pk::Kind::none) continue;  // e.g. bias=False
+        add_tensor(g, v, prefix + name);
+        if (buffers) {
+          infos_.back().role = Role::buffer;
+          infos_.back().collection = std::string(kDefaultBufferCollection);
+        }
+      }
+    for (const auto& [k, v] : state.entries) {
+      const pk::Node& child = g.at(v);
+      if (child.kind == pk::Kind::object && child.newobj && g.global_name(v).starts_with("__torch__.") &&
+          child.state != pk::kNoNode && g.at(child.state).kind == pk::Kind::dict && script_class(g.global_name(v)))
+        walk_script_module(g, v, prefix + key_text(g, k, "") + ".", depth + 1);
+    }
+  }
+
   void interpret(const pk::Graph& g) {
+    if (is_torchscript(g)) {
+      role_source_ = RoleSource::torchscript;
+      metadata_["module"] = g.global_name(g.root());
+      walk_script_module(g, g.root(), "", 0);
+      return;
+    }
     if (is_module(g, g.root())) {
       role_source_ = RoleSource::module;
       metadata_["module"] = g.global_name(g.at(g.root()).first);
@@ -567,6 +787,16 @@ class PytorchReader final : public Reader {
     }
     const BufferRule is_buffer(options_.buffer_regex);
     walk(g, g.root(), {}, model, metadata_, is_buffer);
+    // A checkpoint rather than a bare state_dict: record its shape so that it can be written back
+    // as torch had it (format-spec/conventions.md §4).
+    const bool extras = std::any_of(infos_.begin(), infos_.end(), [](auto& i) { return i.role == Role::extra; });
+    if (!model_key_.empty() || extras || !int_key_paths_.empty() || !tuple_paths_.empty()) {
+      Metadata shape = Metadata::object();
+      shape["model_key"] = model_key_;
+      shape["int_keys"] = int_key_paths_;
+      shape["tuples"] = tuple_paths_;
+      metadata_[std::string(kTorchCheckpointKey)] = std::move(shape);
+    }
   }
 
   std::string name_;
@@ -578,6 +808,9 @@ class PytorchReader final : public Reader {
   std::vector<Storage> storages_;
   std::map<std::string, std::size_t> storage_index_;
   std::vector<View> views_;  // parallel to infos_
+  std::map<std::string, std::optional<ScriptClass>> script_classes_;
+  std::vector<std::vector<std::string>> int_key_paths_;
+  std::vector<Metadata> tuple_paths_;  // key paths of metadata arrays that were tuples
 };
 
 }  // namespace
@@ -589,7 +822,14 @@ bool sniff(std::span<const std::byte> head, std::uint64_t) {
   if (head.size() < 30 || load_le<std::uint32_t>(head.data()) != 0x04034b50) return false;
   const auto name_len = load_le<std::uint16_t>(head.data() + 26);
   if (30u + name_len > head.size()) return false;
-  return std::string_view(reinterpret_cast<const char*>(head.data()) + 30, name_len).ends_with("/data.pkl");
+  // The first entry is <folder>/data.pkl in torch.save files, <folder>/data/<n> or
+  // <folder>/.data/... in TorchScript archives; the folder is any name.
+  const std::string_view name(reinterpret_cast<const char*>(head.data()) + 30, name_len);
+  const auto slash = name.find('/');
+  if (slash == std::string_view::npos || slash == 0) return false;
+  const std::string_view rest = name.substr(slash + 1);
+  return rest == "data.pkl" || rest == "byteorder" || rest == ".format_version" || rest.starts_with("data/") ||
+         rest.starts_with(".data/") || rest.starts_with("code/") || rest == "constants.pkl" || rest == "version";
 }
 
 }  // namespace detail::pytorch
