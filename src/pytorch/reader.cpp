@@ -73,7 +73,7 @@ struct Storage {
   std::optional<DType> dtype;  // a typed storage; none for UntypedStorage (bytes)
   std::uint64_t nbytes = 0;
   const detail::zip::Entry* entry = nullptr;  // zip format
-  std::uint64_t data_offset = 0;              // of the bytes in the file, when stored in place
+  std::uint64_t data_offset = 0;              // legacy format: of the bytes in the file
   bool located = false;
   // A legacy storage view: a slice of another storage (root), starting root_offset bytes in.
   std::size_t root = kNoStorage;
@@ -142,10 +142,12 @@ class PytorchReader final : public Reader {
     const std::uint64_t numel = shape_numel(info.shape);
     if (numel == 0) return Tensor::zeros(info.dtype, info.shape);
     const bool in_place = storage.entry == nullptr || storage.entry->method == 0;
+    const std::uint64_t data_offset =
+        storage.entry ? archive_->data_offset(*storage.entry) + storage.root_offset : storage.data_offset;
     std::span<const std::byte> bytes;
     std::shared_ptr<const void> owner;
     if (in_place) {
-      bytes = mapping_->bytes().subspan(static_cast<std::size_t>(storage.data_offset),
+      bytes = mapping_->bytes().subspan(static_cast<std::size_t>(data_offset),
                                         static_cast<std::size_t>(storage.nbytes));
       owner = mapping_;
     } else {
@@ -158,12 +160,12 @@ class PytorchReader final : public Reader {
     if (contiguous(info.shape, view.stride) && !big_endian_) {
       const bool aligned = reinterpret_cast<std::uintptr_t>(base) % itemsize == 0;
       if (options_.zero_copy && aligned && in_place) {
-        mapping_->prefetch(storage.data_offset + view.offset * itemsize, numel * itemsize);
+        mapping_->prefetch(data_offset + view.offset * itemsize, numel * itemsize);
         return Tensor::view(info.dtype, info.shape, base, owner);
       }
       if (in_place) {  // pread: no page of the mapping is faulted in (and kept) for a copy
         Tensor out = Tensor::uninitialized(info.dtype, info.shape);
-        detail::read_at(fd_.get(), storage.data_offset + view.offset * itemsize, out.mutable_bytes(), false, name_);
+        detail::read_at(fd_.get(), data_offset + view.offset * itemsize, out.mutable_bytes(), false, name_);
         return out;
       }
       return Tensor::copy_of(info.dtype, info.shape, {base, static_cast<std::size_t>(numel * itemsize)});
@@ -398,8 +400,7 @@ class PytorchReader final : public Reader {
       if (!s.entry) bad(key, fmt::format("storage {} has no zip entry {}data/{}", quote(s.key), prefix_, s.key));
       if (nbytes > s.entry->size)
         bad(key, fmt::format("storage {} claims {} bytes, but its entry holds {}", quote(s.key), nbytes, s.entry->size));
-      s.data_offset = s.entry->data_offset;
-      s.located = true;
+      s.located = true;  // data_offset: from the local header, when first read
     }
     storages_.push_back(std::move(s));
     storage_index_.emplace(storage_key, storages_.size() - 1);

@@ -23,14 +23,15 @@ constexpr std::uint64_t kMaxDeflateRatio = 1032;  // the most deflate can expand
 
 }  // namespace
 
+const std::byte* Archive::at(std::uint64_t offset, std::uint64_t size, const char* what) const {
+  if (offset > file_.size() || size > file_.size() - offset)
+    fail(ErrorCode::format, name_, "zip {} at offset {} ({} bytes) extends past the end of the file ({} bytes)", what,
+         offset, size, file_.size());
+  return file_.data() + offset;
+}
+
 Archive::Archive(std::span<const std::byte> file, std::string name, const ZipLimits& limits)
     : file_(file), name_(std::move(name)), limits_(limits) {
-  auto at = [&](std::uint64_t offset, std::uint64_t size, const char* what) -> const std::byte* {
-    if (offset > file_.size() || size > file_.size() - offset)
-      fail(ErrorCode::format, name_, "zip {} at offset {} ({} bytes) extends past the end of the file ({} bytes)", what,
-           offset, size, file_.size());
-    return file_.data() + offset;
-  };
   // The end record is in the last 22 + 65535 bytes (it ends with a comment of up to 64 KiB).
   if (file_.size() < kEndSize) fail(ErrorCode::format, name_, "file of {} bytes is too short for a zip", file_.size());
   std::uint64_t end = file_.size() - kEndSize;
@@ -103,11 +104,10 @@ Archive::Archive(std::span<const std::byte> file, std::string name, const ZipLim
     if (entry.method == 0 && entry.size != entry.compressed_size)
       fail(ErrorCode::format, name_, "zip entry {} is stored but its sizes differ ({} and {})", quote(entry.name),
            entry.compressed_size, entry.size);
-    const std::byte* l = at(local, kLocalSize, "local header");
-    if (load_le<std::uint32_t>(l) != kLocalSignature)
-      fail(ErrorCode::format, name_, "zip entry {}: local header at offset {} has a wrong signature", quote(entry.name), local);
-    entry.data_offset = local + kLocalSize + load_le<std::uint16_t>(l + 26) + load_le<std::uint16_t>(l + 28);
-    (void)at(entry.data_offset, entry.compressed_size, ("data of entry " + quote(entry.name)).c_str());
+    if (local > file_.size() || entry.compressed_size > file_.size() - local)
+      fail(ErrorCode::format, name_, "zip entry {}: {} bytes at offset {} lie past the end of the file ({} bytes)",
+           quote(entry.name), entry.compressed_size, local, file_.size());
+    entry.local_offset = local;
     entries_.push_back(std::move(entry));
   }
   for (std::size_t i = 0; i < entries_.size(); ++i)
@@ -120,9 +120,19 @@ const Entry* Archive::find(std::string_view name) const {
   return it == by_name_.end() ? nullptr : &entries_[it->second];
 }
 
+std::uint64_t Archive::data_offset(const Entry& entry) const {
+  const std::byte* l = at(entry.local_offset, kLocalSize, "local header");
+  if (load_le<std::uint32_t>(l) != kLocalSignature)
+    fail(ErrorCode::format, name_, "zip entry {}: local header at offset {} has a wrong signature", quote(entry.name),
+         entry.local_offset);
+  const std::uint64_t offset = entry.local_offset + kLocalSize + load_le<std::uint16_t>(l + 26) + load_le<std::uint16_t>(l + 28);
+  (void)at(offset, entry.compressed_size, ("data of entry " + quote(entry.name)).c_str());
+  return offset;
+}
+
 std::span<const std::byte> Archive::stored(const Entry& entry) const {
   if (entry.method != 0) fail(ErrorCode::invalid_argument, name_, "zip entry {} is not stored", quote(entry.name));
-  return file_.subspan(static_cast<std::size_t>(entry.data_offset), static_cast<std::size_t>(entry.size));
+  return file_.subspan(static_cast<std::size_t>(data_offset(entry)), static_cast<std::size_t>(entry.size));
 }
 
 std::vector<std::byte> Archive::read(const Entry& entry) const {
@@ -140,7 +150,7 @@ std::vector<std::byte> Archive::read(const Entry& entry) const {
     out.resize(static_cast<std::size_t>(entry.size));
     z_stream z{};
     if (inflateInit2(&z, -MAX_WBITS) != Z_OK) fail(ErrorCode::io, name_, "zlib cannot start inflating");
-    z.next_in = reinterpret_cast<Bytef*>(const_cast<std::byte*>(file_.data() + entry.data_offset));
+    z.next_in = reinterpret_cast<Bytef*>(const_cast<std::byte*>(file_.data() + data_offset(entry)));
     z.next_out = reinterpret_cast<Bytef*>(out.data());
     std::uint64_t in_left = entry.compressed_size, out_left = entry.size;
     int rc = Z_OK;

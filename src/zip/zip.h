@@ -24,8 +24,8 @@ struct Entry {
   std::uint16_t method = 0;  // 0 stored, 8 deflated
   std::uint32_t crc32 = 0;
   std::uint64_t compressed_size = 0;
-  std::uint64_t size = 0;         // uncompressed
-  std::uint64_t data_offset = 0;  // of the (compressed) data in the file
+  std::uint64_t size = 0;          // uncompressed
+  std::uint64_t local_offset = 0;  // of the local header in the file
 };
 
 struct ZipLimits {
@@ -35,12 +35,19 @@ struct ZipLimits {
 
 class Archive {
  public:
-  // Parses the end records and the central directory of `file` (the whole archive, mapped),
-  // and every entry's local header. Throws ckpt::Error (format/unsupported) naming `name`.
+  // Parses the end records and the central directory of `file` (the whole archive, mapped).
+  // Local headers are read when an entry's data is first asked for (data_offset): touching
+  // every one at open would fault in a page per entry, spread over the whole file, which is
+  // most of the cost of opening a large torch.save file. Throws ckpt::Error (format/unsupported)
+  // naming `name`.
   Archive(std::span<const std::byte> file, std::string name, const ZipLimits& limits = {});
 
   const std::vector<Entry>& entries() const noexcept { return entries_; }
   const Entry* find(std::string_view name) const;
+
+  // Where the entry's (compressed) data starts in the file, from its local header (checked:
+  // signature, and the data lies inside the file).
+  std::uint64_t data_offset(const Entry& entry) const;
 
   // The bytes of a stored entry, in place (no CRC check: that would read them all).
   std::span<const std::byte> stored(const Entry& entry) const;
@@ -48,6 +55,7 @@ class Archive {
   std::vector<std::byte> read(const Entry& entry) const;
 
  private:
+  const std::byte* at(std::uint64_t offset, std::uint64_t size, const char* what) const;
   std::span<const std::byte> file_;
   std::string name_;
   ZipLimits limits_;
