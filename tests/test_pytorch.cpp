@@ -4,6 +4,7 @@
 // that fixture when it is made). Files real torch writes are covered by peers/test_torch_peer.py.
 #include <catch2/catch.hpp>
 
+#include <complex>
 #include <cstring>
 
 #include "helpers.h"
@@ -51,4 +52,15 @@ TEST_CASE("legacy storage views read the slice of their root storage", "[pytorch
   CHECK(values<float>(state.at("in_view")) == std::vector<float>{3, 4});
   CHECK(values<float>(state.at("other_view")) == std::vector<float>{5});
   CHECK(values<float>(state.at("whole")) == std::vector<float>{0, 3, 1, 4, 2, 5});  // stride (1, 3)
+}
+
+TEST_CASE("big-endian files are byte-swapped, zip and legacy", "[pytorch]") {
+  for (const char* file : {"good/pt_big_endian.pt", "good/pt_big_endian.legacy.pt"}) {
+    INFO(file);
+    const StateDict state = load(file);
+    CHECK(values<float>(state.at("f32")) == std::vector<float>{1.5f, -2.0f});
+    CHECK(values<std::int16_t>(state.at("i16")) == std::vector<std::int16_t>{-300, 7});
+    CHECK(values<std::complex<float>>(state.at("c64")) == std::vector<std::complex<float>>{{1.0f, 2.0f}});
+    CHECK(values<float>(state.at("transposed")) == std::vector<float>{0, 3, 1, 4, 2, 5});
+  }
 }

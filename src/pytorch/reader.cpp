@@ -240,7 +240,8 @@ class PytorchReader final : public Reader {
       if (s.root != kNoStorage)
         fail(ErrorCode::format, name_, "legacy storage key {} names a view, not a storage", quote(key));
       if (file.size() - pos < 8) fail(ErrorCode::format, name_, "legacy storage {}: file ends at offset {}", quote(key), pos);
-      const auto count = detail::load_le<std::uint64_t>(file.data() + pos);
+      std::uint64_t count = detail::load_le<std::uint64_t>(file.data() + pos);  // written in the saver's byte order
+      if (big_endian_) count = __builtin_bswap64(count);
       const std::uint64_t numel = s.nbytes / element_size(s);
       if (count != numel)
         fail(ErrorCode::format, name_, "legacy storage {} at offset {} holds {} elements, the pickle says {}", quote(key),

@@ -36,7 +36,7 @@ def _global(module, name, obj):
     return obj
 
 
-for storage in ("UntypedStorage", "FloatStorage", "LongStorage", "QInt8Storage"):
+for storage in ("UntypedStorage", "FloatStorage", "LongStorage", "ShortStorage", "ComplexFloatStorage", "QInt8Storage"):
     _global(fake_torch, storage, type(storage, (), {}))
 for dtype in ("float32", "uint16", "uint32", "uint64", "float8_e4m3fn", "float8_e5m2", "int64", "quint4x2"):
     _global(fake_torch, dtype, type(dtype, (), {}))
@@ -93,21 +93,23 @@ def write_zip(path, entries, deflate=()):
             z.writestr(info, data)
 
 
-def pt(path, obj, storages, deflate=()):
+def pt(path, obj, storages, deflate=(), byteorder=None):
     entries = {"data.pkl": dumps(obj)}
+    if byteorder:
+        entries["byteorder"] = byteorder.encode()
     entries.update({f"data/{k}": v for k, v in storages.items()})
     entries["version"] = b"3\n"
     write_zip(path, entries, deflate)
 
 
-def legacy(path, obj, storages):
+def legacy(path, obj, storages, little_endian=True):
     """The legacy format: magic, protocol version, sys info, the object, the storage keys, data."""
     out = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2) + pickle.dumps(1001, protocol=2)
-    out += pickle.dumps({"protocol_version": 1001, "little_endian": True,
+    out += pickle.dumps({"protocol_version": 1001, "little_endian": little_endian,
                          "type_sizes": {"short": 2, "int": 4, "long": 4}}, protocol=2)
     out += dumps(obj) + pickle.dumps(list(storages), protocol=2)
     for key, (numel, data) in storages.items():
-        out += struct.pack("<q", numel) + data
+        out += struct.pack("<q" if little_endian else ">q", numel) + data
     open(path, "wb").write(out)
 
 
@@ -147,6 +149,26 @@ def main():
     views["other_view"] = v2(Storage(T.FloatStorage, "r", 6, ("w", 5, 1), legacy=True), 0, (1,), (1,))
     views["whole"] = v2(Storage(T.FloatStorage, "r", 6, None, legacy=True), 0, (3, 2), (1, 3))
     legacy(os.path.join(good, "pt_legacy_views.pt"), views, {"r": (6, root)})
+
+    # Big-endian files (saved on a big-endian machine): a `byteorder` entry of "big" in the zip
+    # format, little_endian False in the legacy format's system info (whose element counts are
+    # then big-endian too). A contiguous float32, an int16, a complex64 (each float swapped on
+    # its own) and a transposed view. Torch 1.13 predates the byteorder entry, so the expected
+    # values are checked by tests/test_pytorch.cpp alone.
+    big = collections.OrderedDict()
+    big["f32"] = v2(Storage(T.FloatStorage, "0", 2), 0, (2,), (1,))
+    big["i16"] = v2(Storage(T.ShortStorage, "1", 2), 0, (2,), (1,))
+    big["c64"] = v2(Storage(T.ComplexFloatStorage, "2", 1), 0, (1,), (1,))
+    big["transposed"] = v2(Storage(T.FloatStorage, "3", 6), 0, (3, 2), (1, 3))
+    big_storages = {"0": struct.pack(">2f", 1.5, -2), "1": struct.pack(">2h", -300, 7), "2": struct.pack(">2f", 1, 2),
+                    "3": struct.pack(">6f", 0, 1, 2, 3, 4, 5)}
+    pt(os.path.join(good, "pt_big_endian.pt"), big, big_storages, byteorder="big")
+    big_legacy = collections.OrderedDict(
+        (k, Call(v.fn, Storage(v.args[0].pid[1], v.args[0].pid[2], v.args[0].pid[4], None, legacy=True), *v.args[1:]))
+        for k, v in big.items())
+    legacy(os.path.join(good, "pt_big_endian.legacy.pt"), big_legacy,
+           {k: (len(d) // (2 if k == "1" else 8 if k == "2" else 4), d) for k, d in big_storages.items()},
+           little_endian=False)
 
     # --- bad: the hostile corpus ----------------------------------------------------------------
     ok_storage = {"0": f32(1, 2, 3, 4)}
@@ -224,6 +246,7 @@ def check_with_torch(good):
     """Real torch (in a child: this process has stand-ins named torch) reads the legacy views as
     the tests expect."""
     script = f"""
+import os
 import torch
 s = torch.load({os.path.join(good, "pt_legacy_views.pt")!r})
 assert s["in_view"].tolist() == [3.0, 4.0], s
