@@ -147,10 +147,11 @@ std::vector<std::byte> Archive::read(const Entry& entry) const {
     if (entry.size / kMaxDeflateRatio > entry.compressed_size)
       fail(ErrorCode::format, name_, "zip entry {} claims {} bytes from {} compressed bytes, more than deflate can give",
            quote(entry.name), entry.size, entry.compressed_size);
+    const std::uint64_t offset = data_offset(entry);  // may throw: before zlib holds memory
     out.resize(static_cast<std::size_t>(entry.size));
     z_stream z{};
     if (inflateInit2(&z, -MAX_WBITS) != Z_OK) fail(ErrorCode::io, name_, "zlib cannot start inflating");
-    z.next_in = reinterpret_cast<Bytef*>(const_cast<std::byte*>(file_.data() + data_offset(entry)));
+    z.next_in = reinterpret_cast<Bytef*>(const_cast<std::byte*>(file_.data() + offset));
     z.next_out = reinterpret_cast<Bytef*>(out.data());
     std::uint64_t in_left = entry.compressed_size, out_left = entry.size;
     int rc = Z_OK;
