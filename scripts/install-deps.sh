@@ -7,10 +7,11 @@ packages=(
   cmake g++ make pkg-config
   # library
   libhdf5-dev zlib1g-dev libzstd-dev libxxhash-dev libboost-serialization-dev nlohmann-json3-dev libfmt-dev
+  libmsgpack-cxx-dev
   # tools and tests
   libcli11-dev catch2 hdf5-tools
   # Python peers that judge our files
-  python3 python3-h5py python3-numpy python3-xxhash python3-torch python3-torchvision
+  python3 python3-h5py python3-numpy python3-xxhash python3-msgpack python3-torch python3-torchvision
 )
 missing=()
 for p in "${packages[@]}"; do

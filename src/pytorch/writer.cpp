@@ -13,6 +13,7 @@
 #include "ckpt/pytorch.h"
 #include "util/atomic_file.h"
 #include "util/bytes.h"
+#include "util/tree.h"
 #include "zip/zip.h"
 
 namespace ckpt {
@@ -90,60 +91,6 @@ class PickleOut {
   std::string text_;
 };
 
-// What data.pkl holds, before it is pickled: a checkpoint's dicts with tensors (by index into
-// the source) and metadata values (JSON) as leaves.
-struct Value {
-  const Metadata* json = nullptr;            // a metadata leaf
-  std::optional<std::size_t> tensor;         // a tensor leaf
-  // Otherwise a dict; a list so that pointers to children stay valid as entries are added.
-  std::list<std::pair<std::string, Value>> dict;
-  bool ordered = false;                      // pickled as collections.OrderedDict (the model)
-  bool int_keys = false;                     // keys written back as integers
-
-  Value* child(const std::string& key) {
-    for (auto& [k, v] : dict)
-      if (k == key) return &v;
-    return nullptr;
-  }
-  bool is_dict() const { return !json && !tensor; }
-};
-
-Value from_metadata(const Metadata& m) {
-  Value v;
-  if (!m.is_object()) {
-    v.json = &m;
-    return v;
-  }
-  for (const auto& [k, item] : m.items()) v.dict.emplace_back(k, from_metadata(item));
-  return v;
-}
-
-std::vector<std::string> split_dots(const std::string& text) {
-  std::vector<std::string> parts;
-  for (std::size_t start = 0;;) {
-    const auto dot = text.find('.', start);
-    parts.push_back(text.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
-    if (dot == std::string::npos) return parts;
-    start = dot + 1;
-  }
-}
-
-// The dict at `path` under `root`, created as needed; a metadata value in the way is an error.
-Value& dict_at(Value& root, const std::vector<std::string>& path, const std::string& file, const std::string& what) {
-  Value* node = &root;
-  for (const auto& key : path) {
-    Value* next = node->child(key);
-    if (!next) {
-      node->dict.emplace_back(key, Value{});
-      next = &node->dict.back().second;
-    }
-    if (!next->is_dict())
-      fail(ErrorCode::invalid_argument, file, "{} would replace the value at {}", what, quote(key));
-    node = next;
-  }
-  return *node;
-}
-
 // Metadata arrays that were tuples in the file ckpt read (written back as tuples).
 using Tuples = std::set<const Metadata*>;
 
@@ -208,7 +155,7 @@ void pickle_tensor(PickleOut& p, const TensorInfo& info, std::size_t index) {
   p.op('R');
 }
 
-void pickle_value(PickleOut& p, const Value& v, const std::vector<TensorInfo>& infos, const Tuples& tuples) {
+void pickle_value(PickleOut& p, const detail::TreeNode& v, const std::vector<TensorInfo>& infos, const Tuples& tuples) {
   if (v.json) return pickle_json(p, *v.json, tuples);
   if (v.tensor) return pickle_tensor(p, infos[*v.tensor], *v.tensor);
   if (v.ordered) {
@@ -250,16 +197,16 @@ void write_pytorch(Source& source, const std::filesystem::path& path, const Writ
   const Metadata* shape = metadata.is_object() && metadata.contains(kTorchCheckpointKey)
                               ? &metadata[std::string(kTorchCheckpointKey)]
                               : nullptr;
-  Value root;
-  Value* model = &root;
+  detail::TreeNode root;
+  detail::TreeNode* model = &root;
   if (shape || extras) {
     for (const auto& [k, v] : metadata.items())
-      if (k != kTorchCheckpointKey) root.dict.emplace_back(k, from_metadata(v));
+      if (k != kTorchCheckpointKey) root.dict.emplace_back(k, detail::tree_from_metadata(v));
     const std::string key = shape && shape->is_object() ? shape->value("model_key", std::string("model")) : "model";
     if (!key.empty()) {
-      const std::vector<std::string> path = split_dots(key);
+      const std::vector<std::string> path = detail::split_dots(key);
       const bool fresh = root.child(path.front()) == nullptr;
-      model = &dict_at(root, path, name, "the model dict");
+      model = &detail::tree_dict_at(root, path, name, "the model dict");
       if (fresh) root.dict.splice(root.dict.begin(), root.dict, std::prev(root.dict.end()));  // model first
     }
   }
@@ -267,7 +214,7 @@ void write_pytorch(Source& source, const std::filesystem::path& path, const Writ
   nlohmann::ordered_json buffers = nlohmann::ordered_json::object();
   for (std::size_t i = 0; i < infos.size(); ++i) {
     const auto& info = infos[i];
-    Value leaf;
+    detail::TreeNode leaf;
     leaf.tensor = i;
     if (info.role != Role::extra) {
       if (model->child(info.name)) fail(ErrorCode::invalid_argument, name, "tensor {} is named twice in the model", quote(info.name));
@@ -278,19 +225,15 @@ void write_pytorch(Source& source, const std::filesystem::path& path, const Writ
     }
     // Extra sections: section/name.with.dots -> section -> name -> with -> dots; the section
     // "checkpoint" is the top level (format-spec/conventions.md §4).
-    std::vector<std::string> path = split_dots(info.name);
+    std::vector<std::string> path = detail::split_dots(info.name);
     if (info.section != "checkpoint") path.insert(path.begin(), info.section);
-    const std::string last = path.back();
-    path.pop_back();
-    const std::string what = fmt::format("tensor {} of section {}", quote(info.name), quote(info.section));
-    Value& parent = dict_at(root, path, name, what);
-    if (parent.child(last)) fail(ErrorCode::invalid_argument, name, "{} would replace the value at {}", what, quote(last));
-    parent.dict.emplace_back(last, std::move(leaf));
+    detail::tree_put_tensor(root, std::move(path), i, name,
+                            fmt::format("tensor {} of section {}", quote(info.name), quote(info.section)));
   }
   if (shape && shape->is_object() && shape->contains("int_keys") && (*shape)["int_keys"].is_array())
     for (const auto& path : (*shape)["int_keys"]) {
       if (!path.is_array()) continue;
-      Value* node = &root;
+      detail::TreeNode* node = &root;
       for (const auto& key : path) node = node && key.is_string() ? node->child(key.get<std::string>()) : nullptr;
       if (node && node->is_dict()) node->int_keys = true;
     }
