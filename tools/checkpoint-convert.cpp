@@ -51,10 +51,10 @@ int convert_files(const Options& o) {
   options.write.threads = o.threads;
   parse_compression(o.compression, options.write);
   if (!o.to.empty() && !find_format(o.to))
-    throw Error(ErrorCode::invalid_argument, "", fmt::format("--to '{}': unknown format (ckpt-h5, safetensors, pytorch)", o.to));
+    throw Error(ErrorCode::invalid_argument, "", fmt::format("--to '{}': unknown format ({})", o.to, format_names()));
   if (o.to.empty() && !format_for_extension(o.output))
     throw Error(ErrorCode::invalid_argument, o.output,
-                "cannot tell the output format from the extension; use --to ckpt-h5, safetensors or pytorch");
+                fmt::format("cannot tell the output format from the extension; use --to ({})", format_names()));
   if (!o.force && std::filesystem::exists(o.output))
     throw Error(ErrorCode::io, o.output, "already exists; use --force to replace it");
   if (!o.quiet) options.write.progress = cli::terminal_progress("converting");
@@ -79,17 +79,17 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{
       "Convert a checkpoint between formats, keeping parameter/buffer roles, sections and metadata.\n"
-      "The input format is detected by content (ckpt-h5, safetensors, pytorch .pt incl. TorchScript);\n"
-      "the output format comes from --to or OUT's extension (.ckpt.h5/.h5/.hdf5/.ckpt: ckpt-h5;\n"
-      ".safetensors: safetensors; .pt/.pth/.bin: pytorch, a state_dict, or the whole checkpoint\n"
-      "when the input was one). The output is written atomically: on failure an existing OUT is\n"
-      "left as it was.\n\n"
+      "The input format is detected by content (ckpt-h5, safetensors, pytorch .pt incl. TorchScript,\n"
+      "flax msgpack); the output format comes from --to or OUT's extension (.ckpt.h5/.h5/.hdf5/.ckpt:\n"
+      "ckpt-h5; .safetensors: safetensors; .pt/.pth/.bin: pytorch, a state_dict, or the whole\n"
+      "checkpoint when the input was one; .msgpack/.flax: flax, {collection: nested dict}). The\n"
+      "output is written atomically: on failure an existing OUT is left as it was.\n\n"
       "Exit codes: 0 ok, 1 the input could not be read or the output written, 2 bad usage,\n"
       "3 a checksum in the input does not match.",
       "checkpoint-convert"};
   app.add_option("IN", o.input, "Checkpoint to read")->required();
   app.add_option("OUT", o.output, "File to write")->required();
-  app.add_option("--to", o.to, "Output format: ckpt-h5, safetensors or pytorch (default: from OUT's extension)");
+  app.add_option("--to", o.to, "Output format: " + format_names() + " (default: from OUT's extension)");
   app.add_option("--compression", o.compression, "ckpt-h5 output: none, zstd or zstd:LEVEL (1-22; default 3)")
       ->capture_default_str();
   app.add_option("--buffers", o.buffer_regex,

@@ -111,6 +111,8 @@ struct FormatHandler {
 
 // Every registered format, in registration order.
 const std::vector<FormatHandler>& formats();
+// The registered formats' names, comma-separated ("ckpt-h5, safetensors, ..."), for messages.
+std::string format_names();
 const FormatHandler* find_format(std::string_view name);
 // The format a file holds, by content; throws format naming the file if none matches.
 const FormatHandler& detect_format(const std::filesystem::path& path);

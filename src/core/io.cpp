@@ -5,9 +5,11 @@
 #include <fstream>
 
 #include "ckpt/ckpt_h5.h"
+#include "ckpt/flax.h"
 #include "ckpt/pytorch.h"
 #include "ckpt/safetensors.h"
 #include "h5/h5.h"
+#include "flax/sniff.h"
 #include "pytorch/sniff.h"
 #include "core/keys.h"
 #include "util/bytes.h"
@@ -34,10 +36,18 @@ std::vector<FormatHandler> make_registry() {
        {".safetensors"}, sniff_safetensors, open_safetensors, write_safetensors},
       {"pytorch", "torch.save and torch.jit.save files (zip and legacy; writes state_dicts and checkpoints)", {".pt", ".pth", ".bin"},
        detail::pytorch::sniff, open_pytorch, write_pytorch},
+      {"flax", "Flax msgpack (flax.serialization.to_bytes); collections give roles (format-spec/conventions.md)",
+       {".msgpack", ".flax"}, detail::flax::sniff, open_flax, write_flax},
   };
 }
 
 }  // namespace
+
+std::string format_names() {
+  std::string out;
+  for (const auto& f : formats()) out += (out.empty() ? "" : ", ") + f.name;
+  return out;
+}
 
 // --- Source --------------------------------------------------------------------------------
 
@@ -204,7 +214,7 @@ void save(Source& source, const std::filesystem::path& path, const WriteOptions&
     handler = format_for_extension(path);
     if (!handler)
       fail(ErrorCode::invalid_argument, path.string(),
-           "cannot tell the output format from the extension; name one (ckpt-h5, safetensors, pytorch)");
+           "cannot tell the output format from the extension; name one ({})", format_names());
   }
   if (handler->write == nullptr)
     fail(ErrorCode::unsupported, path.string(), "ckpt cannot write {} files yet", handler->name);
