@@ -6,10 +6,12 @@
 
 #include "ckpt/ckpt_h5.h"
 #include "ckpt/flax.h"
+#include "ckpt/numpy.h"
 #include "ckpt/pytorch.h"
 #include "ckpt/safetensors.h"
 #include "h5/h5.h"
 #include "flax/sniff.h"
+#include "numpy/sniff.h"
 #include "pytorch/sniff.h"
 #include "core/keys.h"
 #include "util/bytes.h"
@@ -38,6 +40,8 @@ std::vector<FormatHandler> make_registry() {
        detail::pytorch::sniff, open_pytorch, write_pytorch},
       {"flax", "Flax msgpack (flax.serialization.to_bytes); collections give roles (format-spec/conventions.md)",
        {".msgpack", ".flax"}, detail::flax::sniff, open_flax, write_flax},
+      {"numpy", "NumPy .npz (and .npy); roles in zip comments (format-spec/conventions.md)", {".npz", ".npy"},
+       detail::numpy::sniff, open_numpy, write_numpy},
   };
 }
 

@@ -41,6 +41,8 @@ Archive::Archive(std::span<const std::byte> file, std::string name, const ZipLim
     --end;
   }
   const std::byte* e = file_.data() + end;
+  const std::uint64_t comment_size = std::min<std::uint64_t>(load_le<std::uint16_t>(e + 20), file_.size() - end - kEndSize);
+  comment_.assign(reinterpret_cast<const char*>(e + kEndSize), static_cast<std::size_t>(comment_size));
   std::uint64_t count = load_le<std::uint16_t>(e + 10);
   std::uint64_t cd_size = load_le<std::uint32_t>(e + 12);
   std::uint64_t cd_offset = load_le<std::uint32_t>(e + 16);
@@ -78,6 +80,7 @@ Archive::Archive(std::span<const std::byte> file, std::string name, const ZipLim
     if (cd_size - pos - kCentralSize < name_len + extra_len + comment_len)
       fail(ErrorCode::format, name_, "zip central directory entry {} runs past the directory", i);
     entry.name.assign(reinterpret_cast<const char*>(h + kCentralSize), name_len);
+    entry.comment.assign(reinterpret_cast<const char*>(h + kCentralSize + name_len + extra_len), comment_len);
     // zip64 extra field: the 64-bit values of whichever fields hold 0xffffffff, in this order.
     const std::byte* extra = h + kCentralSize + name_len;
     for (std::uint64_t x = 0; x + 4 <= extra_len;) {
@@ -133,6 +136,32 @@ std::uint64_t Archive::data_offset(const Entry& entry) const {
 std::span<const std::byte> Archive::stored(const Entry& entry) const {
   if (entry.method != 0) fail(ErrorCode::invalid_argument, name_, "zip entry {} is not stored", quote(entry.name));
   return file_.subspan(static_cast<std::size_t>(data_offset(entry)), static_cast<std::size_t>(entry.size));
+}
+
+std::vector<std::byte> Archive::read_prefix(const Entry& entry, std::size_t max_bytes) const {
+  const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(max_bytes, entry.size));
+  if (entry.method == 0) {
+    const auto data = stored(entry).first(n);
+    return {data.begin(), data.end()};
+  }
+  const std::uint64_t offset = data_offset(entry);  // may throw: before zlib holds memory
+  std::vector<std::byte> out(n);
+  z_stream z{};
+  if (inflateInit2(&z, -MAX_WBITS) != Z_OK) fail(ErrorCode::io, name_, "zlib cannot start inflating");
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<std::byte*>(file_.data() + offset));
+  z.avail_in = static_cast<uInt>(std::min<std::uint64_t>(entry.compressed_size, 1u << 30));
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(n);
+  int rc = Z_OK;
+  while (rc == Z_OK && z.avail_out > 0) {
+    const uInt before = z.avail_out;
+    rc = inflate(&z, Z_NO_FLUSH);
+    if (rc == Z_OK && z.avail_out == before) rc = Z_BUF_ERROR;
+  }
+  const std::size_t got = n - z.avail_out;
+  inflateEnd(&z);
+  if (got != n) fail(ErrorCode::format, name_, "zip entry {}: deflate data is corrupt or too short", quote(entry.name));
+  return out;
 }
 
 std::vector<std::byte> Archive::read(const Entry& entry) const {
@@ -204,8 +233,11 @@ void Writer::put(std::span<const std::byte> bytes) {
   position_ += bytes.size();
 }
 
-void Writer::begin(const std::string& name, std::uint64_t size) {
+void Writer::begin(const std::string& name, std::uint64_t size, const std::string& comment) {
   if (name.size() > 0xffff) fail(ErrorCode::invalid_argument, file_.target().string(), "zip entry name too long");
+  if (comment.size() > 0xffff)
+    fail(ErrorCode::invalid_argument, file_.target().string(), "zip entry {}: comment of {} bytes is over 65535",
+         quote(name), comment.size());
   const bool zip64 = size >= k32 || position_ >= k32;
   std::string header;
   append32(header, kLocalSignature);
@@ -237,7 +269,7 @@ void Writer::begin(const std::string& name, std::uint64_t size) {
   append16(header, static_cast<std::uint16_t>(extra.size()));
   header += name;
   header += extra;
-  written_.push_back({name, position_, size, 0});
+  written_.push_back({name, position_, size, 0, comment});
   put(std::as_bytes(std::span(header)));
   expected_ = size;
   received_ = 0;
@@ -268,7 +300,9 @@ void Writer::end() {
     fail(ErrorCode::io, file_.target().string(), "cannot write a zip header: {}", std::strerror(errno));
 }
 
-void Writer::finish() {
+void Writer::finish(const std::string& comment) {
+  if (comment.size() > 0xffff)
+    fail(ErrorCode::invalid_argument, file_.target().string(), "zip comment of {} bytes is over 65535", comment.size());
   const std::uint64_t cd_offset = position_;
   std::string cd;
   for (const auto& w : written_) {
@@ -285,7 +319,7 @@ void Writer::finish() {
     append32(cd, zip64 ? k32 : static_cast<std::uint32_t>(w.size));
     append16(cd, static_cast<std::uint16_t>(w.name.size()));
     append16(cd, zip64 ? 28 : 0);
-    append16(cd, 0);  // comment
+    append16(cd, static_cast<std::uint16_t>(w.comment.size()));
     append16(cd, 0);  // disk
     append16(cd, 0);  // internal attributes
     append32(cd, 0);  // external attributes
@@ -298,6 +332,7 @@ void Writer::finish() {
       append64(cd, w.size);
       append64(cd, w.offset);
     }
+    cd += w.comment;
   }
   const std::uint64_t cd_size = cd.size();
   const bool zip64 = cd_offset + cd_size >= k32 || written_.size() >= 0xffff;
@@ -325,7 +360,8 @@ void Writer::finish() {
   append16(cd, zip64 ? 0xffff : static_cast<std::uint16_t>(written_.size()));
   append32(cd, zip64 ? k32 : static_cast<std::uint32_t>(cd_size));
   append32(cd, zip64 ? k32 : static_cast<std::uint32_t>(cd_offset));
-  append16(cd, 0);
+  append16(cd, static_cast<std::uint16_t>(comment.size()));
+  cd += comment;
   put(std::as_bytes(std::span(cd)));
 }
 

@@ -26,6 +26,7 @@ struct Entry {
   std::uint64_t compressed_size = 0;
   std::uint64_t size = 0;          // uncompressed
   std::uint64_t local_offset = 0;  // of the local header in the file
+  std::string comment;             // the central directory's comment for the entry
 };
 
 struct ZipLimits {
@@ -43,6 +44,7 @@ class Archive {
   Archive(std::span<const std::byte> file, std::string name, const ZipLimits& limits = {});
 
   const std::vector<Entry>& entries() const noexcept { return entries_; }
+  const std::string& comment() const noexcept { return comment_; }  // the archive's comment
   const Entry* find(std::string_view name) const;
 
   // Where the entry's (compressed) data starts in the file, from its local header (checked:
@@ -51,6 +53,9 @@ class Archive {
 
   // The bytes of a stored entry, in place (no CRC check: that would read them all).
   std::span<const std::byte> stored(const Entry& entry) const;
+  // The first `max_bytes` bytes of an entry (all of it when shorter), inflating no more than
+  // that; no CRC check (it covers the whole entry).
+  std::vector<std::byte> read_prefix(const Entry& entry, std::size_t max_bytes) const;
   // The bytes of any entry, inflated if need be; the CRC-32 is checked.
   std::vector<std::byte> read(const Entry& entry) const;
 
@@ -60,6 +65,7 @@ class Archive {
   std::string name_;
   ZipLimits limits_;
   std::vector<Entry> entries_;
+  std::string comment_;
   std::unordered_map<std::string_view, std::size_t> by_name_;
 };
 
@@ -79,17 +85,19 @@ namespace ckpt::detail::zip {
 class Writer {
  public:
   Writer(AtomicFile& file, std::size_t alignment);
-  void begin(const std::string& name, std::uint64_t size);
+  // `comment` (at most 65535 bytes) goes to the entry's central directory record.
+  void begin(const std::string& name, std::uint64_t size, const std::string& comment = {});
   void write(std::span<const std::byte> data);
   void end();
-  // Writes the central directory and end records.
-  void finish();
+  // Writes the central directory and end records, with the archive comment (at most 65535 bytes).
+  void finish(const std::string& comment = {});
 
  private:
   struct Written {
     std::string name;
     std::uint64_t offset, size;
     std::uint32_t crc;
+    std::string comment;
   };
   void put(std::span<const std::byte> bytes);
   AtomicFile& file_;

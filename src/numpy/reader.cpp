@@ -1,0 +1,186 @@
+// NumPy reader: .npy (one array) and .npz (zip of .npy entries, stored or deflated). Stored
+// C-order little-endian arrays are read in place (views when aligned); others are converted.
+#include <cstring>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "ckpt/numpy.h"
+#include "ckpt/roles.h"
+#include "numpy/npy.h"
+#include "numpy/sniff.h"
+#include "util/bytes.h"
+#include "util/file_read.h"
+#include "util/mapped_file.h"
+#include "zip/zip.h"
+
+namespace ckpt {
+namespace {
+
+using detail::fail;
+using detail::quote;
+namespace npy = detail::npy;
+
+constexpr std::size_t kMaxHeader = 1 << 20;  // a .npy preamble larger than this is refused
+
+struct Array {
+  const detail::zip::Entry* entry = nullptr;  // .npz; nullptr for a .npy file
+  npy::Header header;
+};
+
+class NumpyReader final : public Reader {
+ public:
+  NumpyReader(const std::filesystem::path& path, const ReadOptions& options) : Reader(path, options) {
+    format_ = "numpy";
+    name_ = path.string();
+    fd_ = detail::open_readonly(path);
+    mapping_ = detail::MappedFile::from_fd(fd_.get(), path);
+    const auto bytes = mapping_->bytes();
+    const BufferRule is_buffer(options_.buffer_regex);
+    bool any_comment = false;
+    if (bytes.size() >= 6 && std::memcmp(bytes.data(), "\x93NUMPY", 6) == 0) {
+      Array a;
+      a.header = npy::parse_header(bytes, name_, options_.max_rank);
+      TensorInfo info;
+      info.name = path.stem().string();
+      add(std::move(info), a, name_, bytes.size(), std::nullopt);
+    } else {
+      archive_ = std::make_unique<detail::zip::Archive>(bytes, name_);
+      for (const auto& e : archive_->entries()) {
+        if (!e.name.ends_with(".npy")) continue;
+        const std::string where = name_ + ": " + e.name;
+        Array a;
+        a.entry = &e;
+        a.header = npy::parse_header(archive_->read_prefix(e, kMaxHeader), where, options_.max_rank);
+        TensorInfo info;
+        info.name = e.name.substr(0, e.name.size() - 4);
+        std::optional<DType> dtype;
+        if (!e.comment.empty() && apply_comment(info, dtype, e, where)) any_comment = true;
+        add(std::move(info), a, where, e.size, dtype);
+      }
+      if (!archive_->comment().empty()) apply_archive_comment();
+    }
+    role_source_ = any_comment ? RoleSource::metadata : RoleSource::heuristic;
+    if (!any_comment)
+      for (auto& info : infos_)
+        if (is_buffer(info.name, info.dtype)) {
+          info.role = Role::buffer;
+          info.collection = std::string(kDefaultBufferCollection);
+        }
+    finish_listing();
+  }
+
+  Tensor read(std::size_t index) override {
+    check_index(index);
+    const TensorInfo& info = infos_[index];
+    const Array& a = arrays_[index];
+    const npy::Header& h = a.header;
+    const std::uint64_t nbytes = info.nbytes();
+    const bool in_place = !a.entry || a.entry->method == 0;
+    if (in_place) {
+      const std::uint64_t at = (a.entry ? archive_->data_offset(*a.entry) : 0) + h.data_offset;
+      const auto data = mapping_->bytes().subspan(static_cast<std::size_t>(at), static_cast<std::size_t>(nbytes));
+      if (h.fortran_order || h.big_endian) return npy::to_row_major(info.dtype, info.shape, data, h.fortran_order, h.big_endian);
+      if (options_.zero_copy && nbytes > 0 &&
+          reinterpret_cast<std::uintptr_t>(data.data()) % dtype_size(info.dtype) == 0) {
+        mapping_->prefetch(at, nbytes);
+        return Tensor::view(info.dtype, info.shape, data.data(), mapping_);
+      }
+      Tensor out = Tensor::uninitialized(info.dtype, info.shape);
+      detail::read_at(fd_.get(), at, out.mutable_bytes(), false, name_);
+      return out;
+    }
+    const auto bytes = archive_->read(*a.entry);  // CRC-32 checked
+    const auto data = std::span(bytes).subspan(static_cast<std::size_t>(h.data_offset), static_cast<std::size_t>(nbytes));
+    return npy::to_row_major(info.dtype, info.shape, data, h.fortran_order, h.big_endian);
+  }
+
+ private:
+  // Records an array after checking that its data fits in the `available` bytes of its .npy.
+  // `dtype`: the dtype ckpt's comment names (bfloat16 stored as uint16 bits ...).
+  void add(TensorInfo info, const Array& a, const std::string& where, std::uint64_t available,
+           std::optional<DType> dtype) {
+    info.dtype = dtype.value_or(a.header.dtype);
+    info.shape = a.header.shape;
+    std::uint64_t nbytes = 0;
+    try {
+      nbytes = shape_numel(info.shape) * dtype_size(a.header.dtype);
+      (void)TensorInfo{info}.nbytes();
+    } catch (const Error&) {
+      fail(ErrorCode::format, where, "npy shape {} overflows", shape_to_string(info.shape));
+    }
+    if (dtype_size(info.dtype) != dtype_size(a.header.dtype))
+      fail(ErrorCode::format, where, "ckpt dtype {} does not match npy dtype {}", dtype_name(info.dtype),
+           dtype_name(a.header.dtype));
+    if (a.header.data_offset > available || nbytes > available - a.header.data_offset)
+      fail(ErrorCode::format, where, "npy {} {} needs {} bytes, {} follow the header", dtype_name(a.header.dtype),
+           shape_to_string(info.shape), nbytes, available - std::min(available, a.header.data_offset));
+    infos_.push_back(std::move(info));
+    arrays_.push_back(a);
+  }
+
+  // The entry's comment: {"role": ..., "section": ..., "collection": ..., "persistent": ...,
+  // "dtype": ..., "name": ...} (format-spec/conventions.md §6).
+  // Returns false for a comment that is not ckpt's.
+  bool apply_comment(TensorInfo& info, std::optional<DType>& dtype, const detail::zip::Entry& e,
+                     const std::string& where) {
+    Metadata c;
+    try {
+      c = Metadata::parse(e.comment);
+    } catch (const nlohmann::json::exception&) {
+      return false;  // a zip comment is free text; not ckpt's
+    }
+    if (!c.is_object() || c.value("ckpt", 0) != 1) return false;  // someone else's comment
+    const std::string role = c.value("role", "parameter");
+    if (role == "buffer") {
+      info.role = Role::buffer;
+      info.collection = c.value("collection", std::string(kDefaultBufferCollection));
+      info.persistent = c.value("persistent", true);
+    } else if (role == "extra") {
+      info.role = Role::extra;
+      info.section = c.value("section", "extra");
+    }
+    if (c.contains("name") && c["name"].is_string()) info.name = c["name"].get<std::string>();
+    if (c.contains("dtype") && c["dtype"].is_string()) {
+      const auto d = dtype_from_name(c["dtype"].get<std::string>());
+      if (!d) fail(ErrorCode::unsupported, where, "entry comment names dtype {}", quote(c["dtype"].get<std::string>()));
+      dtype = *d;
+    }
+    return true;
+  }
+
+  void apply_archive_comment() {
+    try {
+      const Metadata c = Metadata::parse(archive_->comment());
+      if (c.is_object() && c.value("ckpt", 0) == 1 && c.contains("metadata") && c["metadata"].is_object())
+        metadata_ = c["metadata"];
+    } catch (const nlohmann::json::exception&) {  // not ckpt's: a zip comment is free text
+    }
+  }
+
+  std::string name_;
+  detail::UniqueFd fd_;
+  std::shared_ptr<const detail::MappedFile> mapping_;
+  std::unique_ptr<detail::zip::Archive> archive_;
+  std::vector<Array> arrays_;  // parallel to infos_
+};
+
+}  // namespace
+
+namespace detail::numpy {
+
+bool sniff(std::span<const std::byte> head, std::uint64_t) {
+  if (head.size() >= 6 && std::memcmp(head.data(), "\x93NUMPY", 6) == 0) return true;
+  if (head.size() < 30 || load_le<std::uint32_t>(head.data()) != 0x04034b50) return false;
+  const auto name_len = load_le<std::uint16_t>(head.data() + 26);
+  if (30u + name_len > head.size()) return false;
+  return std::string_view(reinterpret_cast<const char*>(head.data()) + 30, name_len).ends_with(".npy");
+}
+
+}  // namespace detail::numpy
+
+std::unique_ptr<Reader> open_numpy(const std::filesystem::path& path, const ReadOptions& options) {
+  return std::make_unique<NumpyReader>(path, options);
+}
+
+}  // namespace ckpt
