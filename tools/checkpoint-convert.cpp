@@ -80,12 +80,13 @@ int main(int argc, char** argv) {
   CLI::App app{
       "Convert a checkpoint between formats, keeping parameter/buffer roles, sections and metadata.\n"
       "The input format is detected by content (ckpt-h5, safetensors, pytorch .pt incl. TorchScript,\n"
-      "flax msgpack, numpy). The output format comes from --to or OUT's extension:\n"
+      "flax msgpack, numpy, Boost archives). The output format comes from --to or OUT's extension:\n"
       "  .ckpt.h5 .h5 .hdf5 .ckpt  ckpt-h5\n"
       "  .safetensors              safetensors\n"
       "  .pt .pth .bin             pytorch: a state_dict, or the whole checkpoint when the input was one\n"
       "  .msgpack .flax            flax: {collection: nested dict}\n"
       "  .npz .npy                 numpy\n"
+      "  .boost.txt .boost.xml .boost.bin   Boost text/xml/binary archive of a StateDict\n"
       "The output is written atomically: on failure an existing OUT is left as it was.\n\n"
       "Exit codes: 0 ok, 1 the input could not be read or the output written, 2 bad usage,\n"
       "3 a checksum in the input does not match.",

@@ -205,7 +205,7 @@ int main(int argc, char** argv) {
   CLI::App app{
       "Show what is inside a checkpoint: format, parameters and buffers, a tree by module path with\n"
       "role, dtype, shape and size, and metadata. Formats are detected by content: "
-      "ckpt-h5, safetensors, pytorch (.pt, TorchScript), flax (msgpack), numpy (.npz, .npy).\n\n"
+      "ckpt-h5, safetensors, pytorch (.pt, TorchScript), flax (msgpack), numpy (.npz, .npy), Boost archives.\n\n"
       "Exit codes: 0 ok, 1 the file could not be read, 2 bad usage, 3 a checksum does not match.",
       "checkpoint-inspect"};
   app.add_option("FILE", options.file, "Checkpoint to inspect")->required();

@@ -4,6 +4,8 @@
 #include <cstring>
 #include <fstream>
 
+#include "boost_archive/boost_file.h"
+#include "ckpt/boost_archive.h"
 #include "ckpt/ckpt_h5.h"
 #include "ckpt/flax.h"
 #include "ckpt/numpy.h"
@@ -30,6 +32,11 @@ bool sniff_safetensors(std::span<const std::byte> head, std::uint64_t) {
   return head[8] == std::byte{'{'} && detail::load_le<std::uint64_t>(head.data()) >= 2;
 }
 
+template <detail::boost_file::Kind kind>
+bool sniff_boost(std::span<const std::byte> head, std::uint64_t) {
+  return detail::boost_file::sniff_kind(head) == kind;
+}
+
 std::vector<FormatHandler> make_registry() {
   return {
       {"ckpt-h5", "ckpt's HDF5 schema: parameters and buffers in separate sections (format-spec/ckpt-h5.md)",
@@ -42,6 +49,12 @@ std::vector<FormatHandler> make_registry() {
        {".msgpack", ".flax"}, detail::flax::sniff, open_flax, write_flax},
       {"numpy", "NumPy .npz (and .npy); roles in zip comments (format-spec/conventions.md)", {".npz", ".npy"},
        detail::numpy::sniff, open_numpy, write_numpy},
+      {"boost-text", "Boost.Serialization text archive of a ckpt StateDict (format-spec/conventions.md)",
+       {".boost.txt"}, sniff_boost<detail::boost_file::Kind::text>, open_boost, write_boost_text},
+      {"boost-xml", "Boost.Serialization xml archive of a ckpt StateDict", {".boost.xml"},
+       sniff_boost<detail::boost_file::Kind::xml>, open_boost, write_boost_xml},
+      {"boost-binary", "Boost.Serialization binary archive of a ckpt StateDict (not portable across architectures)",
+       {".boost.bin", ".boost"}, sniff_boost<detail::boost_file::Kind::binary>, open_boost, write_boost_binary},
   };
 }
 
