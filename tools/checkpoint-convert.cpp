@@ -14,8 +14,8 @@ namespace {
 using namespace ckpt;
 
 struct Options {
-  std::string input, output, to, compression = "none", buffer_regex, model_key;
-  bool force = false, no_checksums = false, quiet = false;
+  std::string input, output, to, compression = "none", buffer_regex, model_key, layout, embedding, conv_transpose;
+  bool force = false, no_checksums = false, quiet = false, keep_unmapped = false;
   std::uint64_t chunk_bytes = 4u << 20;
   unsigned threads = 0;
 };
@@ -57,10 +57,32 @@ int convert_files(const Options& o) {
                 fmt::format("cannot tell the output format from the extension; use --to ({})", format_names()));
   if (!o.force && std::filesystem::exists(o.output))
     throw Error(ErrorCode::io, o.output, "already exists; use --force to replace it");
+  LayoutReport report;
+  if (!o.layout.empty()) {
+    LayoutOptions layout;
+    if (o.layout == "flax") layout.target = Layout::flax;
+    else if (o.layout == "torch") layout.target = Layout::torch;
+    else throw Error(ErrorCode::invalid_argument, "", fmt::format("--layout '{}': expected flax or torch", o.layout));
+    layout.keep_unmapped = o.keep_unmapped;
+    layout.embedding = o.embedding;
+    layout.conv_transpose = o.conv_transpose;
+    options.layout = layout;
+    options.layout_report = &report;
+  } else if (o.keep_unmapped || !o.embedding.empty() || !o.conv_transpose.empty()) {
+    throw Error(ErrorCode::invalid_argument, "", "--keep-unmapped, --embedding and --conv-transpose need --layout");
+  }
   if (!o.quiet) options.write.progress = cli::terminal_progress("converting");
   const std::size_t count = convert(o.input, o.output, options);
   cli::finish_progress();
   if (!o.quiet) {
+    if (!report.dropped.empty())
+      fmt::print(stderr, "checkpoint-convert: dropped {} (values kept in metadata '{}'): {}\n",
+                 report.dropped.size() == 1 ? "1 tensor" : fmt::format("{} tensors", report.dropped.size()),
+                 kLayoutKey, fmt::join(report.dropped, ", "));
+    if (!report.unmapped.empty())
+      fmt::print(stderr, "checkpoint-convert: left {} as they were (--keep-unmapped): {}\n",
+                 report.unmapped.size() == 1 ? "1 tensor" : fmt::format("{} tensors", report.unmapped.size()),
+                 fmt::join(report.unmapped, ", "));
     std::error_code ec;
     fmt::print(stderr, "checkpoint-convert: wrote {} tensors to {} ({})\n", count, o.output,
                cli::human_bytes(std::filesystem::file_size(o.output, ec)));
@@ -106,6 +128,17 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--threads", o.threads, "Compression threads (default: one per core)");
+  app.add_option("--layout", o.layout,
+                 "Map between PyTorch and Flax layouts: flax (torch names and [out, in] weights to Flax kernels, "
+                 "scales, embeddings and batch_stats) or torch (the inverse); see format-spec/conventions.md")
+      ->check(CLI::IsMember({"flax", "torch"}));
+  app.add_flag("--keep-unmapped", o.keep_unmapped,
+               "With --layout: carry tensors the mapping cannot place over unchanged instead of failing");
+  app.add_option("--embedding", o.embedding,
+                 "With --layout: modules whose full name matches this regex are Embeddings (a state_dict cannot "
+                 "tell them from Linear layers)");
+  app.add_option("--conv-transpose", o.conv_transpose,
+                 "With --layout: modules whose full name matches this regex are ConvTranspose layers");
   app.add_flag("--no-checksums", o.no_checksums, "Do not store per-tensor checksums");
   app.add_flag("-f,--force", o.force, "Replace OUT if it exists");
   app.add_flag("-q,--quiet", o.quiet, "No progress and no summary on stderr");

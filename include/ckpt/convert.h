@@ -2,14 +2,18 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 
 #include "ckpt/io.h"
+#include "ckpt/layout.h"
 
 namespace ckpt {
 
 struct ConvertOptions {
   ReadOptions read;
   WriteOptions write;
+  std::optional<LayoutOptions> layout;       // map between torch and Flax layouts on the way
+  LayoutReport* layout_report = nullptr;     // receives what the mapping dropped or left
 };
 
 // Reads `input` (format by content) and writes `output` (format from options.write.format or the

@@ -9,6 +9,11 @@ std::size_t convert(const std::filesystem::path& input, const std::filesystem::p
   ReadOptions read = options.read;
   read.zero_copy = false;
   auto reader = open(input, read);
+  if (options.layout) {
+    const auto mapped = map_layout(*reader, *options.layout, input.string(), options.layout_report);
+    save(*mapped, output, options.write);
+    return mapped->tensors().size();
+  }
   save(*reader, output, options.write);
   return reader->tensors().size();
 }
