@@ -16,7 +16,9 @@ using namespace ckpt;
 using json = nlohmann::ordered_json;
 
 struct Options {
-  std::string file;
+  std::string file, other;
+  bool diff = false;
+  double atol = 0, rtol = 0;
   bool json_output = false;
   bool stats = false;
   bool verify = false;
@@ -198,6 +200,60 @@ int inspect(const Options& options) {
   return cli::kOk;
 }
 
+std::string shape_text(const Shape& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+
+// --diff: A against B, in any formats; exit 0 when equal within tolerance, 4 when not.
+int diff_files(const Options& options) {
+  ReadOptions read;
+  read.buffer_regex = options.buffer_regex;
+  read.model_key = options.model_key;
+  read.zero_copy = false;
+  auto a = open(options.file, read);
+  auto b = open(options.other, read);
+  DiffOptions d;
+  d.atol = options.atol;
+  d.rtol = options.rtol;
+  const DiffResult r = diff(*a, *b, d);
+  const auto differing = std::count_if(r.tensors.begin(), r.tensors.end(), [](const TensorDiff& t) { return !t.same(); });
+  if (options.json_output) {
+    json out = {{"a", options.file}, {"b", options.other}, {"equal", r.equal()}, {"atol", options.atol},
+                {"rtol", options.rtol}, {"only_in_a", r.only_in_a}, {"only_in_b", r.only_in_b},
+                {"compared", r.tensors.size()}, {"differing", differing}, {"metadata_equal", r.metadata_equal},
+                {"tensors", json::array()}};
+    for (const auto& t : r.tensors) {
+      json e = {{"name", t.key}, {"same", t.same()}};
+      if (t.role_a != t.role_b) e["role"] = {t.role_a, t.role_b};
+      if (t.dtype_a != t.dtype_b) e["dtype"] = {dtype_name(t.dtype_a), dtype_name(t.dtype_b)};
+      if (t.shape_a != t.shape_b) e["shape"] = {t.shape_a, t.shape_b};
+      if (t.compared) {
+        e["max_abs"] = std::isfinite(t.max_abs) ? json(t.max_abs) : json(fmt::format("{}", t.max_abs));
+        e["max_rel"] = std::isfinite(t.max_rel) ? json(t.max_rel) : json(fmt::format("{}", t.max_rel));
+        e["mismatched"] = t.mismatched;
+      }
+      out["tensors"].push_back(std::move(e));
+    }
+    fmt::print("{}\n", out.dump(2));
+  } else {
+    if (!r.only_in_a.empty()) fmt::print("only in A: {}\n", fmt::join(r.only_in_a, ", "));
+    if (!r.only_in_b.empty()) fmt::print("only in B: {}\n", fmt::join(r.only_in_b, ", "));
+    for (const auto& t : r.tensors) {
+      if (t.same() && t.max_abs == 0) continue;
+      std::vector<std::string> what;
+      if (t.role_a != t.role_b) what.push_back(fmt::format("role {} vs {}", t.role_a, t.role_b));
+      if (t.dtype_a != t.dtype_b) what.push_back(fmt::format("dtype {} vs {}", dtype_name(t.dtype_a), dtype_name(t.dtype_b)));
+      if (t.shape_a != t.shape_b) what.push_back(fmt::format("shape {} vs {}", shape_text(t.shape_a), shape_text(t.shape_b)));
+      if (t.compared && (t.max_abs != 0 || t.mismatched))
+        what.push_back(fmt::format("max abs diff {:.6g}, max rel diff {:.6g}, {} of {} values outside tolerance",
+                                   t.max_abs, t.max_rel, t.mismatched, shape_numel(t.shape_a)));
+      fmt::print("{}: {}{}\n", t.key, fmt::join(what, "; "), t.same() ? " (within tolerance)" : "");
+    }
+    fmt::print("{}: {} tensors compared, {} differ, {} only in A, {} only in B; metadata {}\n",
+               r.equal() ? "equal" : "different", r.tensors.size(), differing, r.only_in_a.size(),
+               r.only_in_b.size(), r.metadata_equal ? "same" : "differs");
+  }
+  return r.equal() ? cli::kOk : cli::kDiffer;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -206,9 +262,17 @@ int main(int argc, char** argv) {
       "Show what is inside a checkpoint: format, parameters and buffers, a tree by module path with\n"
       "role, dtype, shape and size, and metadata. Formats are detected by content: "
       "ckpt-h5, safetensors, pytorch (.pt, TorchScript), flax (msgpack), numpy (.npz, .npy), Boost archives.\n\n"
-      "Exit codes: 0 ok, 1 the file could not be read, 2 bad usage, 3 a checksum does not match.",
+      "With --diff, compares FILE (A) with OTHER (B), in any formats: names only in one, role, dtype and\n"
+      "shape mismatches, and per tensor the largest absolute and relative difference.\n\n"
+      "Exit codes: 0 ok (--diff: equal within tolerance), 1 a file could not be read, 2 bad usage,\n"
+      "3 a checksum does not match, 4 (--diff) the checkpoints differ.",
       "checkpoint-inspect"};
-  app.add_option("FILE", options.file, "Checkpoint to inspect")->required();
+  app.add_option("FILE", options.file, "Checkpoint to inspect (with --diff: A)")->required();
+  app.add_option("OTHER", options.other, "With --diff: the checkpoint to compare with (B)");
+  app.add_flag("--diff", options.diff, "Compare FILE with OTHER (exit 4 when they differ)");
+  app.add_option("--atol", options.atol, "--diff: absolute tolerance (|a-b| <= atol + rtol*|b|; default 0)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--rtol", options.rtol, "--diff: relative tolerance (default 0)")->check(CLI::NonNegativeNumber);
   app.add_flag("--json", options.json_output,
                "Print JSON: format, format_version, file_bytes, role_source, parameters{count,bytes}, "
                "buffers{count,bytes,collections}, sections, tensors[{name,role,section,collection,persistent,"
@@ -228,5 +292,11 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "checkpoint-inspect: error: {}\n", e.what());
     return ckpt::cli::kUsage;
   }
-  return ckpt::cli::run_guarded("checkpoint-inspect", [&] { return inspect(options); });
+  if (options.diff != !options.other.empty()) {
+    fmt::print(stderr, "checkpoint-inspect: error: {}\n",
+               options.diff ? "--diff needs two files: FILE OTHER" : "a second file is only taken with --diff");
+    return ckpt::cli::kUsage;
+  }
+  return ckpt::cli::run_guarded("checkpoint-inspect",
+                                [&] { return options.diff ? diff_files(options) : inspect(options); });
 }

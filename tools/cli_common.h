@@ -17,6 +17,7 @@ enum Exit : int {
   kError = 1,      // the input could not be read or the output written
   kUsage = 2,      // bad command line
   kIntegrity = 3,  // a checksum did not match (corrupt data)
+  kDiffer = 4,     // checkpoint-inspect --diff: the checkpoints differ
 };
 
 // "1.5 MiB", "512 B".

@@ -15,11 +15,16 @@
 //   /sections/<name>/<key>  datasets of further sections (optimizer state, ...)
 #pragma once
 
+#include "ckpt/boost_archive.h"
 #include "ckpt/ckpt_h5.h"
 #include "ckpt/convert.h"
+#include "ckpt/diff.h"
 #include "ckpt/dtype.h"
 #include "ckpt/error.h"
+#include "ckpt/flax.h"
 #include "ckpt/io.h"
+#include "ckpt/layout.h"
+#include "ckpt/numpy.h"
 #include "ckpt/options.h"
 #include "ckpt/pytorch.h"
 #include "ckpt/roles.h"
