@@ -36,5 +36,5 @@ TEST_CASE("output format comes from --to or the extension", "[convert]") {
   CHECK(format_for_extension("x.dat") == nullptr);
   CHECK_THROWS_WITH(save(s, dir / "x.dat"),
                     (dir / "x.dat").string() +
-                        ": cannot tell the output format from the extension; name one (ckpt-h5, safetensors, pytorch, flax, numpy, boost-text, boost-xml, boost-binary)");
+                        ": cannot tell the output format from the extension; name one (ckpt-h5, safetensors, safetensors-sharded, pytorch, flax, numpy, boost-text, boost-xml, boost-binary)");
 }

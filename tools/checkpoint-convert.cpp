@@ -14,7 +14,8 @@ namespace {
 using namespace ckpt;
 
 struct Options {
-  std::string input, output, to, compression = "none", buffer_regex, model_key, layout, embedding, conv_transpose;
+  std::string input, output, to, compression = "none", buffer_regex, model_key, layout, embedding, conv_transpose,
+      max_shard_size;
   bool force = false, no_checksums = false, quiet = false, keep_unmapped = false;
   std::uint64_t chunk_bytes = 4u << 20;
   unsigned threads = 0;
@@ -50,11 +51,15 @@ int convert_files(const Options& o) {
   options.write.chunk_bytes = o.chunk_bytes;
   options.write.threads = o.threads;
   parse_compression(o.compression, options.write);
+  if (!o.max_shard_size.empty()) options.write.max_shard_bytes = parse_size(o.max_shard_size);
   if (!o.to.empty() && !find_format(o.to))
     throw Error(ErrorCode::invalid_argument, "", fmt::format("--to '{}': unknown format ({})", o.to, format_names()));
   if (o.to.empty() && !format_for_extension(o.output))
     throw Error(ErrorCode::invalid_argument, o.output,
                 fmt::format("cannot tell the output format from the extension; use --to ({})", format_names()));
+  const FormatHandler* out_format = !o.to.empty() ? find_format(o.to) : format_for_extension(o.output);
+  if (!o.max_shard_size.empty() && out_format->name != "safetensors" && out_format->name != "safetensors-sharded")
+    throw Error(ErrorCode::invalid_argument, "", "--max-shard-size applies to safetensors output only");
   if (!o.force && std::filesystem::exists(o.output))
     throw Error(ErrorCode::io, o.output, "already exists; use --force to replace it");
   LayoutReport report;
@@ -84,8 +89,15 @@ int convert_files(const Options& o) {
                  report.unmapped.size() == 1 ? "1 tensor" : fmt::format("{} tensors", report.unmapped.size()),
                  fmt::join(report.unmapped, ", "));
     std::error_code ec;
-    fmt::print(stderr, "checkpoint-convert: wrote {} tensors to {} ({})\n", count, o.output,
-               cli::human_bytes(std::filesystem::file_size(o.output, ec)));
+    const auto size = std::filesystem::file_size(o.output, ec);
+    if (!ec) {
+      fmt::print(stderr, "checkpoint-convert: wrote {} tensors to {} ({})\n", count, o.output, cli::human_bytes(size));
+    } else {  // sharded: NAME.safetensors became shards and an index
+      std::string stem = std::filesystem::path(o.output).filename().string();
+      if (stem.ends_with(".safetensors")) stem.resize(stem.size() - 12);
+      fmt::print(stderr, "checkpoint-convert: wrote {} tensors to shards {}-*-of-*.safetensors and {}.safetensors.index.json\n",
+                 count, (std::filesystem::path(o.output).parent_path() / stem).string(), stem);
+    }
   }
   return cli::kOk;
 }
@@ -104,7 +116,8 @@ int main(int argc, char** argv) {
       "The input format is detected by content (ckpt-h5, safetensors, pytorch .pt incl. TorchScript,\n"
       "flax msgpack, numpy, Boost archives). The output format comes from --to or OUT's extension:\n"
       "  .ckpt.h5 .h5 .hdf5 .ckpt  ckpt-h5\n"
-      "  .safetensors              safetensors\n"
+      "  .safetensors              safetensors (--max-shard-size: shards and an index)\n"
+      "  .safetensors.index.json   sharded safetensors (read: the index and all its shards)\n"
       "  .pt .pth .bin             pytorch: a state_dict, or the whole checkpoint when the input was one\n"
       "  .msgpack .flax            flax: {collection: nested dict}\n"
       "  .npz .npy                 numpy\n"
@@ -139,6 +152,9 @@ int main(int argc, char** argv) {
                  "tell them from Linear layers)");
   app.add_option("--conv-transpose", o.conv_transpose,
                  "With --layout: modules whose full name matches this regex are ConvTranspose layers");
+  app.add_option("--max-shard-size", o.max_shard_size,
+                 "safetensors output: shards of at most this size (5GB, 500MiB, bytes) with NAME.safetensors.index.json, "
+                 "as huggingface writes them");
   app.add_flag("--no-checksums", o.no_checksums, "Do not store per-tensor checksums");
   app.add_flag("-f,--force", o.force, "Replace OUT if it exists");
   app.add_flag("-q,--quiet", o.quiet, "No progress and no summary on stderr");

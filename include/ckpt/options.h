@@ -52,6 +52,9 @@ struct WriteOptions {
   unsigned threads = 0;
   // Replace an existing file (atomically). When false an existing target is an error.
   bool overwrite = true;
+  // safetensors output: split into shards of at most this many bytes (a larger tensor gets a
+  // shard of its own) with a model.safetensors.index.json, as huggingface does; 0 = one file.
+  std::uint64_t max_shard_bytes = 0;
   ProgressFn progress;
 };
 

@@ -16,4 +16,22 @@ std::unique_ptr<Reader> open_safetensors(const std::filesystem::path& path,
 void write_safetensors(Source& source, const std::filesystem::path& path,
                        const WriteOptions& options = {});
 
+// Sharded safetensors (huggingface): an index `NAME.safetensors.index.json` holding
+// {"metadata": {"total_size": N, ...}, "weight_map": {tensor: shard file}} beside shards
+// `NAME-00001-of-0000K.safetensors`. The reader opens the index and presents every shard's
+// tensors as one checkpoint (shards in file-name order, tensors in file order); shard names must
+// be plain file names in the index's directory. Roles come from the shards (ckpt's convention)
+// or are inferred.
+std::unique_ptr<Reader> open_safetensors_index(const std::filesystem::path& index_path,
+                                               const ReadOptions& options = {});
+
+// Writes `path` (NAME.safetensors, or NAME.safetensors.index.json) as shards of at most
+// options.max_shard_bytes plus the index; when everything fits in one shard, a single
+// NAME.safetensors and no index, as huggingface does. Shards written before a failure are
+// removed.
+void write_safetensors_sharded(Source& source, const std::filesystem::path& path, const WriteOptions& options = {});
+
+// "5GB" (10^9), "500MiB" (2^20), "1024" (bytes): a size for --max-shard-size.
+std::uint64_t parse_size(const std::string& text);
+
 }  // namespace ckpt

@@ -32,6 +32,18 @@ bool sniff_safetensors(std::span<const std::byte> head, std::uint64_t) {
   return head[8] == std::byte{'{'} && detail::load_le<std::uint64_t>(head.data()) >= 2;
 }
 
+// An HF shard index: a JSON object naming a "weight_map" near its start.
+bool sniff_safetensors_index(std::span<const std::byte> head, std::uint64_t) {
+  const std::string_view text(reinterpret_cast<const char*>(head.data()), head.size());
+  const auto first = text.find_first_not_of(" \t\r\n");
+  return first != std::string_view::npos && text[first] == '{' && text.find("\"weight_map\"") != std::string_view::npos;
+}
+
+void write_safetensors_any(Source& source, const std::filesystem::path& path, const WriteOptions& options) {
+  if (options.max_shard_bytes) write_safetensors_sharded(source, path, options);
+  else write_safetensors(source, path, options);
+}
+
 template <detail::boost_file::Kind kind>
 bool sniff_boost(std::span<const std::byte> head, std::uint64_t) {
   return detail::boost_file::sniff_kind(head) == kind;
@@ -42,7 +54,9 @@ std::vector<FormatHandler> make_registry() {
       {"ckpt-h5", "ckpt's HDF5 schema: parameters and buffers in separate sections (format-spec/ckpt-h5.md)",
        {".ckpt.h5", ".h5", ".hdf5", ".ckpt"}, sniff_ckpt_h5, open_ckpt_h5, write_ckpt_h5},
       {"safetensors", "huggingface safetensors; roles kept in __metadata__ (format-spec/conventions.md)",
-       {".safetensors"}, sniff_safetensors, open_safetensors, write_safetensors},
+       {".safetensors"}, sniff_safetensors, open_safetensors, write_safetensors_any},
+      {"safetensors-sharded", "huggingface sharded safetensors: NAME.safetensors.index.json and its shards",
+       {".safetensors.index.json"}, sniff_safetensors_index, open_safetensors_index, write_safetensors_sharded},
       {"pytorch", "torch.save and torch.jit.save files (zip and legacy; writes state_dicts and checkpoints)", {".pt", ".pth", ".bin"},
        detail::pytorch::sniff, open_pytorch, write_pytorch},
       {"flax", "Flax msgpack (flax.serialization.to_bytes); collections give roles (format-spec/conventions.md)",

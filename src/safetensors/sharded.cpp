@@ -1,0 +1,194 @@
+// Sharded safetensors (huggingface's model.safetensors.index.json + model-0000i-of-0000N
+// shards): one Reader over all shards, and a writer that splits a Source into shards.
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <fstream>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "ckpt/safetensors.h"
+#include "util/atomic_file.h"
+#include "util/bytes.h"
+
+namespace ckpt {
+namespace {
+
+using detail::fail;
+using detail::quote;
+
+constexpr std::uint64_t kMaxIndexBytes = 256u << 20;
+
+class ShardedReader final : public Reader {
+ public:
+  ShardedReader(const std::filesystem::path& path, const ReadOptions& options) : Reader(path, options) {
+    format_ = "safetensors-sharded";
+    const std::string name = path.string();
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    if (ec) fail(ErrorCode::io, name, "cannot open: {}", ec.message());
+    if (size > kMaxIndexBytes) fail(ErrorCode::format, name, "index of {} bytes is over the {} byte limit", size, kMaxIndexBytes);
+    std::ifstream in(path, std::ios::binary);
+    std::string text(static_cast<std::size_t>(size), '\0');
+    in.read(text.data(), static_cast<std::streamsize>(size));
+    Metadata index;
+    try {
+      index = Metadata::parse(text);
+    } catch (const nlohmann::json::exception& e) {
+      fail(ErrorCode::format, name, "index is not valid JSON: {}", e.what());
+    }
+    if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
+      fail(ErrorCode::format, name, "index has no \"weight_map\" object");
+    // Shard files, each a plain name in the index's directory (no paths: an index must not
+    // reach elsewhere on the disk).
+    std::map<std::string, std::vector<std::string>> by_shard;
+    for (const auto& [tensor, shard] : index["weight_map"].items()) {
+      if (!shard.is_string()) fail(ErrorCode::format, name, "weight_map value of {} is not a file name", quote(tensor));
+      const std::string file = shard.get<std::string>();
+      if (file.empty() || file.find('/') != std::string::npos || file.find('\\') != std::string::npos || file == "." ||
+          file == "..")
+        fail(ErrorCode::format, name, "weight_map names shard {}, not a file beside the index", quote(file));
+      by_shard[file].push_back(tensor);
+    }
+    const auto dir = path.parent_path();
+    bool all_metadata = true;
+    for (const auto& [file, tensors] : by_shard) {
+      auto shard = open_safetensors(dir / file, options);
+      std::map<std::string, std::size_t> in_shard;
+      for (std::size_t i = 0; i < shard->tensors().size(); ++i) in_shard.emplace(shard->tensors()[i].name, i);
+      for (const auto& t : tensors)
+        if (!in_shard.count(t) && !has_extra(*shard, t))
+          fail(ErrorCode::format, name, "weight_map puts {} in {}, which does not hold it", quote(t), quote(file));
+      for (std::size_t i = 0; i < shard->tensors().size(); ++i) {
+        infos_.push_back(shard->tensors()[i]);
+        where_.emplace_back(shards_.size(), i);
+      }
+      all_metadata = all_metadata && shard->role_source() == RoleSource::metadata;
+      if (shards_.empty()) metadata_ = shard->metadata();
+      shards_.push_back(std::move(shard));
+    }
+    role_source_ = all_metadata && !shards_.empty() ? RoleSource::metadata : RoleSource::heuristic;
+    if (index.contains("metadata") && index["metadata"].is_object())
+      for (const auto& [k, v] : index["metadata"].items())
+        if (k != "total_size" && !metadata_.contains(k)) metadata_[k] = v;
+    finish_listing();
+  }
+
+  Tensor read(std::size_t index) override {
+    check_index(index);
+    const auto [shard, i] = where_[index];
+    return shards_[shard]->read(i);
+  }
+
+ private:
+  // Extra-section tensors are named "section/name" in safetensors files (conventions §2).
+  static bool has_extra(const Reader& shard, const std::string& key) {
+    for (const auto& t : shard.tensors())
+      if (t.role == Role::extra && t.section + "/" + t.name == key) return true;
+    return false;
+  }
+
+  std::vector<std::unique_ptr<Reader>> shards_;
+  std::vector<std::pair<std::size_t, std::size_t>> where_;  // parallel to infos_
+};
+
+// The tensors `indices` of `inner`, as a Source of their own.
+class Subset final : public Source {
+ public:
+  Subset(Source& inner, std::vector<std::size_t> indices) : inner_(inner), indices_(std::move(indices)) {
+    for (auto i : indices_) infos_.push_back(inner.tensors()[i]);
+  }
+  const std::vector<TensorInfo>& tensors() const override { return infos_; }
+  const Metadata& metadata() const override { return inner_.metadata(); }
+  Tensor read(std::size_t index) override { return inner_.read(indices_.at(index)); }
+
+ private:
+  Source& inner_;
+  std::vector<std::size_t> indices_;
+  std::vector<TensorInfo> infos_;
+};
+
+}  // namespace
+
+std::uint64_t parse_size(const std::string& text) {
+  std::uint64_t value = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (ec != std::errc() || ptr == text.data())
+    throw Error(ErrorCode::invalid_argument, "", fmt::format("size {}: expected a number with an optional unit", quote(text)));
+  const std::string unit(ptr, end);
+  static const std::map<std::string, std::uint64_t> units = {
+      {"", 1},          {"B", 1},           {"KB", 1000},       {"MB", 1000000},     {"GB", 1000000000},
+      {"TB", 1000000000000}, {"KiB", 1ull << 10}, {"MiB", 1ull << 20}, {"GiB", 1ull << 30}, {"TiB", 1ull << 40}};
+  const auto it = units.find(unit);
+  if (it == units.end() || value == 0)
+    throw Error(ErrorCode::invalid_argument, "",
+                fmt::format("size {}: expected a positive number and one of B, KB, MB, GB, TB, KiB, MiB, GiB, TiB",
+                            quote(text)));
+  const auto bytes = detail::checked_mul(value, it->second);
+  if (!bytes) throw Error(ErrorCode::invalid_argument, "", fmt::format("size {} is too large", quote(text)));
+  return *bytes;
+}
+
+std::unique_ptr<Reader> open_safetensors_index(const std::filesystem::path& index_path, const ReadOptions& options) {
+  return std::make_unique<ShardedReader>(index_path, options);
+}
+
+void write_safetensors_sharded(Source& source, const std::filesystem::path& path, const WriteOptions& options) {
+  // NAME from NAME.safetensors or NAME.safetensors.index.json.
+  std::string file = path.filename().string();
+  for (const char* suffix : {".index.json", ".safetensors"})
+    if (file.size() > std::strlen(suffix) && file.ends_with(suffix)) file.resize(file.size() - std::strlen(suffix));
+  const auto dir = path.parent_path();
+  const std::uint64_t max = options.max_shard_bytes ? options.max_shard_bytes : 5000000000ull;  // huggingface's 5GB
+  std::vector<std::vector<std::size_t>> shards;
+  std::uint64_t in_shard = 0, total = 0;
+  for (std::size_t i = 0; i < source.tensors().size(); ++i) {
+    const std::uint64_t bytes = source.tensors()[i].nbytes();
+    if (shards.empty() || (in_shard > 0 && in_shard + bytes > max)) {
+      shards.emplace_back();
+      in_shard = 0;
+    }
+    shards.back().push_back(i);
+    in_shard += bytes;
+    total += bytes;
+  }
+  WriteOptions shard_options = options;
+  shard_options.max_shard_bytes = 0;
+  if (shards.size() <= 1) {
+    write_safetensors(source, dir / (file + ".safetensors"), shard_options);
+    return;
+  }
+  const auto index_path = dir / (file + ".safetensors.index.json");
+  if (!options.overwrite && std::filesystem::exists(index_path))
+    fail(ErrorCode::io, index_path.string(), "already exists; use --force to replace it");
+  Metadata weight_map = Metadata::object();
+  std::vector<std::filesystem::path> written;
+  std::uint64_t done_before = 0;
+  try {
+    for (std::size_t s = 0; s < shards.size(); ++s) {
+      const std::string shard_name = fmt::format("{}-{:05d}-of-{:05d}.safetensors", file, s + 1, shards.size());
+      Subset subset(source, shards[s]);
+      WriteOptions o = shard_options;
+      if (options.progress) o.progress = [&, done_before](std::uint64_t done, std::uint64_t) { options.progress(done_before + done, total); };
+      write_safetensors(subset, dir / shard_name, o);
+      written.push_back(dir / shard_name);
+      for (const auto& info : subset.tensors()) {
+        weight_map[info.role == Role::extra ? info.section + "/" + info.name : info.name] = shard_name;
+        done_before += info.nbytes();
+      }
+    }
+    const Metadata index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+    const std::string text = index.dump(2) + "\n";
+    detail::AtomicFile out(index_path, options.overwrite);
+    out.write(std::as_bytes(std::span(text)));
+    out.commit();
+  } catch (...) {
+    std::error_code ec;
+    for (const auto& p : written) std::filesystem::remove(p, ec);
+    throw;
+  }
+}
+
+}  // namespace ckpt
