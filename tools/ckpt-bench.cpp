@@ -193,6 +193,58 @@ int bench_pytorch(const std::filesystem::path& pt, const std::filesystem::path& 
   return 0;
 }
 
+// --matrix: every conversion between every pair of formats of the synthetic state, each timed
+// against a plain copy of its input (copy_file + fsync) in the same run, with the peak resident
+// memory it adds (VmHWM after resetting it, minus VmRSS before).
+int bench_matrix(std::uint64_t size_mib, const std::filesystem::path& dir) {
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);  // as checkpoint-convert sets it (see there)
+  struct Format {
+    const char* label;
+    const char* extension;
+    Compression compression;
+  };
+  const Format formats[] = {{"ckpt-h5", ".ckpt.h5", Compression::none},   {"ckpt-h5+zstd", ".z.ckpt.h5", Compression::zstd},
+                            {"safetensors", ".safetensors", Compression::none}, {"pytorch", ".pt", Compression::none},
+                            {"flax", ".msgpack", Compression::none},      {"numpy", ".npz", Compression::none},
+                            {"boost-text", ".boost.txt", Compression::none}, {"boost-xml", ".boost.xml", Compression::none},
+                            {"boost-binary", ".boost.bin", Compression::none}};
+  {
+    fmt::print("building a {} MiB synthetic state dict and writing it in {} formats...\n", size_mib, std::size(formats));
+    const StateDict state = synthetic_state(size_mib);
+    for (const auto& f : formats) {
+      WriteOptions o;
+      o.compression = f.compression;
+      save(state, dir / (std::string("src") + f.extension), o);
+    }
+  }
+  fmt::print("\n{:<14} {:<14} {:>9} {:>9} {:>8} {:>12}\n", "from", "to", "seconds", "copy s", "x copy", "peak +MiB");
+  for (const auto& a : formats) {
+    const auto in = dir / (std::string("src") + a.extension);
+    const auto copy_path = dir / "copy.bin";
+    const double copy = seconds_of([&] {
+      std::filesystem::copy_file(in, copy_path, std::filesystem::copy_options::overwrite_existing);
+      const int fd = ::open(copy_path.c_str(), O_RDONLY | O_CLOEXEC);
+      ::fsync(fd);
+      ::close(fd);
+    });
+    std::filesystem::remove(copy_path);
+    for (const auto& b : formats) {
+      const auto out = dir / (std::string("dst") + b.extension);
+      ConvertOptions options;
+      options.write.compression = b.compression;
+      const std::uint64_t rss_before = status_kib("VmRSS:");
+      reset_peak_rss();
+      const double t = seconds_of([&] { (void)ckpt::convert(in, out, options); });
+      const std::uint64_t peak_kib = status_kib("VmHWM:") - rss_before;
+      std::filesystem::remove(out);
+      fmt::print("{:<14} {:<14} {:>9.3f} {:>9.3f} {:>7.2f}x {:>12.1f}\n", a.label, b.label, t, copy, t / copy,
+                 static_cast<double>(peak_kib) / 1024);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -209,11 +261,24 @@ int main(int argc, char** argv) {
   app.add_option("--dir", dir_arg, "Directory for the files (default: a new one under the temp dir)");
   std::string pt;
   app.add_option("--pt", pt, "Only time ckpt's reader and conversion on this .pt file (see tools/bench-pytorch.py)");
+  bool matrix = false;
+  app.add_flag("--matrix", matrix, "Only time conversions between every pair of formats (against a copy of the input)");
   CLI11_PARSE(app, argc, argv);
 
   const std::filesystem::path dir =
       dir_arg.empty() ? std::filesystem::temp_directory_path() / fmt::format("ckpt-bench-{}", ::getpid()) : std::filesystem::path(dir_arg);
   std::filesystem::create_directories(dir);
+  if (matrix) {
+    try {
+      const int rc = bench_matrix(size_mib, dir);
+      if (dir_arg.empty()) std::filesystem::remove_all(dir);
+      return rc;
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "ckpt-bench: error: {}\n", e.what());
+      if (dir_arg.empty()) std::filesystem::remove_all(dir);
+      return 1;
+    }
+  }
   if (!pt.empty()) {
     try {
       const int rc = bench_pytorch(pt, dir, repeats);
