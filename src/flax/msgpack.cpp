@@ -40,7 +40,8 @@ struct Builder {
   Node at_offset(Kind kind, const char* v, std::uint32_t size) {
     Node n;
     n.kind = kind;
-    n.offset = static_cast<std::uint64_t>(v - begin);
+    // msgpack-cxx may hand over no pointer at all for an empty value.
+    n.offset = size == 0 ? 0 : static_cast<std::uint64_t>(v - begin);
     n.size = size;
     return n;
   }
