@@ -268,28 +268,19 @@ int main(int argc, char** argv) {
   const std::filesystem::path dir =
       dir_arg.empty() ? std::filesystem::temp_directory_path() / fmt::format("ckpt-bench-{}", ::getpid()) : std::filesystem::path(dir_arg);
   std::filesystem::create_directories(dir);
-  if (matrix) {
+  // The single-purpose modes; the files go with their temporary directory.
+  auto run_mode = [&](const std::function<int()>& mode) {
+    int rc = 1;
     try {
-      const int rc = bench_matrix(size_mib, dir);
-      if (dir_arg.empty()) std::filesystem::remove_all(dir);
-      return rc;
+      rc = mode();
     } catch (const std::exception& e) {
       fmt::print(stderr, "ckpt-bench: error: {}\n", e.what());
-      if (dir_arg.empty()) std::filesystem::remove_all(dir);
-      return 1;
     }
-  }
-  if (!pt.empty()) {
-    try {
-      const int rc = bench_pytorch(pt, dir, repeats);
-      if (dir_arg.empty()) std::filesystem::remove_all(dir);
-      return rc;
-    } catch (const std::exception& e) {
-      fmt::print(stderr, "ckpt-bench: error: {}\n", e.what());
-      if (dir_arg.empty()) std::filesystem::remove_all(dir);
-      return 1;
-    }
-  }
+    if (dir_arg.empty()) std::filesystem::remove_all(dir);
+    return rc;
+  };
+  if (matrix) return run_mode([&] { return bench_matrix(size_mib, dir); });
+  if (!pt.empty()) return run_mode([&] { return bench_pytorch(pt, dir, repeats); });
   try {
     fmt::print("building a {} MiB synthetic state dict...\n", size_mib);
     const StateDict state = synthetic_state(size_mib);

@@ -71,6 +71,14 @@ struct TensorInfo : EntryInfo {
 
 struct Entry : EntryInfo {
   Tensor tensor;
+  // The entry without its data: name, role, dtype, shape.
+  TensorInfo info() const {
+    TensorInfo out;
+    static_cast<EntryInfo&>(out) = *this;
+    out.dtype = tensor.dtype();
+    out.shape = tensor.shape();
+    return out;
+  }
 };
 
 class StateDict {

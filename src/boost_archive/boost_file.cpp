@@ -129,11 +129,7 @@ class BoostReader final : public Reader {
     role_source_ = RoleSource::stored;
     metadata_ = state.metadata();
     for (const auto& e : state.entries()) {
-      TensorInfo info;
-      static_cast<EntryInfo&>(info) = e;
-      info.dtype = e.tensor.dtype();
-      info.shape = e.tensor.shape();
-      infos_.push_back(std::move(info));
+      infos_.push_back(e.info());
       tensors_.push_back(e.tensor);
     }
     finish_listing();

@@ -96,13 +96,7 @@ Tensor Source::read_checked(std::size_t index, const std::string& file) {
 
 StateDictSource::StateDictSource(const StateDict& state) : state_(state) {
   infos_.reserve(state.size());
-  for (const auto& e : state.entries()) {
-    TensorInfo info;
-    static_cast<EntryInfo&>(info) = e;
-    info.dtype = e.tensor.dtype();
-    info.shape = e.tensor.shape();
-    infos_.push_back(std::move(info));
-  }
+  for (const auto& e : state.entries()) infos_.push_back(e.info());
 }
 
 Tensor StateDictSource::read(std::size_t index) { return state_.entries().at(index).tensor; }

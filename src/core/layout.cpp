@@ -95,28 +95,18 @@ bool listed(const Metadata& list, const std::string& module) {
   return false;
 }
 
-// Permutations for a weight of rank r (2 + n spatial axes).
-std::vector<std::size_t> conv_to_flax(std::size_t r) {  // [O, I, *k] -> [*k, I, O]
+// Permutations for a weight of rank r (2 + n spatial axes). torch -> flax: [O, I, *k] -> [*k, I, O]
+// for Conv and [I, O, *k] -> [*k, I, O] for ConvTranspose (the leading pair swapped or not).
+std::vector<std::size_t> to_flax_perm(std::size_t r, bool transpose) {
   std::vector<std::size_t> p;
   for (std::size_t k = 2; k < r; ++k) p.push_back(k);
-  p.push_back(1);
-  p.push_back(0);
+  p.push_back(transpose ? 0 : 1);
+  p.push_back(transpose ? 1 : 0);
   return p;
 }
-std::vector<std::size_t> conv_transpose_to_flax(std::size_t r) {  // [I, O, *k] -> [*k, I, O]
-  std::vector<std::size_t> p;
-  for (std::size_t k = 2; k < r; ++k) p.push_back(k);
-  p.push_back(0);
-  p.push_back(1);
-  return p;
-}
-std::vector<std::size_t> conv_to_torch(std::size_t r) {  // [*k, I, O] -> [O, I, *k]
-  std::vector<std::size_t> p = {r - 1, r - 2};
-  for (std::size_t k = 0; k + 2 < r; ++k) p.push_back(k);
-  return p;
-}
-std::vector<std::size_t> conv_transpose_to_torch(std::size_t r) {  // [*k, I, O] -> [I, O, *k]
-  std::vector<std::size_t> p = {r - 2, r - 1};
+// flax -> torch: [*k, I, O] -> [O, I, *k] (Conv) or [I, O, *k] (ConvTranspose).
+std::vector<std::size_t> to_torch_perm(std::size_t r, bool transpose) {
+  std::vector<std::size_t> p = {transpose ? r - 2 : r - 1, transpose ? r - 1 : r - 2};
   for (std::size_t k = 0; k + 2 < r; ++k) p.push_back(k);
   return p;
 }
@@ -245,10 +235,10 @@ std::unique_ptr<Source> to_flax(Source& inner, const LayoutOptions& options, con
       if (matches(options.conv_transpose, module) || evident) {
         std::vector<bool> flip(rank, false);
         for (std::size_t k = 2; k < rank; ++k) flip[k] = true;
-        b.emit(*weight, name("kernel"), Role::parameter, "", conv_transpose_to_flax(rank), flip);
+        b.emit(*weight, name("kernel"), Role::parameter, "", to_flax_perm(rank, true), flip);
         record["conv_transpose"].push_back(module);
       } else {
-        b.emit(*weight, name("kernel"), Role::parameter, "", conv_to_flax(rank));
+        b.emit(*weight, name("kernel"), Role::parameter, "", to_flax_perm(rank, false));
       }
     } else {
       continue;
@@ -311,9 +301,9 @@ std::unique_ptr<Source> to_torch(Source& inner, const LayoutOptions& options, co
         if (listed(transposed, module) || matches(options.conv_transpose, module)) {
           std::vector<bool> flip(rank, false);
           for (std::size_t k = 0; k + 2 < rank; ++k) flip[k] = true;
-          b.emit(*kernel, name("weight"), Role::parameter, "", conv_transpose_to_torch(rank), flip);
+          b.emit(*kernel, name("weight"), Role::parameter, "", to_torch_perm(rank, true), flip);
         } else {
-          b.emit(*kernel, name("weight"), Role::parameter, "", conv_to_torch(rank));
+          b.emit(*kernel, name("weight"), Role::parameter, "", to_torch_perm(rank, false));
         }
       } else {
         continue;

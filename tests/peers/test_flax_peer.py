@@ -13,19 +13,14 @@ import json
 import os
 import shutil
 import struct
-import subprocess
 import sys
 
 import msgpack
 import numpy as np
 
-failures = []
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peer_common import check, finish, run  # noqa: E402
 
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
 
 
 class BF16:
@@ -100,9 +95,6 @@ def same(a, b):
             and np.asarray(a).dtype == np.asarray(b).dtype
     return type(a) == type(b) and a == b
 
-
-def run(*args):
-    return subprocess.run(list(args), capture_output=True, text=True)
 
 
 def main():
@@ -234,8 +226,7 @@ def main():
         check(r.returncode == 1 and expected[label] in r.stderr and r.stderr.count("\n") == 1,
               f"hostile {label}: rc {r.returncode} {r.stderr!r}")
 
-    print(f"{len(failures)} failed" if failures else "all flax peer checks passed")
-    return 1 if failures else 0
+    return finish("flax peer")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ variance.
 import itertools
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -23,19 +22,10 @@ import torch
 import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peer_common import check, finish, run  # noqa: E402
 from test_flax_peer import msgpack_restore  # noqa: E402  (the Flax wire format, as the flax peer reads it)
 
-failures = []
 
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
-
-
-def run(*args):
-    return subprocess.run(list(args), capture_output=True, text=True)
 
 
 def correlate(x, kernel, stride):
@@ -201,8 +191,7 @@ def main():
     check(r.returncode == 0 and "left 1 tensor as they were (--keep-unmapped): variance" in r.stderr,
           f"odd --keep-unmapped: {r.stderr}")
 
-    print(f"{len(failures)} failed" if failures else "all layout peer checks passed")
-    return 1 if failures else 0
+    return finish("layout peer")
 
 
 if __name__ == "__main__":

@@ -12,23 +12,15 @@ import json
 import os
 import shutil
 import struct
-import subprocess
 import sys
 
 import msgpack
 import numpy as np
 
-failures = []
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peer_common import check, finish, run  # noqa: E402
 
 
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
-
-
-def run(*args):
-    return subprocess.run(list(args), capture_output=True, text=True)
 
 
 def main():
@@ -139,8 +131,7 @@ def main():
         check(r.returncode == 1 and expected[name] in r.stderr and r.stderr.count("\n") == 1,
               f"hostile {name}: rc {r.returncode} {r.stderr!r}")
 
-    print(f"{len(failures)} failed" if failures else "all numpy peer checks passed")
-    return 1 if failures else 0
+    return finish("numpy peer")
 
 
 if __name__ == "__main__":

@@ -10,22 +10,14 @@ import json
 import os
 import shutil
 import struct
-import subprocess
 import sys
 
 import numpy as np
 
-failures = []
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peer_common import check, finish, run  # noqa: E402
 
 
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
-
-
-def run(*args):
-    return subprocess.run(list(args), capture_output=True, text=True)
 
 
 CODES = {np.dtype("float32"): "F32", np.dtype("int64"): "I64", np.dtype("float16"): "F16"}
@@ -116,8 +108,7 @@ def main():
     r = run(inspect, bad)
     check(r.returncode == 1 and "not a file beside the index" in r.stderr, f"path traversal: {r.stderr}")
 
-    print(f"{len(failures)} failed" if failures else "all shard checks passed")
-    return 1 if failures else 0
+    return finish("shard")
 
 
 if __name__ == "__main__":
