@@ -4,6 +4,7 @@
 #include <msgpack.hpp>
 
 #include "ckpt/flax.h"
+#include "flax/writer.h"
 #include "util/atomic_file.h"
 #include "util/bytes.h"
 #include "util/tree.h"
@@ -15,7 +16,6 @@ using detail::fail;
 using detail::quote;
 using detail::TreeNode;
 
-constexpr std::uint64_t kMaxChunkBytes = 1ull << 30;  // flax's MAX_CHUNK_SIZE
 
 // The packer's stream: buffered writes to the atomic file.
 class Out {
@@ -42,8 +42,9 @@ class Out {
 
 class FlaxWriter {
  public:
-  FlaxWriter(Source& source, const std::string& name, const WriteOptions& options, Out& out)
-      : source_(source), infos_(source.tensors()), name_(name), options_(options), out_(out), packer_(out) {
+  FlaxWriter(Source& source, const std::string& name, const WriteOptions& options, Out& out, std::uint64_t chunk_bytes)
+      : source_(source), infos_(source.tensors()), name_(name), options_(options), out_(out), packer_(out),
+        max_chunk_bytes_(chunk_bytes) {
     for (const auto& info : infos_) total_ += info.nbytes();
   }
 
@@ -120,13 +121,13 @@ class FlaxWriter {
     const TensorInfo& info = infos_[index];
     const Tensor tensor = source_.read_checked(index, name_);
     const auto bytes = tensor.bytes();
-    if (bytes.size() <= kMaxChunkBytes) {
+    if (bytes.size() <= max_chunk_bytes_) {
       pack_ndarray(info.dtype, info.shape, bytes);
     } else {
       // As flax does beyond 2**30 bytes: {"__msgpack_chunked_array__": true, "shape": {"0": d0,
       // ...}, "chunks": {"0": 1-D array, ...}}, chunks of floor(2**30 / itemsize) elements.
       const std::size_t itemsize = dtype_size(info.dtype);
-      const std::uint64_t chunk = kMaxChunkBytes / itemsize * itemsize;
+      const std::uint64_t chunk = std::max<std::uint64_t>(1, max_chunk_bytes_ / itemsize) * itemsize;
       packer_.pack_map(3);
       packer_.pack(std::string("__msgpack_chunked_array__"));
       packer_.pack_true();
@@ -156,6 +157,7 @@ class FlaxWriter {
   const WriteOptions& options_;
   Out& out_;
   msgpack::packer<Out> packer_;
+  std::uint64_t max_chunk_bytes_;
   std::uint64_t done_ = 0, total_ = 0;
 };
 
@@ -175,7 +177,8 @@ void merge_metadata(TreeNode& node, const Metadata& m, const std::string& file) 
 
 }  // namespace
 
-void write_flax(Source& source, const std::filesystem::path& path, const WriteOptions& options) {
+void detail::flax::write(Source& source, const std::filesystem::path& path, const WriteOptions& options,
+                         std::uint64_t max_chunk_bytes) {
   const std::string name = path.string();
   const auto& infos = source.tensors();
   const Metadata& metadata = source.metadata();
@@ -216,10 +219,14 @@ void write_flax(Source& source, const std::filesystem::path& path, const WriteOp
   }
   detail::AtomicFile file(path, options.overwrite);
   Out out(file);
-  FlaxWriter writer(source, name, options, out);
+  FlaxWriter writer(source, name, options, out, max_chunk_bytes);
   writer.pack(root);
   out.flush();
   file.commit();
+}
+
+void write_flax(Source& source, const std::filesystem::path& path, const WriteOptions& options) {
+  detail::flax::write(source, path, options, detail::flax::kMaxChunkBytes);
 }
 
 }  // namespace ckpt
