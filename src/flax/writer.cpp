@@ -6,6 +6,7 @@
 #include "ckpt/flax.h"
 #include "flax/writer.h"
 #include "util/atomic_file.h"
+#include "util/json_get.h"
 #include "util/bytes.h"
 #include "util/tree.h"
 
@@ -185,7 +186,7 @@ void detail::flax::write(Source& source, const std::filesystem::path& path, cons
   const bool all_parameters =
       std::all_of(infos.begin(), infos.end(), [](const TensorInfo& i) { return i.role == Role::parameter; });
   const bool bare = all_parameters && metadata.is_object() && metadata.contains(kFlaxShapeKey) &&
-                    metadata[std::string(kFlaxShapeKey)].value("collections", true) == false;
+                    !detail::json_bool(metadata[std::string(kFlaxShapeKey)], "collections", true);
   TreeNode root;
   Metadata non_persistent = Metadata::object();
   Metadata sections = Metadata::array();

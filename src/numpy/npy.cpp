@@ -190,6 +190,7 @@ Tensor to_row_major(DType dtype, const Shape& shape, std::span<const std::byte> 
   Tensor out = Tensor::uninitialized(dtype, shape);
   const std::size_t itemsize = dtype_size(dtype);
   auto dst = out.mutable_bytes();
+  if (dst.empty()) return out;
   if (!fortran_order) {
     std::memcpy(dst.data(), data.data(), dst.size());
   } else {  // column-major: element (i0, i1, ...) is at i0 + d0 * (i1 + d1 * ...)

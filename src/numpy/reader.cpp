@@ -9,6 +9,7 @@
 #include "ckpt/roles.h"
 #include "numpy/npy.h"
 #include "numpy/sniff.h"
+#include "util/json_get.h"
 #include "util/bytes.h"
 #include "util/file_read.h"
 #include "util/mapped_file.h"
@@ -130,15 +131,15 @@ class NumpyReader final : public Reader {
     } catch (const nlohmann::json::exception&) {
       return false;  // a zip comment is free text; not ckpt's
     }
-    if (!c.is_object() || c.value("ckpt", 0) != 1) return false;  // someone else's comment
-    const std::string role = c.value("role", "parameter");
+    if (!c.is_object() || detail::json_uint(c, "ckpt", 0) != 1) return false;  // someone else's comment
+    const std::string role = detail::json_string(c, "role", "parameter");
     if (role == "buffer") {
       info.role = Role::buffer;
-      info.collection = c.value("collection", std::string(kDefaultBufferCollection));
-      info.persistent = c.value("persistent", true);
+      info.collection = detail::json_string(c, "collection", std::string(kDefaultBufferCollection));
+      info.persistent = detail::json_bool(c, "persistent", true);
     } else if (role == "extra") {
       info.role = Role::extra;
-      info.section = c.value("section", "extra");
+      info.section = detail::json_string(c, "section", "extra");
     }
     if (c.contains("name") && c["name"].is_string()) info.name = c["name"].get<std::string>();
     if (c.contains("dtype") && c["dtype"].is_string()) {
@@ -152,7 +153,7 @@ class NumpyReader final : public Reader {
   void apply_archive_comment() {
     try {
       const Metadata c = Metadata::parse(archive_->comment());
-      if (c.is_object() && c.value("ckpt", 0) == 1 && c.contains("metadata") && c["metadata"].is_object())
+      if (detail::json_uint(c, "ckpt", 0) == 1 && c.contains("metadata") && c["metadata"].is_object())
         metadata_ = c["metadata"];
     } catch (const nlohmann::json::exception&) {  // not ckpt's: a zip comment is free text
     }

@@ -12,6 +12,7 @@
 #include "ckpt/roles.h"
 #include "pickle/pickle.h"
 #include "pytorch/sniff.h"
+#include "util/json_get.h"
 #include "util/bytes.h"
 #include "util/file_read.h"
 #include "util/mapped_file.h"
@@ -276,7 +277,7 @@ class PytorchReader final : public Reader {
     }
     if (!roles.is_object() || !roles.value("buffers", Metadata::object()).is_object())
       fail(ErrorCode::format, name_, "{} is not a JSON object with a \"buffers\" object", quote(entry.name));
-    if (roles.value("version", 0) > 1)
+    if (roles.contains("version") && detail::json_uint(roles, "version", 2) > 1)
       fail(ErrorCode::unsupported, name_, "{} version {} is newer than this reader (1)", quote(entry.name),
            roles["version"].dump());
     const Metadata buffers = roles.value("buffers", Metadata::object());

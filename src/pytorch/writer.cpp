@@ -12,6 +12,7 @@
 
 #include "ckpt/pytorch.h"
 #include "util/atomic_file.h"
+#include "util/json_get.h"
 #include "util/bytes.h"
 #include "util/tree.h"
 #include "zip/zip.h"
@@ -202,7 +203,7 @@ void write_pytorch(Source& source, const std::filesystem::path& path, const Writ
   if (shape || extras) {
     for (const auto& [k, v] : metadata.items())
       if (k != kTorchCheckpointKey) root.dict.emplace_back(k, detail::tree_from_metadata(v));
-    const std::string key = shape && shape->is_object() ? shape->value("model_key", std::string("model")) : "model";
+    const std::string key = shape && shape->is_object() ? detail::json_string(*shape, "model_key", "model") : "model";
     if (!key.empty()) {
       const std::vector<std::string> path = detail::split_dots(key);
       const bool fresh = root.child(path.front()) == nullptr;

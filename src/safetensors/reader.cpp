@@ -10,6 +10,7 @@
 #include "ckpt/roles.h"
 #include "ckpt/safetensors.h"
 #include "safetensors/dtypes.h"
+#include "util/json_get.h"
 #include "util/bytes.h"
 #include "util/file_read.h"
 #include "util/mapped_file.h"
@@ -195,7 +196,8 @@ class SafetensorsReader final : public Reader {
       fail(ErrorCode::format, name_, "__metadata__ {}: {}", quote(st::kRolesKey), what);
     };
     if (!roles.is_object()) bad("not a JSON object");
-    if (roles.value("version", std::uint64_t{0}) > st::kRolesVersion)
+    if (roles.contains("version") && !roles["version"].is_number_unsigned()) bad("\"version\" is not a number");
+    if (detail::json_uint(roles, "version", 0) > st::kRolesVersion)
       fail(ErrorCode::unsupported, name_, "__metadata__ {} version {} is newer than this reader ({})",
            quote(st::kRolesKey), roles["version"].dump(), st::kRolesVersion);
     const json buffers = roles.value("buffers", json::object());
