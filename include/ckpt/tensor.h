@@ -89,4 +89,16 @@ class Tensor {
   bool is_view_ = false;
 };
 
+namespace detail {
+// While one exists, freed tensor buffers of 1 MiB or more (up to 64 MiB in all) are reused for
+// new tensors instead of returned to the system; convert() holds one. Internal.
+class BufferReuse {
+ public:
+  BufferReuse();
+  ~BufferReuse();
+  BufferReuse(const BufferReuse&) = delete;
+  BufferReuse& operator=(const BufferReuse&) = delete;
+};
+}  // namespace detail
+
 }  // namespace ckpt

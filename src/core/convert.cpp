@@ -8,6 +8,7 @@ std::size_t convert(const std::filesystem::path& input, const std::filesystem::p
   // input mapped (and counted as resident) until the end, a copy only the tensor being written.
   ReadOptions read = options.read;
   read.zero_copy = false;
+  const detail::BufferReuse reuse;  // one tensor's buffer serves the next
   auto reader = open(input, read);
   if (options.layout) {
     const auto mapped = map_layout(*reader, *options.layout, input.string(), options.layout_report);

@@ -1,7 +1,9 @@
 #include "ckpt/tensor.h"
 
 #include <cstring>
+#include <mutex>
 #include <new>
+#include <vector>
 
 #include "util/bytes.h"
 
@@ -10,12 +12,61 @@ namespace {
 
 constexpr std::align_val_t kAlignment{64};
 
+// While a conversion runs (detail::BufferReuse), freed tensor buffers of 1 MiB or more are kept
+// and handed to the next tensors that fit, instead of going back to the kernel: a fresh buffer
+// costs a page fault per 4 KiB on first touch (on some VMs several milliseconds per MiB, more
+// than the copy into it), a reused one none. At most kCachedBytes stay cached; the cache empties
+// when the last BufferReuse ends.
+constexpr std::uint64_t kReuseMin = 1u << 20;
+constexpr std::uint64_t kCachedBytes = 64u << 20;
+
+struct BufferCache {
+  std::mutex mutex;
+  int users = 0;
+  std::uint64_t cached_bytes = 0;
+  std::vector<std::pair<std::byte*, std::uint64_t>> free;  // buffer, capacity
+};
+BufferCache& cache() {
+  static BufferCache c;
+  return c;
+}
+
+void release(std::byte* p, std::uint64_t capacity) {
+  auto& c = cache();
+  {
+    std::lock_guard lock(c.mutex);
+    if (c.users > 0 && capacity >= kReuseMin && c.cached_bytes + capacity <= kCachedBytes) {
+      c.free.emplace_back(p, capacity);
+      c.cached_bytes += capacity;
+      return;
+    }
+  }
+  ::operator delete(p, kAlignment);
+}
+
 std::shared_ptr<std::byte> allocate(std::uint64_t nbytes) {
   if (nbytes == 0) return {};
   if (nbytes > static_cast<std::uint64_t>(PTRDIFF_MAX))
     detail::fail(ErrorCode::invalid_argument, "", "tensor of {} bytes is too large", nbytes);
-  auto* p = static_cast<std::byte*>(::operator new(nbytes, kAlignment));
-  return std::shared_ptr<std::byte>(p, [](std::byte* q) { ::operator delete(q, kAlignment); });
+  std::byte* p = nullptr;
+  std::uint64_t capacity = nbytes;
+  if (nbytes >= kReuseMin) {
+    auto& c = cache();
+    std::lock_guard lock(c.mutex);
+    // The smallest cached buffer that fits, if it wastes at most half of itself.
+    auto best = c.free.end();
+    for (auto it = c.free.begin(); it != c.free.end(); ++it)
+      if (it->second >= nbytes && it->second / 2 <= nbytes && (best == c.free.end() || it->second < best->second))
+        best = it;
+    if (best != c.free.end()) {
+      p = best->first;
+      capacity = best->second;
+      c.cached_bytes -= capacity;
+      c.free.erase(best);
+    }
+  }
+  if (!p) p = static_cast<std::byte*>(::operator new(nbytes, kAlignment));
+  return std::shared_ptr<std::byte>(p, [capacity](std::byte* q) { release(q, capacity); });
 }
 
 }  // namespace
@@ -44,6 +95,22 @@ std::string shape_to_string(const Shape& shape) {
     s += std::to_string(shape[i]);
   }
   return s + "]";
+}
+
+detail::BufferReuse::BufferReuse() {
+  std::lock_guard lock(cache().mutex);
+  ++cache().users;
+}
+
+detail::BufferReuse::~BufferReuse() {
+  std::vector<std::pair<std::byte*, std::uint64_t>> drop;
+  {
+    std::lock_guard lock(cache().mutex);
+    if (--cache().users > 0) return;
+    drop.swap(cache().free);
+    cache().cached_bytes = 0;
+  }
+  for (auto [p, capacity] : drop) ::operator delete(p, kAlignment);
 }
 
 Tensor::Tensor() : shape_{0} {}
