@@ -70,6 +70,11 @@ class Reader : public Source {
   // Every tensor, with roles and metadata.
   StateDict read_all(const ProgressFn& progress = {});
 
+  // Says that every tensor is about to be read (as convert() does, one at a time): formats may
+  // batch work that would otherwise happen per tensor (ckpt-h5 checks all datasets in its
+  // isolation helper at once). read_all and verify do this themselves.
+  void expect_full_read() { prepare_full_read(); }
+
   // Read every tensor and check its checksum whatever ReadOptions said. Returns the number of
   // tensors that carried a checksum; throws integrity on the first mismatch.
   std::size_t verify(const ProgressFn& progress = {});

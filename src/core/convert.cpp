@@ -10,6 +10,7 @@ std::size_t convert(const std::filesystem::path& input, const std::filesystem::p
   read.zero_copy = false;
   const detail::BufferReuse reuse;  // one tensor's buffer serves the next
   auto reader = open(input, read);
+  reader->expect_full_read();
   if (options.layout) {
     const auto mapped = map_layout(*reader, *options.layout, input.string(), options.layout_report);
     save(*mapped, output, options.write);
