@@ -107,7 +107,8 @@ void load(Archive& ar, ckpt::Tensor& tensor, unsigned version) {
   info.dtype = *dtype;
   info.shape = shape;
   ckpt::detail::boost_spend(info.nbytes(), "tensor data");
-  ckpt::Tensor loaded = ckpt::Tensor::zeros(*dtype, std::move(shape));
+  // Uninitialized: the archive fills every byte or the load throws and the tensor is dropped.
+  ckpt::Tensor loaded = ckpt::Tensor::uninitialized(*dtype, std::move(shape));
   auto bytes = loaded.mutable_bytes();
   ar >> make_nvp("data", make_binary_object(bytes.data(), bytes.size()));
   tensor = std::move(loaded);

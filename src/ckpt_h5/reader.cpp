@@ -276,11 +276,10 @@ class CkptH5Reader final : public Reader {
     Tensor tensor = Tensor::uninitialized(info.dtype, info.shape);  // the chunks cover every element
     const auto out = tensor.mutable_bytes();
     const unsigned workers = detail::worker_count(0);
-    struct Slot {
-      std::vector<std::byte> raw, plain, unshuffled;
-      std::uint32_t mask = 0;
-    };
-    std::vector<Slot> slots(workers);
+    // The chunk buffers live as long as the reader: fresh ones per tensor would be zero-filled
+    // and faulted in for every tensor (most of the time of reading a compressed file).
+    if (slots_.size() < workers) slots_.resize(workers);
+    auto& slots = slots_;
     for (std::size_t first = 0; first < origins.size(); first += workers) {
       const std::size_t count = std::min<std::size_t>(workers, origins.size() - first);
       for (std::size_t j = 0; j < count; ++j) {  // HDF5 is not thread-safe: reads stay here
@@ -341,6 +340,11 @@ class CkptH5Reader final : public Reader {
   bool all_checked_ = false;
   std::vector<bool> checked_;  // per tensor, when not all_checked_
   std::shared_ptr<const detail::MappedFile> mapping_;
+  struct Slot {
+    std::vector<std::byte> raw, plain, unshuffled;
+    std::uint32_t mask = 0;
+  };
+  std::vector<Slot> slots_;  // read_chunks' per-worker buffers, reused across tensors
 };
 
 }  // namespace
