@@ -196,7 +196,7 @@ int bench_pytorch(const std::filesystem::path& pt, const std::filesystem::path& 
 // --matrix: every conversion between every pair of formats of the synthetic state, each timed
 // against a plain copy of its input (copy_file + fsync) in the same run, with the peak resident
 // memory it adds (VmHWM after resetting it, minus VmRSS before).
-int bench_matrix(std::uint64_t size_mib, const std::filesystem::path& dir) {
+int bench_matrix(std::uint64_t size_mib, const std::filesystem::path& dir, const std::string& from) {
   mallopt(M_MMAP_THRESHOLD, 1 << 20);  // as checkpoint-convert sets it (see there)
   struct Format {
     const char* label;
@@ -219,6 +219,7 @@ int bench_matrix(std::uint64_t size_mib, const std::filesystem::path& dir) {
   }
   fmt::print("\n{:<14} {:<14} {:>9} {:>9} {:>8} {:>12}\n", "from", "to", "seconds", "copy s", "x copy", "peak +MiB");
   for (const auto& a : formats) {
+    if (!from.empty() && ("," + from + ",").find("," + std::string(a.label) + ",") == std::string::npos) continue;
     const auto in = dir / (std::string("src") + a.extension);
     const auto copy_path = dir / "copy.bin";
     const double copy = seconds_of([&] {
@@ -262,7 +263,9 @@ int main(int argc, char** argv) {
   std::string pt;
   app.add_option("--pt", pt, "Only time ckpt's reader and conversion on this .pt file (see tools/bench-pytorch.py)");
   bool matrix = false;
+  std::string from;
   app.add_flag("--matrix", matrix, "Only time conversions between every pair of formats (against a copy of the input)");
+  app.add_option("--from", from, "With --matrix: only these input formats (comma-separated labels, e.g. flax,numpy)");
   CLI11_PARSE(app, argc, argv);
 
   const std::filesystem::path dir =
@@ -279,7 +282,7 @@ int main(int argc, char** argv) {
     if (dir_arg.empty()) std::filesystem::remove_all(dir);
     return rc;
   };
-  if (matrix) return run_mode([&] { return bench_matrix(size_mib, dir); });
+  if (matrix) return run_mode([&] { return bench_matrix(size_mib, dir, from); });
   if (!pt.empty()) return run_mode([&] { return bench_pytorch(pt, dir, repeats); });
   try {
     fmt::print("building a {} MiB synthetic state dict...\n", size_mib);
