@@ -38,7 +38,12 @@ void parse_compression(const std::string& text, WriteOptions& write) {
       return;
     }
   }
-  throw Error(ErrorCode::invalid_argument, "", fmt::format("--compression '{}': expected none, zstd or zstd:LEVEL", text));
+  if (text == "deflate") {
+    write.compression = Compression::deflate;
+    return;
+  }
+  throw Error(ErrorCode::invalid_argument, "",
+              fmt::format("--compression '{}': expected none, zstd, zstd:LEVEL (ckpt-h5) or deflate (numpy .npz)", text));
 }
 
 int convert_files(const Options& o) {
@@ -58,6 +63,10 @@ int convert_files(const Options& o) {
     throw Error(ErrorCode::invalid_argument, o.output,
                 fmt::format("cannot tell the output format from the extension; use --to ({})", format_names()));
   const FormatHandler* out_format = !o.to.empty() ? find_format(o.to) : format_for_extension(o.output);
+  if (options.write.compression == Compression::zstd && out_format->name != "ckpt-h5")
+    throw Error(ErrorCode::invalid_argument, "", fmt::format("--compression zstd applies to ckpt-h5 output, not {}", out_format->name));
+  if (options.write.compression == Compression::deflate && out_format->name != "numpy")
+    throw Error(ErrorCode::invalid_argument, "", fmt::format("--compression deflate applies to numpy output, not {}", out_format->name));
   if (!o.max_shard_size.empty() && out_format->name != "safetensors" && out_format->name != "safetensors-sharded")
     throw Error(ErrorCode::invalid_argument, "", "--max-shard-size applies to safetensors output only");
   if (!o.force && std::filesystem::exists(o.output))
@@ -129,7 +138,7 @@ int main(int argc, char** argv) {
   app.add_option("IN", o.input, "Checkpoint to read")->required();
   app.add_option("OUT", o.output, "File to write")->required();
   app.add_option("--to", o.to, "Output format: " + format_names() + " (default: from OUT's extension)");
-  app.add_option("--compression", o.compression, "ckpt-h5 output: none, zstd or zstd:LEVEL (1-22; default 3)")
+  app.add_option("--compression", o.compression, "none; zstd or zstd:LEVEL (1-22; default 3) for ckpt-h5; deflate for numpy .npz")
       ->capture_default_str();
   app.add_option("--buffers", o.buffer_regex,
                  "Inputs without stored roles: tensors whose full name matches this regex are buffers "

@@ -17,7 +17,7 @@ namespace ckpt {
 
 std::unique_ptr<Reader> open_numpy(const std::filesystem::path& path, const ReadOptions& options = {});
 
-// .npz (stored entries, data 64-byte aligned), or .npy when `path` ends in .npy (the source must
+// .npz (stored entries, data 64-byte aligned; deflated with Compression::deflate), or .npy when `path` ends in .npy (the source must
 // then hold exactly one tensor). Fails before creating anything when metadata exceeds the 64 KiB
 // zip comment that carries it.
 void write_numpy(Source& source, const std::filesystem::path& path, const WriteOptions& options = {});

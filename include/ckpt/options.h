@@ -9,7 +9,8 @@
 
 namespace ckpt {
 
-enum class Compression { none, zstd };
+// zstd: ckpt-h5 chunks; deflate: .npz entries (as numpy.savez_compressed).
+enum class Compression { none, zstd, deflate };
 
 // Called during long work with bytes done and bytes in all; may be empty.
 using ProgressFn = std::function<void(std::uint64_t done, std::uint64_t total)>;

@@ -154,6 +154,8 @@ class Writer {
 }  // namespace
 
 void write_ckpt_h5(Source& source, const std::filesystem::path& path, const WriteOptions& options) {
+  if (options.compression == Compression::deflate)
+    fail(ErrorCode::unsupported, path.string(), "ckpt-h5 compresses with zstd, not deflate");
   if (options.compression == Compression::zstd &&
       (options.zstd_level < ZSTD_minCLevel() || options.zstd_level > ZSTD_maxCLevel() || options.zstd_level < 1))
     fail(ErrorCode::invalid_argument, path.string(), "zstd level {} is outside 1..{}", options.zstd_level,

@@ -1,5 +1,6 @@
 // NumPy writer: .npz as numpy.savez writes it (one stored .npy entry per tensor), each entry's
-// data 64-byte aligned in the file so readers can map it; roles in entry comments, metadata in
+// data 64-byte aligned in the file so readers can map it, or deflated as savez_compressed does
+// (Compression::deflate); roles in entry comments, metadata in
 // the archive comment (format-spec/conventions.md §6). Or a single .npy.
 #include <set>
 
@@ -88,11 +89,15 @@ void write_numpy(Source& source, const std::filesystem::path& path, const WriteO
     // The .npy preamble is padded so that the array data is 64-byte aligned too (the entry's
     // data starts aligned; the header is a multiple of 64 bytes long).
     const std::string header = detail::npy::make_header(info.dtype, info.shape);
-    zip.begin(entry_names[i], header.size() + info.nbytes(), comments[i]);
-    zip.write(std::as_bytes(std::span(header)));
     const Tensor tensor = source.read_checked(i, name);
-    zip.write(tensor.bytes());
-    zip.end();
+    if (options.compression == Compression::deflate) {
+      zip.add_deflated(entry_names[i], {std::as_bytes(std::span(header)), tensor.bytes()}, comments[i]);
+    } else {
+      zip.begin(entry_names[i], header.size() + info.nbytes(), comments[i]);
+      zip.write(std::as_bytes(std::span(header)));
+      zip.write(tensor.bytes());
+      zip.end();
+    }
     progress(tensor.nbytes());
   }
   zip.finish(archive_text);

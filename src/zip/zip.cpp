@@ -269,7 +269,7 @@ void Writer::begin(const std::string& name, std::uint64_t size, const std::strin
   append16(header, static_cast<std::uint16_t>(extra.size()));
   header += name;
   header += extra;
-  written_.push_back({name, position_, size, 0, comment});
+  written_.push_back({name, position_, size, 0, comment, 0, size});
   put(std::as_bytes(std::span(header)));
   expected_ = size;
   received_ = 0;
@@ -300,22 +300,97 @@ void Writer::end() {
     fail(ErrorCode::io, file_.target().string(), "cannot write a zip header: {}", std::strerror(errno));
 }
 
+void Writer::add_deflated(const std::string& name, const std::vector<std::span<const std::byte>>& parts,
+                          const std::string& comment) {
+  const std::string file = file_.target().string();
+  if (name.size() > 0xffff) fail(ErrorCode::invalid_argument, file, "zip entry name too long");
+  if (comment.size() > 0xffff)
+    fail(ErrorCode::invalid_argument, file, "zip entry {}: comment of {} bytes is over 65535", quote(name), comment.size());
+  std::uint64_t size = 0;
+  for (const auto& part : parts) size += part.size();
+  std::vector<std::byte> out(static_cast<std::size_t>(std::max<std::uint64_t>(64, size / 2)));
+  z_stream z{};
+  if (deflateInit2(&z, 6, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+    fail(ErrorCode::io, file, "zlib cannot start deflating");
+  uLong crc = crc32(0L, Z_NULL, 0);
+  std::uint64_t produced = 0;
+  auto pump = [&](std::span<const std::byte> in, int flush) {
+    // zlib counts in 32 bits: feed at most 1 GiB at a time; grow the output as needed.
+    for (std::size_t done = 0;;) {
+      const std::size_t now = std::min<std::size_t>(in.size() - done, 1u << 30);
+      z.next_in = reinterpret_cast<Bytef*>(const_cast<std::byte*>(in.data() + done));
+      z.avail_in = static_cast<uInt>(now);
+      const int mode = done + now == in.size() ? flush : Z_NO_FLUSH;
+      int rc = Z_OK;
+      do {
+        if (produced == out.size()) out.resize(out.size() * 2);
+        const std::size_t room = std::min<std::size_t>(out.size() - produced, 1u << 30);
+        z.next_out = reinterpret_cast<Bytef*>(out.data() + produced);
+        z.avail_out = static_cast<uInt>(room);
+        rc = deflate(&z, mode);
+        if (rc == Z_STREAM_ERROR) {
+          deflateEnd(&z);
+          fail(ErrorCode::io, file, "zlib failed deflating zip entry {}", quote(name));
+        }
+        produced += room - z.avail_out;
+      } while (z.avail_out == 0 || (mode == Z_FINISH && rc != Z_STREAM_END));
+      done += now;
+      if (done == in.size()) return;
+    }
+  };
+  for (std::size_t k = 0; k < parts.size(); ++k) {
+    for (std::size_t done = 0; done < parts[k].size();) {
+      const std::size_t n = std::min<std::size_t>(parts[k].size() - done, 1u << 30);
+      crc = crc32(crc, reinterpret_cast<const Bytef*>(parts[k].data() + done), static_cast<uInt>(n));
+      done += n;
+    }
+    pump(parts[k], k + 1 == parts.size() ? Z_FINISH : Z_NO_FLUSH);
+  }
+  if (parts.empty()) pump({}, Z_FINISH);
+  deflateEnd(&z);
+  const bool zip64 = size >= k32 || produced >= k32 || position_ >= k32;
+  std::string header;
+  append32(header, kLocalSignature);
+  append16(header, zip64 ? 45 : 20);
+  append16(header, 0);
+  append16(header, 8);  // deflated
+  append16(header, 0);
+  append16(header, 0x21);
+  append32(header, static_cast<std::uint32_t>(crc));
+  append32(header, zip64 ? k32 : static_cast<std::uint32_t>(produced));
+  append32(header, zip64 ? k32 : static_cast<std::uint32_t>(size));
+  std::string extra;
+  if (zip64) {
+    append16(extra, 0x0001);
+    append16(extra, 16);
+    append64(extra, size);
+    append64(extra, produced);
+  }
+  append16(header, static_cast<std::uint16_t>(name.size()));
+  append16(header, static_cast<std::uint16_t>(extra.size()));
+  header += name;
+  header += extra;
+  written_.push_back({name, position_, size, static_cast<std::uint32_t>(crc), comment, 8, produced});
+  put(std::as_bytes(std::span(header)));
+  put(std::span(out).first(static_cast<std::size_t>(produced)));
+}
+
 void Writer::finish(const std::string& comment) {
   if (comment.size() > 0xffff)
     fail(ErrorCode::invalid_argument, file_.target().string(), "zip comment of {} bytes is over 65535", comment.size());
   const std::uint64_t cd_offset = position_;
   std::string cd;
   for (const auto& w : written_) {
-    const bool zip64 = w.size >= k32 || w.offset >= k32;
+    const bool zip64 = w.size >= k32 || w.compressed >= k32 || w.offset >= k32;
     append32(cd, kCentralSignature);
     append16(cd, zip64 ? 45 : 20);  // made by
     append16(cd, zip64 ? 45 : 20);  // needed
     append16(cd, 0);
-    append16(cd, 0);
+    append16(cd, w.method);
     append16(cd, 0);
     append16(cd, 0x21);
     append32(cd, w.crc);
-    append32(cd, zip64 ? k32 : static_cast<std::uint32_t>(w.size));
+    append32(cd, zip64 ? k32 : static_cast<std::uint32_t>(w.compressed));
     append32(cd, zip64 ? k32 : static_cast<std::uint32_t>(w.size));
     append16(cd, static_cast<std::uint16_t>(w.name.size()));
     append16(cd, zip64 ? 28 : 0);
@@ -329,7 +404,7 @@ void Writer::finish(const std::string& comment) {
       append16(cd, 0x0001);
       append16(cd, 24);
       append64(cd, w.size);
-      append64(cd, w.size);
+      append64(cd, w.compressed);
       append64(cd, w.offset);
     }
     cd += w.comment;

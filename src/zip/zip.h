@@ -89,6 +89,10 @@ class Writer {
   void begin(const std::string& name, std::uint64_t size, const std::string& comment = {});
   void write(std::span<const std::byte> data);
   void end();
+  // A deflated entry (zlib level 6, as Python's zipfile) of `parts` concatenated, compressed in
+  // memory first so its sizes are known when the header is written; not aligned.
+  void add_deflated(const std::string& name, const std::vector<std::span<const std::byte>>& parts,
+                    const std::string& comment = {});
   // Writes the central directory and end records, with the archive comment (at most 65535 bytes).
   void finish(const std::string& comment = {});
 
@@ -98,6 +102,8 @@ class Writer {
     std::uint64_t offset, size;
     std::uint32_t crc;
     std::string comment;
+    std::uint16_t method = 0;         // 0 stored, 8 deflated
+    std::uint64_t compressed = 0;     // deflated: bytes in the file
   };
   void put(std::span<const std::byte> bytes);
   AtomicFile& file_;

@@ -69,6 +69,16 @@ def main():
         buffers = {t["name"] for t in listing["tensors"] if t["role"] == "buffer"}
         check("bn.running_mean" in buffers and "fc.weight" not in buffers, f"{label}: inferred roles {buffers}")
 
+    # ckpt's deflated .npz (as savez_compressed writes them) reads in numpy with the same values.
+    deflated = os.path.join(work, "deflated.npz")
+    r = run(convert, "-q", "--force", "--compression", "deflate", os.path.join(work, "savez.npz"), deflated)
+    check(r.returncode == 0, f"deflate: {r.stderr}")
+    if r.returncode == 0:
+        loaded = np.load(deflated)
+        check(all(np.array_equal(loaded[n], a, equal_nan=a.dtype.kind == "f") and loaded[n].dtype == a.dtype.newbyteorder("=")
+                  for n, a in arrays.items()), "deflated .npz values")
+        check(os.path.getsize(deflated) < os.path.getsize(os.path.join(work, "savez.npz")), "deflated is smaller")
+
     # A single .npy, both ways.
     npy = os.path.join(work, "one.npy")
     np.save(npy, arrays["fortran"])
