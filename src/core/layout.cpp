@@ -145,6 +145,19 @@ struct Builder {
     placed[i] = true;
   }
 
+  // Extra sections (optimizer state) pass through as they are.
+  void pass_extras() {
+    const auto& src = inner.tensors();
+    for (std::size_t i = 0; i < src.size(); ++i)
+      if (src[i].role == Role::extra) {
+        infos.push_back(src[i]);
+        Op op;
+        op.inner = i;
+        ops.push_back(std::move(op));
+        placed[i] = true;
+      }
+  }
+
   // Tensors that could not be placed: an error listing them, or carried over unchanged.
   void finish_unplaced(const char* target) {
     const auto& src = inner.tensors();
@@ -245,15 +258,7 @@ std::unique_ptr<Source> to_flax(Source& inner, const LayoutOptions& options, con
     }
     if (bias) b.emit(*bias, name("bias"), Role::parameter, "");
   }
-  // Extra sections (optimizer state) pass through as they are.
-  for (std::size_t i = 0; i < src.size(); ++i)
-    if (src[i].role == Role::extra) {
-      b.infos.push_back(src[i]);
-      Op op;
-      op.inner = i;
-      b.ops.push_back(std::move(op));
-      b.placed[i] = true;
-    }
+  b.pass_extras();
   b.finish_unplaced("flax");
   Metadata metadata = inner.metadata().is_object() ? inner.metadata() : Metadata::object();
   metadata[std::string(kLayoutKey)] = record;
@@ -336,14 +341,7 @@ std::unique_ptr<Source> to_torch(Source& inner, const LayoutOptions& options, co
       b.ops.push_back(std::move(op));
     }
   }
-  for (std::size_t i = 0; i < src.size(); ++i)
-    if (src[i].role == Role::extra) {
-      b.infos.push_back(src[i]);
-      Op op;
-      op.inner = i;
-      b.ops.push_back(std::move(op));
-      b.placed[i] = true;
-    }
+  b.pass_extras();
   b.finish_unplaced("torch");
   // torch's own order when torch -> flax recorded it.
   if (record.contains("order") && record["order"].is_array()) {

@@ -228,6 +228,29 @@ constexpr std::uint32_t k32 = 0xffffffffu;
 
 Writer::Writer(AtomicFile& file, std::size_t alignment) : file_(file), alignment_(alignment) {}
 
+// A local file header up to (not including) the name and extra-field lengths, and its zip64
+// extra field when needed (sizes in the header then read 0xffffffff).
+std::pair<std::string, std::string> Writer::local_header(std::uint16_t method, std::uint32_t crc, std::uint64_t size,
+                                                         std::uint64_t compressed, bool zip64) {
+  std::string header, extra;
+  append32(header, kLocalSignature);
+  append16(header, zip64 ? 45 : 20);  // version needed
+  append16(header, 0);                // flags
+  append16(header, method);
+  append16(header, 0);                // time
+  append16(header, 0x21);             // date: 1980-01-01
+  append32(header, crc);
+  append32(header, zip64 ? k32 : static_cast<std::uint32_t>(compressed));
+  append32(header, zip64 ? k32 : static_cast<std::uint32_t>(size));
+  if (zip64) {
+    append16(extra, 0x0001);
+    append16(extra, 16);
+    append64(extra, size);
+    append64(extra, compressed);
+  }
+  return {header, extra};
+}
+
 void Writer::put(std::span<const std::byte> bytes) {
   file_.write(bytes);
   position_ += bytes.size();
@@ -239,23 +262,7 @@ void Writer::begin(const std::string& name, std::uint64_t size, const std::strin
     fail(ErrorCode::invalid_argument, file_.target().string(), "zip entry {}: comment of {} bytes is over 65535",
          quote(name), comment.size());
   const bool zip64 = size >= k32 || position_ >= k32;
-  std::string header;
-  append32(header, kLocalSignature);
-  append16(header, zip64 ? 45 : 20);  // version needed
-  append16(header, 0);                // flags
-  append16(header, 0);                // stored
-  append16(header, 0);                // time
-  append16(header, 0x21);             // date: 1980-01-01
-  append32(header, 0);                // CRC-32, patched in end()
-  append32(header, zip64 ? k32 : static_cast<std::uint32_t>(size));
-  append32(header, zip64 ? k32 : static_cast<std::uint32_t>(size));
-  std::string extra;
-  if (zip64) {
-    append16(extra, 0x0001);
-    append16(extra, 16);
-    append64(extra, size);
-    append64(extra, size);
-  }
+  auto [header, extra] = local_header(0, 0, size, size, zip64);  // CRC-32 patched in end()
   // Padding so that the data starts on an `alignment` boundary (an extra field of id 'FB').
   const std::uint64_t data_at = position_ + kLocalSize + name.size() + extra.size();
   if (data_at % alignment_ != 0) {
@@ -349,23 +356,7 @@ void Writer::add_deflated(const std::string& name, const std::vector<std::span<c
   if (parts.empty()) pump({}, Z_FINISH);
   deflateEnd(&z);
   const bool zip64 = size >= k32 || produced >= k32 || position_ >= k32;
-  std::string header;
-  append32(header, kLocalSignature);
-  append16(header, zip64 ? 45 : 20);
-  append16(header, 0);
-  append16(header, 8);  // deflated
-  append16(header, 0);
-  append16(header, 0x21);
-  append32(header, static_cast<std::uint32_t>(crc));
-  append32(header, zip64 ? k32 : static_cast<std::uint32_t>(produced));
-  append32(header, zip64 ? k32 : static_cast<std::uint32_t>(size));
-  std::string extra;
-  if (zip64) {
-    append16(extra, 0x0001);
-    append16(extra, 16);
-    append64(extra, size);
-    append64(extra, produced);
-  }
+  auto [header, extra] = local_header(8, static_cast<std::uint32_t>(crc), size, produced, zip64);
   append16(header, static_cast<std::uint16_t>(name.size()));
   append16(header, static_cast<std::uint16_t>(extra.size()));
   header += name;

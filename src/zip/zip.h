@@ -15,6 +15,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace ckpt::detail::zip {
@@ -106,6 +107,8 @@ class Writer {
     std::uint64_t compressed = 0;     // deflated: bytes in the file
   };
   void put(std::span<const std::byte> bytes);
+  static std::pair<std::string, std::string> local_header(std::uint16_t method, std::uint32_t crc, std::uint64_t size,
+                                                          std::uint64_t compressed, bool zip64);
   AtomicFile& file_;
   std::size_t alignment_;
   std::uint64_t position_ = 0;
