@@ -245,7 +245,11 @@ std::unique_ptr<Source> to_flax(Source& inner, const LayoutOptions& options, con
       }
     } else if (rank >= 3 && rank <= 5) {
       const bool evident = bias && src[*bias].shape[0] == wshape[1] && wshape[0] != wshape[1];
-      if (matches(options.conv_transpose, module) || evident) {
+      const bool declared = matches(options.conv_transpose, module);
+      // A ConvTranspose whose bias is longer than its weight's second axis has groups > 1,
+      // which Flax's ConvTranspose lacks: not placed.
+      if (declared && bias && src[*bias].shape[0] != wshape[1]) continue;
+      if (declared || evident) {
         std::vector<bool> flip(rank, false);
         for (std::size_t k = 2; k < rank; ++k) flip[k] = true;
         b.emit(*weight, name("kernel"), Role::parameter, "", to_flax_perm(rank, true), flip);

@@ -107,6 +107,17 @@ def main():
         got = flax_conv_transpose(channels_last(x), d(p["kernel"]), d(p["bias"]), 2, 1)
         close("ConvTranspose2d", got, channels_last(m(x)))
 
+    # A grouped ConvTranspose has no Flax counterpart: refused, named.
+    class Grouped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = torch.nn.ConvTranspose2d(4, 6, kernel_size=3, groups=2)
+    pt = os.path.join(work, "grouped.pt")
+    torch.save(Grouped().state_dict(), pt)
+    r = run(convert, "-q", "--force", "--layout", "flax", "--conv-transpose", "^up$", pt, os.path.join(work, "g.msgpack"))
+    check(r.returncode == 2 and "2 tensors cannot be placed in the flax layout: 'up.weight', 'up.bias'" in r.stderr,
+          f"grouped ConvTranspose: {r.returncode} {r.stderr}")
+
     # Embedding, declared (a state_dict cannot tell it from a Linear without bias).
     class WithEmbedding(torch.nn.Module):
         def __init__(self):
