@@ -18,6 +18,12 @@ using detail::quote;
 using detail::TreeNode;
 
 
+// {"__complex__": [real, imag]}: how the reader keeps a Python complex (extension type 2).
+bool complex_pair(const Metadata& m) {
+  return m.is_object() && m.size() == 1 && m.contains("__complex__") && m["__complex__"].is_array() &&
+         m["__complex__"].size() == 2 && m["__complex__"][0].is_number() && m["__complex__"][1].is_number();
+}
+
 // The packer's stream: buffered writes to the atomic file.
 class Out {
  public:
@@ -52,10 +58,6 @@ class FlaxWriter {
   void pack(const TreeNode& node) {
     if (node.json) return pack_json(*node.json);
     if (node.tensor) return pack_tensor(*node.tensor);
-    if (node.dict.size() == 1 && node.dict.front().first == "__complex__" && node.dict.front().second.json) {
-      const Metadata pair = {{"__complex__", *node.dict.front().second.json}};
-      if (complex_pair(pair)) return pack_json(pair);
-    }
     packer_.pack_map(static_cast<std::uint32_t>(node.dict.size()));
     for (const auto& [k, child] : node.dict) {
       packer_.pack(k);
@@ -64,12 +66,6 @@ class FlaxWriter {
   }
 
  private:
-  // {"__complex__": [real, imag]}: how the reader keeps a Python complex (extension type 2).
-  static bool complex_pair(const Metadata& m) {
-    return m.size() == 1 && m.contains("__complex__") && m["__complex__"].is_array() && m["__complex__"].size() == 2 &&
-           m["__complex__"][0].is_number() && m["__complex__"][1].is_number();
-  }
-
   void pack_json(const Metadata& m) {
     switch (m.type()) {
       case Metadata::value_t::null: packer_.pack_nil(); break;
@@ -167,8 +163,8 @@ void merge_metadata(TreeNode& node, const Metadata& m, const std::string& file) 
   for (const auto& [k, v] : m.items()) {
     TreeNode* child = node.child(k);
     if (!child) {
-      node.dict.emplace_back(k, detail::tree_from_metadata(v));
-    } else if (child->is_dict() && v.is_object()) {
+      node.dict.emplace_back(k, detail::tree_from_metadata(v, complex_pair));
+    } else if (child->is_dict() && v.is_object() && !complex_pair(v)) {
       merge_metadata(*child, v, file);
     } else {
       fail(ErrorCode::invalid_argument, file, "metadata {} and a tensor would have the same place", quote(k));

@@ -86,22 +86,24 @@ constexpr Code kCodes[] = {
 
 }  // namespace
 
+std::optional<std::uint64_t> header_end(std::span<const std::byte> b) {
+  if (b.size() < 10 || std::memcmp(b.data(), kMagic, 6) != 0) return std::nullopt;
+  const auto major = static_cast<unsigned>(b[6]);
+  if (major == 1) return 10 + load_le<std::uint16_t>(b.data() + 8);
+  if ((major == 2 || major == 3) && b.size() >= 12) return 12 + std::uint64_t{load_le<std::uint32_t>(b.data() + 8)};
+  return std::nullopt;
+}
+
 Header parse_header(std::span<const std::byte> bytes, const std::string& where, std::size_t max_rank) {
   if (bytes.size() < 10 || std::memcmp(bytes.data(), kMagic, 6) != 0)
     fail(ErrorCode::format, where, "not a .npy array (no \\x93NUMPY magic)");
   const auto major = static_cast<unsigned>(bytes[6]);
-  std::uint64_t length = 0, start = 0;
-  if (major == 1) {
-    length = load_le<std::uint16_t>(bytes.data() + 8);
-    start = 10;
-  } else if (major == 2 || major == 3) {
-    if (bytes.size() < 12) fail(ErrorCode::format, where, "npy preamble cut short");
-    length = load_le<std::uint32_t>(bytes.data() + 8);
-    start = 12;
-  } else {
+  if (major != 1 && major != 2 && major != 3)
     fail(ErrorCode::unsupported, where, "npy version {}.{} is not supported (1.0 to 3.0 are)", major,
          static_cast<unsigned>(bytes[7]));
-  }
+  const auto end = header_end(bytes);
+  if (!end) fail(ErrorCode::format, where, "npy preamble cut short");
+  const std::uint64_t start = major == 1 ? 10 : 12, length = *end - start;
   if (length > bytes.size() - start)
     fail(ErrorCode::format, where, "npy header of {} bytes runs past the {} bytes there", length, bytes.size() - start);
   Header h;

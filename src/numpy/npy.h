@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -24,6 +25,10 @@ struct Header {
   Shape shape;
   std::uint64_t data_offset = 0;  // from the start of the .npy bytes
 };
+
+// Bytes from the start of a .npy to the end of its header (magic, version, length field and
+// header), read from its first 12 bytes; nullopt when they are not a .npy preamble.
+std::optional<std::uint64_t> header_end(std::span<const std::byte> first_bytes);
 
 // Parses the preamble of `bytes` (which may be only the start of the .npy data). `where` names
 // the file (and entry) in errors; `max_rank` caps the shape.

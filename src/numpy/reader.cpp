@@ -54,12 +54,7 @@ class NumpyReader final : public Reader {
         a.entry = &e;
         // The preamble first (magic, version, header length), then just the header: touching
         // more of each entry would fault in (and count as resident) pages of every array.
-        const auto preamble = archive_->read_prefix(e, 12);
-        std::uint64_t header_bytes = 12;
-        if (preamble.size() >= 10 && std::memcmp(preamble.data(), "\x93NUMPY", 6) == 0)
-          header_bytes = static_cast<unsigned>(preamble[6]) == 1
-                             ? 10 + detail::load_le<std::uint16_t>(preamble.data() + 8)
-                             : (preamble.size() >= 12 ? 12 + detail::load_le<std::uint32_t>(preamble.data() + 8) : 12);
+        const std::uint64_t header_bytes = npy::header_end(archive_->read_prefix(e, 12)).value_or(12);
         if (header_bytes > kMaxHeader)
           fail(ErrorCode::format, where, "npy header of {} bytes is over the {} byte limit", header_bytes, kMaxHeader);
         a.header = npy::parse_header(archive_->read_prefix(e, static_cast<std::size_t>(header_bytes)), where,

@@ -32,14 +32,15 @@ struct TreeNode {
 };
 
 // A metadata value as a tree: objects become dicts (so tensors can be inserted into them), every
-// other value a leaf pointing at `m`, which must outlive the tree.
-inline TreeNode tree_from_metadata(const Metadata& m) {
+// other value a leaf pointing at `m`, which must outlive the tree. Objects for which `whole`
+// says so stay leaves (a format's encoding of a value it has its own type for).
+inline TreeNode tree_from_metadata(const Metadata& m, bool (*whole)(const Metadata&) = nullptr) {
   TreeNode node;
-  if (!m.is_object()) {
+  if (!m.is_object() || (whole && whole(m))) {
     node.json = &m;
     return node;
   }
-  for (const auto& [k, item] : m.items()) node.dict.emplace_back(k, tree_from_metadata(item));
+  for (const auto& [k, item] : m.items()) node.dict.emplace_back(k, tree_from_metadata(item, whole));
   return node;
 }
 

@@ -96,6 +96,19 @@ def compare(label, state, path, convert, work, buffers=()):
         check(name in roles, f"{label}: buffer {name} not inferred as a buffer")
 
 
+def check_bytes(label, path, state, convert, work):
+    """path -> safetensors by ckpt: every tensor of `state` there with torch's bytes."""
+    out = os.path.join(work, label + ".safetensors")
+    r = subprocess.run([convert, "-q", "--force", path, out], capture_output=True, text=True)
+    check(r.returncode == 0, f"{label}: convert: {r.stderr}")
+    if r.returncode == 0:
+        header, data, _ = read_safetensors(out)
+        for name, t in state.items():
+            e = header.get(name)
+            check(e is not None and data[e["data_offsets"][0]:e["data_offsets"][1]] == tensor_bytes(t),
+                  f"{label}: {name} bytes")
+
+
 def check_restore(label, path, checkpoint, model, optimizer, make_optimizer, convert, work):
     """path -> ckpt-h5 -> .pt by ckpt: torch.load(weights_only=True) gives the checkpoint's
     structure back whenever it can load torch's own file; the model and a fresh optimizer take
@@ -204,15 +217,7 @@ def main():
         check(persistent == list(model.state_dict().keys()), f"{label}: persistent names/order differ from state_dict")
         if label == "module_custom":
             check(buffers.get("scratch") is False and buffers.get("h0") is True, f"{label}: persistence {buffers}")
-        out = os.path.join(work, label + ".safetensors")
-        r = subprocess.run([convert, "-q", "--force", path, out], capture_output=True, text=True)
-        check(r.returncode == 0, f"{label}: convert: {r.stderr}")
-        if r.returncode == 0:
-            header, data, _ = read_safetensors(out)
-            for name, t in model.state_dict().items():
-                e = header.get(name)
-                check(e is not None and data[e["data_offsets"][0]:e["data_offsets"][1]] == tensor_bytes(t),
-                      f"{label}: {name} bytes")
+        check_bytes(label, path, model.state_dict(), convert, work)
 
     # TorchScript archives (torch.jit.save of scripted and traced modules): roles from the
     # generated classes' __parameters__ and __buffers__, in the loaded module's state_dict order.
@@ -235,15 +240,7 @@ def main():
               [n for n, _ in loaded.named_parameters()], f"{label}: parameters differ")
         check([t["name"] for t in listing["tensors"] if t["role"] == "buffer"] ==
               [n for n, _ in loaded.named_buffers()], f"{label}: buffers differ")
-        out = os.path.join(work, label + ".safetensors")
-        r = subprocess.run([convert, "-q", "--force", path, out], capture_output=True, text=True)
-        check(r.returncode == 0, f"{label}: convert: {r.stderr}")
-        if r.returncode == 0:
-            header, data, _ = read_safetensors(out)
-            for name, t in loaded.state_dict().items():
-                e = header.get(name)
-                check(e is not None and data[e["data_offsets"][0]:e["data_offsets"][1]] == tensor_bytes(t),
-                      f"{label}: {name} bytes")
+        check_bytes(label, path, loaded.state_dict(), convert, work)
 
     # Writing .pt: torch -> ckpt-h5 -> .pt by ckpt -> torch.load(weights_only=True) ->
     # load_state_dict(strict=True): the model computes exactly what the original did; roles and
