@@ -130,3 +130,60 @@ TEST_CASE("Boost archive files that lie or end early are refused without allocat
   CHECK_THROWS_WITH(open(dir / "claims.boost.bin"),
                     (dir / "claims.boost.bin").string() + ": Boost archive: name claims 1099511627776 bytes, more than the archive holds");
 }
+
+TEST_CASE("Boost archive files are listed in one pass and read tensor by tensor", "[boost]") {
+  test::TempDir dir;
+  // Sizes around base64's 3-byte groups, Boost's 76-character lines (57 bytes) and the reader's
+  // 1 MiB blocks of text.
+  StateDict state;
+  for (const std::int64_t n : {0, 1, 2, 3, 4, 5, 56, 57, 58, 59, 113, 114, 115, 1000, 786433, 1000003}) {
+    Tensor t = Tensor::zeros(DType::uint8, {n});
+    auto bytes = t.mutable_bytes();
+    for (std::int64_t i = 0; i < n; ++i) bytes[i] = static_cast<std::byte>(i * 7 + n);
+    state.add_buffer("t" + std::to_string(n), std::move(t));
+  }
+  state.metadata()["after"] = "the last tensor";
+  for (const char* ext : {".boost.txt", ".boost.xml", ".boost.bin"}) {
+    INFO(ext);
+    const auto path = dir / (std::string("s") + ext);
+    save(state, path);
+    auto reader = open(path);
+    test::require_same(state, reader->read_all());
+    // Out of order and again.
+    CHECK(reader->read("t58").equals(state.at("t58")));
+    CHECK(reader->read("t1").equals(state.at("t1")));
+    CHECK(reader->read("t58").equals(state.at("t58")));
+    CHECK(reader->read("t1000").is_view() == (ext[7] == 'b'));  // binary archives: zero-copy
+  }
+}
+
+TEST_CASE("Boost text and xml archives: bad base64 is found when that tensor is read, a cut at open", "[boost][hostile]") {
+  test::TempDir dir;
+  StateDict state;
+  const auto filled = [](std::uint8_t value) {
+    const std::vector<std::uint8_t> bytes(300, value);
+    return Tensor::copy_of(DType::uint8, {300}, std::as_bytes(std::span(bytes)));
+  };
+  state.add_parameter("a", filled(0x11));  // base64 "ERER..."
+  state.add_parameter("b", filled(0x22));  // base64 "IiIi..."
+  for (const char* ext : {".boost.txt", ".boost.xml"}) {
+    INFO(ext);
+    const auto path = dir / (std::string("s") + ext);
+    save(state, path);
+    std::string bytes = test::read_file(path);
+    const auto at = bytes.find("IiIiIiIi");
+    REQUIRE(at != std::string::npos);
+    std::string bad = bytes;
+    bad[at + 4] = '!';
+    const auto bad_path = dir / (std::string("bad") + ext);
+    std::ofstream(bad_path, std::ios::binary) << bad;
+    auto reader = open(bad_path);  // listing does not decode
+    CHECK(reader->read("a").equals(state.at("a")));
+    CHECK_THROWS_WITH(reader->read("b"), bad_path.string() + ": Boost archive: the base64 data of tensor 'b' has a character "
+                                                             "that is not base64 at offset " + std::to_string(at + 4));
+    const auto cut_path = dir / (std::string("cut") + ext);
+    std::ofstream(cut_path, std::ios::binary) << bytes.substr(0, at + 100);
+    CHECK_THROWS_WITH(open(cut_path), Catch::Matchers::StartsWith(cut_path.string() +
+                                                                 ": Boost archive: the file ends inside the base64 data of 300 bytes"));
+  }
+}

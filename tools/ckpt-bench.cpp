@@ -194,7 +194,7 @@ int bench_pytorch(const std::filesystem::path& pt, const std::filesystem::path& 
 }
 
 // --matrix: every conversion between every pair of formats of the synthetic state, each timed
-// against a plain copy of its input (copy_file + fsync) in the same run, with the peak resident
+// against a plain copy of its input (copy_file + fsync) just before it, with the peak resident
 // memory it adds (VmHWM after resetting it, minus VmRSS before).
 int bench_matrix(std::uint64_t size_mib, const std::filesystem::path& dir, const std::string& from) {
   mallopt(M_MMAP_THRESHOLD, 1 << 20);  // as checkpoint-convert sets it (see there)
@@ -222,17 +222,23 @@ int bench_matrix(std::uint64_t size_mib, const std::filesystem::path& dir, const
     if (!from.empty() && ("," + from + ",").find("," + std::string(a.label) + ",") == std::string::npos) continue;
     const auto in = dir / (std::string("src") + a.extension);
     const auto copy_path = dir / "copy.bin";
-    const double copy = seconds_of([&] {
-      std::filesystem::copy_file(in, copy_path, std::filesystem::copy_options::overwrite_existing);
-      const int fd = ::open(copy_path.c_str(), O_RDONLY | O_CLOEXEC);
-      ::fsync(fd);
-      ::close(fd);
-    });
-    std::filesystem::remove(copy_path);
+    // The copy is timed right before each conversion: on a shared machine the disk's speed drifts
+    // within a run, and a baseline measured once per input made the ratios swing by 3x.
+    const auto time_copy = [&] {
+      const double seconds = seconds_of([&] {
+        std::filesystem::copy_file(in, copy_path, std::filesystem::copy_options::overwrite_existing);
+        const int fd = ::open(copy_path.c_str(), O_RDONLY | O_CLOEXEC);
+        ::fsync(fd);
+        ::close(fd);
+      });
+      std::filesystem::remove(copy_path);
+      return seconds;
+    };
     for (const auto& b : formats) {
       const auto out = dir / (std::string("dst") + b.extension);
       ConvertOptions options;
       options.write.compression = b.compression;
+      const double copy = time_copy();
       const std::uint64_t rss_before = status_kib("VmRSS:");
       reset_peak_rss();
       const double t = seconds_of([&] { (void)ckpt::convert(in, out, options); });

@@ -1,9 +1,11 @@
 // Boost.Serialization archives as checkpoint files: one ckpt StateDict saved under the name
 // "state_dict" in a text, xml or binary archive (the layout of ckpt/boost_serialization.h,
 // format-spec/conventions.md §3), so training code that already writes Boost archives can hand
-// them to checkpoint-convert. Archives are streams: the reader loads the whole StateDict at open,
-// allocating no more than the file's size; the writer streams one tensor at a time. Binary
-// archives are not portable across architectures (Boost writes native sizes and byte order).
+// them to checkpoint-convert. Archives are streams: the reader lists one in a single pass that
+// steps over tensor data (allocating no more than the file's size), then reads each tensor where
+// it lies: zero-copy from binary archives, through Boost's base64 decoder from text and xml. The
+// writer streams one tensor at a time. Binary archives are not portable across architectures
+// (Boost writes native sizes and byte order).
 #pragma once
 
 #include <filesystem>

@@ -66,6 +66,54 @@ std::string load_string(Archive& ar, const char* name) {
   ar >> boost::serialization::make_nvp(name, boost::serialization::make_binary_object(text.data(), text.size()));
   return text;
 }
+
+inline Role parse_boost_role(const std::string& role) {
+  if (role == "parameter") return Role::parameter;
+  if (role == "buffer") return Role::buffer;
+  if (role == "extra") return Role::extra;
+  throw Error(ErrorCode::format, "", "Boost archive: unknown role '" + role + "'");
+}
+
+// Version 2 of a tensor up to its data: dtype, rank, each dimension; checked, and its data's size
+// taken from the budget. (Shared with the file reader's listing pass, which skips the data.)
+template <class Archive>
+TensorInfo load_tensor_header(Archive& ar) {
+  using boost::serialization::make_nvp;
+  const std::string dtype_text = load_string(ar, "dtype");
+  std::uint64_t rank = 0;
+  ar >> make_nvp("rank", rank);
+  if (rank > 64) throw Error(ErrorCode::format, "", "Boost archive: tensor rank " + std::to_string(rank) + " is over 64");
+  Shape shape(static_cast<std::size_t>(rank));
+  for (auto& d : shape) ar >> make_nvp("dim", d);
+  const auto dtype = dtype_from_name(dtype_text);
+  if (!dtype) throw Error(ErrorCode::unsupported, "", "Boost archive: unknown dtype '" + dtype_text + "'");
+  TensorInfo info;
+  info.dtype = *dtype;
+  info.shape = std::move(shape);
+  boost_spend(info.nbytes(), "tensor data");  // overflow-checked by nbytes()
+  return info;
+}
+
+// Version 2 of a StateDict entry up to its tensor: name, role, section, collection, persistent.
+template <class Archive>
+EntryInfo load_entry_fields(Archive& ar) {
+  EntryInfo info;
+  info.name = load_string(ar, "name");
+  const std::string role = load_string(ar, "role");
+  info.section = load_string(ar, "section");
+  info.collection = load_string(ar, "collection");
+  ar >> boost::serialization::make_nvp("persistent", info.persistent);
+  info.role = parse_boost_role(role);
+  return info;
+}
+
+inline Metadata parse_boost_metadata(const std::string& text) {
+  try {
+    return Metadata::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(ErrorCode::format, "", std::string("Boost archive: metadata is not JSON: ") + e.what());
+  }
+}
 }  // namespace ckpt::detail
 
 namespace boost::serialization {
@@ -86,29 +134,19 @@ template <class Archive>
 void load(Archive& ar, ckpt::Tensor& tensor, unsigned version) {
   if (version > ckpt::detail::kBoostTensorVersion)
     ckpt::detail::boost_version_error("Tensor", version, ckpt::detail::kBoostTensorVersion);
-  std::string dtype_text;
-  std::vector<std::int64_t> shape;
+  ckpt::TensorInfo info;
   if (version < 2) {
     ckpt::detail::boost_refuse_v1("Tensor");
-    ar >> make_nvp("dtype", dtype_text) >> make_nvp("shape", shape);
+    std::string dtype_text;
+    ar >> make_nvp("dtype", dtype_text) >> make_nvp("shape", info.shape);
+    const auto dtype = ckpt::dtype_from_name(dtype_text);
+    if (!dtype) throw ckpt::Error(ckpt::ErrorCode::unsupported, "", "Boost archive: unknown dtype '" + dtype_text + "'");
+    info.dtype = *dtype;
   } else {
-    dtype_text = ckpt::detail::load_string(ar, "dtype");
-    std::uint64_t rank = 0;
-    ar >> make_nvp("rank", rank);
-    if (rank > 64) throw ckpt::Error(ckpt::ErrorCode::format, "", "Boost archive: tensor rank " + std::to_string(rank) + " is over 64");
-    shape.resize(static_cast<std::size_t>(rank));
-    for (auto& d : shape) ar >> make_nvp("dim", d);
+    info = ckpt::detail::load_tensor_header(ar);  // sized from the shape, within the budget
   }
-  const auto dtype = ckpt::dtype_from_name(dtype_text);
-  if (!dtype) throw ckpt::Error(ckpt::ErrorCode::unsupported, "", "Boost archive: unknown dtype '" + dtype_text + "'");
-  // Sized from the shape (overflow-checked) within the budget; the archive must then hold
-  // exactly that many bytes.
-  ckpt::TensorInfo info;
-  info.dtype = *dtype;
-  info.shape = shape;
-  ckpt::detail::boost_spend(info.nbytes(), "tensor data");
   // Uninitialized: the archive fills every byte or the load throws and the tensor is dropped.
-  ckpt::Tensor loaded = ckpt::Tensor::uninitialized(*dtype, std::move(shape));
+  ckpt::Tensor loaded = ckpt::Tensor::uninitialized(info.dtype, std::move(info.shape));
   auto bytes = loaded.mutable_bytes();
   ar >> make_nvp("data", make_binary_object(bytes.data(), bytes.size()));
   tensor = std::move(loaded);
@@ -138,32 +176,22 @@ void load(Archive& ar, ckpt::StateDict& state, unsigned version) {
   ar >> make_nvp("count", count);
   for (std::uint64_t i = 0; i < count; ++i) {  // each iteration reads from the archive or throws
     ckpt::EntryInfo info;
-    std::string role;
     ckpt::Tensor tensor;
     if (version < 2) {
+      std::string role;
       ar >> make_nvp("name", info.name) >> make_nvp("role", role) >> make_nvp("section", info.section) >>
-          make_nvp("collection", info.collection);
+          make_nvp("collection", info.collection) >> make_nvp("persistent", info.persistent);
+      info.role = ckpt::detail::parse_boost_role(role);
     } else {
-      info.name = ckpt::detail::load_string(ar, "name");
-      role = ckpt::detail::load_string(ar, "role");
-      info.section = ckpt::detail::load_string(ar, "section");
-      info.collection = ckpt::detail::load_string(ar, "collection");
+      info = ckpt::detail::load_entry_fields(ar);
     }
-    ar >> make_nvp("persistent", info.persistent) >> make_nvp("tensor", tensor);
-    if (role == "parameter") info.role = ckpt::Role::parameter;
-    else if (role == "buffer") info.role = ckpt::Role::buffer;
-    else if (role == "extra") info.role = ckpt::Role::extra;
-    else throw ckpt::Error(ckpt::ErrorCode::format, "", "Boost archive: unknown role '" + role + "'");
+    ar >> make_nvp("tensor", tensor);
     loaded.add(std::move(info), std::move(tensor));
   }
   std::string metadata;
   if (version < 2) ar >> make_nvp("metadata", metadata);
   else metadata = ckpt::detail::load_string(ar, "metadata");
-  try {
-    loaded.metadata() = ckpt::Metadata::parse(metadata);
-  } catch (const nlohmann::json::exception& e) {
-    throw ckpt::Error(ckpt::ErrorCode::format, "", std::string("Boost archive: metadata is not JSON: ") + e.what());
-  }
+  loaded.metadata() = ckpt::detail::parse_boost_metadata(metadata);
   state = std::move(loaded);
 }
 

@@ -1,9 +1,14 @@
 // Boost.Serialization archives as checkpoint files: one StateDict (ckpt/boost_serialization.h)
-// saved under the name "state_dict" in a text, xml or binary archive. Boost archives are
-// sequential streams, so the reader loads the whole StateDict at open (within a budget of the
-// file's size: no claim in the archive can make it allocate more than the file holds).
+// saved under the name "state_dict" in a text, xml or binary archive. The reader lists the archive
+// in one pass that steps over tensor data (within a budget of the file's size: no claim in the
+// archive can make it allocate more than the file holds), then reads tensors where they lie.
+#include <array>
 #include <cstring>
 #include <fstream>
+
+#include <unistd.h>
+
+#include <fmt/format.h>
 
 #include <boost/archive/archive_exception.hpp>
 #include <boost/archive/binary_iarchive.hpp>
@@ -13,11 +18,14 @@
 #include <boost/archive/xml_iarchive.hpp>
 #include <boost/archive/xml_oarchive.hpp>
 
+#include "boost_archive/base64.h"
 #include "boost_archive/boost_file.h"
 #include "ckpt/boost_archive.h"
 #include "ckpt/boost_serialization.h"
 #include "util/atomic_file.h"
 #include "util/bytes.h"
+#include "util/file_read.h"
+#include "util/mapped_file.h"
 
 namespace ckpt {
 // A Source saved exactly as a StateDict of the same entries (ckpt/boost_serialization.h: same
@@ -82,66 +90,257 @@ class BudgetGuard {
   ~BudgetGuard() { detail::boost_load_budget = UINT64_MAX; }
 };
 
+// Listing pass: the archive is loaded through stand-ins for StateDict and Tensor, saved-compatible
+// with them (same class versions and levels, the same fields), which read every field except
+// tensor data: DataSkipper steps over the data and says where it starts. Tensors are then
+// read from there on demand (zero-copy from a mapping for binary archives; decoded from base64 for
+// text and xml, base64.h), so opening costs one scan and never holds more than one tensor.
+class DataSkipper {
+ public:
+  virtual ~DataSkipper() = default;
+  // Steps over `nbytes` of tensor data at the stream's position; returns where the data starts.
+  virtual std::uint64_t skip(std::uint64_t nbytes) = 0;
+};
+
+struct SkippedData {  // archived like a binary_object: nothing but the data itself
+  DataSkipper* skipper;
+  std::uint64_t nbytes;
+  std::uint64_t offset = 0;
+};
+struct TensorListing {
+  DataSkipper* skipper;
+  TensorInfo info;
+  std::uint64_t offset = 0;
+};
+struct StateDictListing {
+  DataSkipper* skipper;
+  StateDict entries;  // the entries with empty tensors: StateDict::add normalizes and checks them
+  std::vector<TensorListing> tensors;
+};
+
+}  // namespace
+}  // namespace ckpt
+
+BOOST_CLASS_IMPLEMENTATION(ckpt::SkippedData, boost::serialization::object_serializable)
+BOOST_CLASS_TRACKING(ckpt::SkippedData, boost::serialization::track_never)
+BOOST_CLASS_VERSION(ckpt::TensorListing, ckpt::detail::kBoostTensorVersion)
+BOOST_CLASS_VERSION(ckpt::StateDictListing, ckpt::detail::kBoostStateDictVersion)
+
+namespace boost::serialization {
+
+template <class Archive>
+void serialize(Archive& /*ar*/, ckpt::SkippedData& data, unsigned /*version*/) {
+  data.offset = data.skipper->skip(data.nbytes);
+}
+
+template <class Archive>
+void serialize(Archive& ar, ckpt::TensorListing& tensor, unsigned version) {
+  if (version > ckpt::detail::kBoostTensorVersion)
+    ckpt::detail::boost_version_error("Tensor", version, ckpt::detail::kBoostTensorVersion);
+  if (version < 2) ckpt::detail::boost_refuse_v1("Tensor");
+  tensor.info = ckpt::detail::load_tensor_header(ar);
+  ckpt::SkippedData data{tensor.skipper, tensor.info.nbytes()};
+  ar >> make_nvp("data", data);
+  tensor.offset = data.offset;
+}
+
+template <class Archive>
+void serialize(Archive& ar, ckpt::StateDictListing& state, unsigned version) {
+  if (version > ckpt::detail::kBoostStateDictVersion)
+    ckpt::detail::boost_version_error("StateDict", version, ckpt::detail::kBoostStateDictVersion);
+  if (version < 2) ckpt::detail::boost_refuse_v1("StateDict");
+  std::uint64_t count = 0;
+  ar >> make_nvp("count", count);
+  for (std::uint64_t i = 0; i < count; ++i) {  // each iteration reads from the archive or throws
+    ckpt::EntryInfo info = ckpt::detail::load_entry_fields(ar);
+    ckpt::TensorListing tensor{state.skipper, {}};
+    ar >> make_nvp("tensor", tensor);
+    state.entries.add(std::move(info), ckpt::Tensor());
+    state.tensors.push_back(std::move(tensor));
+  }
+  state.entries.metadata() = ckpt::detail::parse_boost_metadata(ckpt::detail::load_string(ar, "metadata"));
+}
+
+}  // namespace boost::serialization
+
+namespace ckpt {
+namespace {
+
+// Binary archives hold tensor data as raw bytes: step over them.
+class BinarySkipper final : public DataSkipper {
+ public:
+  BinarySkipper(std::streambuf& in, std::uint64_t file_size) : in_(in), file_size_(file_size) {}
+  std::uint64_t skip(std::uint64_t nbytes) override {
+    const auto at = in_.pubseekoff(0, std::ios::cur, std::ios::in);
+    if (at < 0) throw Error(ErrorCode::io, "", "Boost archive: cannot tell the read position");
+    const auto offset = static_cast<std::uint64_t>(at);
+    if (nbytes > file_size_ - std::min(offset, file_size_))
+      throw Error(ErrorCode::format, "",
+                  fmt::format("Boost archive: tensor data of {} bytes at offset {} runs past the end of the file ({} bytes)",
+                              nbytes, offset, file_size_));
+    in_.pubseekpos(static_cast<std::streamoff>(offset + nbytes), std::ios::in);
+    return offset;
+  }
+
+ private:
+  std::streambuf& in_;
+  std::uint64_t file_size_;
+};
+
+// Text and xml archives hold tensor data as base64 (boost/archive/impl/basic_text_iprimitive.ipp):
+// ceil(8n/6) digits with whitespace (line breaks) between them ignored, then everything up to and
+// including the next whitespace character (the '=' padding). The scan mirrors that exactly, in
+// blocks, without decoding; the digits are checked when the tensor is decoded.
+class Base64Skipper final : public DataSkipper {
+ public:
+  explicit Base64Skipper(std::streambuf& in) : in_(in) {}
+  std::uint64_t skip(std::uint64_t nbytes) override {
+    const auto at = in_.pubseekoff(0, std::ios::cur, std::ios::in);
+    if (at < 0) throw Error(ErrorCode::io, "", "Boost archive: cannot tell the read position");
+    const auto offset = static_cast<std::uint64_t>(at);
+    if (nbytes == 0) return offset;  // Boost reads nothing for empty data
+    std::uint64_t digits = (nbytes * 8 + 5) / 6, position = offset;
+    bool padding = false;
+    for (;;) {
+      const auto got = in_.sgetn(block_.data(), static_cast<std::streamsize>(block_.size()));
+      if (got <= 0) {
+        if (padding) break;  // Boost stops at the end of the file too
+        throw Error(ErrorCode::format, "",
+                    fmt::format("Boost archive: the file ends inside the base64 data of {} bytes that starts at offset {}",
+                                nbytes, offset));
+      }
+      const auto n = static_cast<std::size_t>(got);
+      if (!padding && digits > n) {  // the digits go on past this block: count, do not look
+        digits -= n - detail::boost_file::count_base64_spaces(std::span(block_.data(), n));
+        position += n;
+        continue;
+      }
+      std::size_t i = 0;
+      for (; i < n && !padding; ++i)
+        if (!detail::boost_file::is_base64_space(block_[i]) && --digits == 0) padding = true;
+      bool done = false;
+      for (; i < n && padding && !done; ++i) done = detail::boost_file::is_base64_space(block_[i]);
+      position += i;
+      if (done) break;
+    }
+    in_.pubseekpos(static_cast<std::streamoff>(position), std::ios::in);
+    return offset;
+  }
+
+ private:
+  std::streambuf& in_;
+  std::array<char, 1 << 16> block_{};
+};
+
 class BoostReader final : public Reader {
  public:
   BoostReader(const std::filesystem::path& path, const ReadOptions& options) : Reader(path, options) {
-    const std::string name = path.string();
-    std::ifstream in(path, std::ios::binary);
-    if (!in) fail(ErrorCode::io, name, "cannot open: {}", std::strerror(errno));
+    name_ = path.string();
+    fd_ = detail::open_readonly(path);
+    const std::uint64_t file_size = std::filesystem::file_size(path);
+    std::ifstream in(path, std::ios::binary);  // the listing pass
+    if (!in) fail(ErrorCode::io, name_, "cannot open: {}", std::strerror(errno));
     std::string head(256, '\0');
     in.read(head.data(), static_cast<std::streamsize>(head.size()));
     head.resize(static_cast<std::size_t>(in.gcount()));
     in.clear();
     in.seekg(0);
-    const auto kind = kind_of(std::as_bytes(std::span(head)));
-    format_ = kind == detail::boost_file::Kind::text  ? "boost-text"
-              : kind == detail::boost_file::Kind::xml ? "boost-xml"
-                                                      : "boost-binary";
-    StateDict state;
+    kind_ = kind_of(std::as_bytes(std::span(head)));
+    format_ = kind_ == detail::boost_file::Kind::text  ? "boost-text"
+              : kind_ == detail::boost_file::Kind::xml ? "boost-xml"
+                                                       : "boost-binary";
+    BinarySkipper binary(*in.rdbuf(), file_size);
+    Base64Skipper base64(*in.rdbuf());
+    StateDictListing listing{kind_ == detail::boost_file::Kind::binary ? static_cast<DataSkipper*>(&binary) : &base64, {}, {}};
     try {
-      const BudgetGuard budget(std::filesystem::file_size(path));
-      switch (kind) {
+      const BudgetGuard budget(file_size);
+      switch (kind_) {
         case detail::boost_file::Kind::text: {
           boost::archive::text_iarchive archive(in);
-          archive >> boost::serialization::make_nvp("state_dict", state);
+          archive >> boost::serialization::make_nvp("state_dict", listing);
           break;
         }
         case detail::boost_file::Kind::xml: {
           boost::archive::xml_iarchive archive(in);
-          archive >> boost::serialization::make_nvp("state_dict", state);
+          archive >> boost::serialization::make_nvp("state_dict", listing);
           break;
         }
         case detail::boost_file::Kind::binary: {
           boost::archive::binary_iarchive archive(in);
-          archive >> boost::serialization::make_nvp("state_dict", state);
+          archive >> boost::serialization::make_nvp("state_dict", listing);
           break;
         }
-        case detail::boost_file::Kind::none: fail(ErrorCode::format, name, "not a Boost archive");
+        case detail::boost_file::Kind::none: fail(ErrorCode::format, name_, "not a Boost archive");
       }
     } catch (const Error& e) {
       if (!e.file().empty()) throw;
-      fail(e.code(), name, "{}", e.message());
+      fail(e.code(), name_, "{}", e.message());
     } catch (const boost::archive::archive_exception& e) {
-      fail(ErrorCode::format, name, "Boost archive: {} (expected a ckpt StateDict named state_dict)", e.what());
+      fail(ErrorCode::format, name_, "Boost archive: {} (expected a ckpt StateDict named state_dict)", e.what());
     } catch (const std::ios_base::failure& e) {
-      fail(ErrorCode::format, name, "Boost archive: the file ends early ({})", e.what());
+      fail(ErrorCode::format, name_, "Boost archive: the file ends early ({})", e.what());
     }
     role_source_ = RoleSource::stored;
-    metadata_ = state.metadata();
-    for (const auto& e : state.entries()) {
-      infos_.push_back(e.info());
-      tensors_.push_back(e.tensor);
+    metadata_ = std::move(listing.entries.metadata());
+    for (std::size_t i = 0; i < listing.tensors.size(); ++i) {
+      TensorInfo info = listing.tensors[i].info;
+      static_cast<EntryInfo&>(info) = listing.entries.entries()[i];
+      infos_.push_back(std::move(info));
+      offsets_.push_back(listing.tensors[i].offset);
     }
+    if (kind_ == detail::boost_file::Kind::binary) mapping_ = detail::MappedFile::from_fd(fd_.get(), path);
     finish_listing();
   }
 
   Tensor read(std::size_t index) override {
     check_index(index);
-    return tensors_[index];
+    const auto& info = infos_[index];
+    const std::uint64_t nbytes = info.nbytes();
+    if (nbytes == 0) return Tensor::zeros(info.dtype, info.shape);
+    if (kind_ == detail::boost_file::Kind::binary) {
+      if (options_.zero_copy && offsets_[index] % dtype_size(info.dtype) == 0) {
+        mapping_->prefetch(offsets_[index], nbytes);
+        return Tensor::view(info.dtype, info.shape, mapping_->bytes().data() + offsets_[index], mapping_);
+      }
+      Tensor tensor = Tensor::uninitialized(info.dtype, info.shape);
+      detail::read_at(fd_.get(), offsets_[index], tensor.mutable_bytes(), false, name_);
+      return tensor;
+    }
+    Tensor tensor = Tensor::uninitialized(info.dtype, info.shape);
+    decode_base64(index, tensor.mutable_bytes());
+    return tensor;
   }
 
  private:
-  std::vector<Tensor> tensors_;
+  // Text and xml archives: the base64 digits from the tensor's offset (base64.h says why this is
+  // not Boost's decoder), read in blocks.
+  void decode_base64(std::size_t index, std::span<std::byte> out) {
+    detail::boost_file::Base64Decoder decoder(out);
+    if (text_block_.empty()) text_block_.resize(1 << 20);
+    std::uint64_t at = offsets_[index];
+    while (!decoder.full()) {
+      const auto got = ::pread(fd_.get(), text_block_.data(), text_block_.size(), static_cast<off_t>(at));
+      if (got < 0) {
+        if (errno == EINTR) continue;
+        fail(ErrorCode::io, name_, "cannot read at offset {}: {}", at, std::strerror(errno));
+      }
+      if (got == 0)
+        fail(ErrorCode::format, name_, "Boost archive: the file ends inside the base64 data of tensor {} (offset {})",
+             detail::quote(infos_[index].name), at);
+      const std::size_t used = decoder.feed(std::span(text_block_.data(), static_cast<std::size_t>(got)));
+      if (decoder.bad())
+        fail(ErrorCode::format, name_, "Boost archive: the base64 data of tensor {} has a character that is not base64 at offset {}",
+             detail::quote(infos_[index].name), at + used);
+      at += used;
+    }
+  }
+
+  std::string name_;
+  detail::UniqueFd fd_;
+  std::vector<char> text_block_;
+  detail::boost_file::Kind kind_ = detail::boost_file::Kind::none;
+  std::vector<std::uint64_t> offsets_;
+  std::shared_ptr<const detail::MappedFile> mapping_;
 };
 
 }  // namespace
