@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "ckpt/boost_archive.h"
 #include "ckpt/boost_serialization.h"
 #include "helpers.h"
 
@@ -122,6 +123,11 @@ TEST_CASE("Boost archive files that lie or end early are refused without allocat
   std::ofstream(dir / "short.boost.bin", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
   CHECK_THROWS_WITH(open(dir / "short.boost.bin"), Catch::Matchers::StartsWith((dir / "short.boost.bin").string() +
                                                                                  ": Boost archive: "));
+  // The signature's own length claims 2**56 more bytes: Boost would allocate that before reading.
+  std::string signature = bytes;
+  signature[7] = '\x01';
+  std::ofstream(dir / "signature.boost.bin", std::ios::binary) << signature;
+  CHECK_THROWS_WITH(open_boost(dir / "signature.boost.bin"), (dir / "signature.boost.bin").string() + ": not a Boost archive");
   // The name's size (8 bytes, right before "w") claims 2**40 bytes.
   const auto at = bytes.find(std::string("\x01\0\0\0\0\0\0\0w", 9));
   REQUIRE(at != std::string::npos);
@@ -181,6 +187,13 @@ TEST_CASE("Boost text and xml archives: bad base64 is found when that tensor is 
     CHECK(reader->read("a").equals(state.at("a")));
     CHECK_THROWS_WITH(reader->read("b"), bad_path.string() + ": Boost archive: the base64 data of tensor 'b' has a character "
                                                              "that is not base64 at offset " + std::to_string(at + 4));
+    // A string's base64 (the name "b" is "Yg==") goes through Boost's decoder at open.
+    const auto name_at = bytes.find("Yg==");
+    REQUIRE(name_at != std::string::npos);
+    bad = bytes;
+    bad[name_at + 1] = '*';
+    std::ofstream(bad_path, std::ios::binary) << bad;
+    CHECK_THROWS_WITH(open(bad_path), bad_path.string() + ": Boost archive: attempt to decode a value not in base64 char set");
     const auto cut_path = dir / (std::string("cut") + ext);
     std::ofstream(cut_path, std::ios::binary) << bytes.substr(0, at + 100);
     CHECK_THROWS_WITH(open(cut_path), Catch::Matchers::StartsWith(cut_path.string() +

@@ -12,6 +12,7 @@
 
 #include <boost/archive/archive_exception.hpp>
 #include <boost/archive/binary_iarchive.hpp>
+#include <boost/archive/iterators/dataflow_exception.hpp>
 #include <boost/archive/binary_oarchive.hpp>
 #include <boost/archive/text_iarchive.hpp>
 #include <boost/archive/text_oarchive.hpp>
@@ -80,7 +81,9 @@ detail::boost_file::Kind kind_of(std::span<const std::byte> head) {
     return detail::boost_file::Kind::xml;
   if (at > 64) return detail::boost_file::Kind::none;
   if (at >= 3 && text.substr(0, 3) == "22 ") return detail::boost_file::Kind::text;
-  if (at == 8) return detail::boost_file::Kind::binary;  // the signature's length, then it
+  // The signature's length (native 64-bit), then the signature. Boost resizes a string to the
+  // length before reading it, so the length must be the signature's own.
+  if (at == 8 && detail::load_le<std::uint64_t>(head.data()) == kSignature.size()) return detail::boost_file::Kind::binary;
   return detail::boost_file::Kind::none;
 }
 
@@ -277,6 +280,8 @@ class BoostReader final : public Reader {
       fail(e.code(), name_, "{}", e.message());
     } catch (const boost::archive::archive_exception& e) {
       fail(ErrorCode::format, name_, "Boost archive: {} (expected a ckpt StateDict named state_dict)", e.what());
+    } catch (const boost::archive::iterators::dataflow_exception& e) {  // a string's base64
+      fail(ErrorCode::format, name_, "Boost archive: {}", e.what());
     } catch (const std::ios_base::failure& e) {
       fail(ErrorCode::format, name_, "Boost archive: the file ends early ({})", e.what());
     }
