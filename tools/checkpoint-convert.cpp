@@ -158,9 +158,10 @@ int main(int argc, char** argv) {
                "With --layout: carry tensors the mapping cannot place over unchanged instead of failing");
   app.add_option("--embedding", o.embedding,
                  "With --layout: modules whose full name matches this regex are Embeddings (a state_dict cannot "
-                 "tell them from Linear layers)");
+                 "tell them from Linear layers; whole pickled modules and TorchScript files name their classes)");
   app.add_option("--conv-transpose", o.conv_transpose,
-                 "With --layout: modules whose full name matches this regex are ConvTranspose layers");
+                 "With --layout: modules whose full name matches this regex are ConvTranspose layers (needed "
+                 "only for state_dicts, as --embedding)");
   app.add_option("--max-shard-size", o.max_shard_size,
                  "safetensors output: shards of at most this size (5GB, 500MiB, bytes) with NAME.safetensors.index.json, "
                  "as huggingface writes them");

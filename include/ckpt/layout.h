@@ -9,9 +9,10 @@
 //     dropped (its value kept in metadata, restored on the way back);
 //   other rank-1 weight (LayerNorm, GroupNorm): weight -> scale;
 //   rank-2 weight: Linear, weight [out, in] -> kernel [in, out]; Embedding -> embedding when
-//     declared (LayoutOptions::embedding);
+//     the file names the module's class (metadata kTorchModulesKey, from pickled modules and
+//     TorchScript) or it is declared (LayoutOptions::embedding);
 //   rank 3-5 weight: ConvNd, weight [out, in/groups, *k] -> kernel [*k, in/groups, out];
-//     ConvTransposeNd when declared or evident from its bias, weight [in, out, *k] -> kernel
+//     ConvTransposeNd when its class is named, declared or evident from its bias, weight [in, out, *k] -> kernel
 //     [*k, in, out] spatially flipped (flax's ConvTranspose does not flip, torch's does).
 // Anything else (a bias alone, custom buffers, LSTM weights ...) cannot be placed: it is listed
 // by name, and mapping fails unless LayoutOptions::keep_unmapped. What torch -> flax decided is

@@ -23,6 +23,12 @@ namespace ckpt {
 // it back: {"model_key": "model", "int_keys": [["optimizer", "state"]]} (the dotted key of the
 // model's dict, "" for the top level; the key paths of dicts whose keys were integers).
 inline constexpr std::string_view kTorchCheckpointKey = "ckpt.torch";
+// The metadata key under which the reader records, for a pickled module or a TorchScript file,
+// each module's class by module path: {"": "torchvision.models.resnet.ResNet",
+// "conv1": "torch.nn.modules.conv.Conv2d", ...} (TorchScript's "__torch__." prefix and
+// "___torch_mangle_N" parts removed). The layout mapping uses it to tell an Embedding from a
+// Linear without bias, and a ConvTranspose from a Conv, where a state_dict alone cannot.
+inline constexpr std::string_view kTorchModulesKey = "ckpt.modules";
 
 std::unique_ptr<Reader> open_pytorch(const std::filesystem::path& path, const ReadOptions& options = {});
 

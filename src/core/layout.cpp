@@ -9,6 +9,7 @@
 #include <map>
 #include <regex>
 
+#include "ckpt/pytorch.h"
 #include "util/bytes.h"
 
 namespace ckpt {
@@ -86,6 +87,20 @@ bool matches(const std::string& pattern, const std::string& module) {
   } catch (const std::regex_error& e) {
     throw Error(ErrorCode::invalid_argument, "", fmt::format("layout regex {}: {}", quote(pattern), e.what()));
   }
+}
+
+// The module's class as the .pt reader recorded it (pickled modules and TorchScript), or "".
+std::string module_class(const Metadata& metadata, const std::string& module) {
+  if (!metadata.is_object()) return {};
+  const auto classes = metadata.find(std::string(kTorchModulesKey));
+  if (classes == metadata.end() || !classes->is_object()) return {};
+  const auto cls = classes->find(module);
+  return cls != classes->end() && cls->is_string() ? cls->get<std::string>() : std::string();
+}
+bool class_is(const std::string& cls, std::initializer_list<std::string_view> names) {
+  const auto dot = cls.rfind('.');
+  const std::string_view last = dot == std::string::npos ? std::string_view(cls) : std::string_view(cls).substr(dot + 1);
+  return std::find(names.begin(), names.end(), last) != names.end() && cls.starts_with("torch.nn.");
 }
 
 bool listed(const Metadata& list, const std::string& module) {
@@ -236,7 +251,7 @@ std::unique_ptr<Source> to_flax(Source& inner, const LayoutOptions& options, con
     if (rank == 1) {  // LayerNorm, GroupNorm, BatchNorm without running statistics
       b.emit(*weight, name("scale"), Role::parameter, "");
     } else if (rank == 2) {
-      if (matches(options.embedding, module)) {
+      if (matches(options.embedding, module) || class_is(module_class(inner.metadata(), module), {"Embedding"})) {
         if (bias) continue;  // an Embedding has no bias: not what was declared
         b.emit(*weight, name("embedding"), Role::parameter, "");
         record["embedding"].push_back(module);
@@ -245,7 +260,9 @@ std::unique_ptr<Source> to_flax(Source& inner, const LayoutOptions& options, con
       }
     } else if (rank >= 3 && rank <= 5) {
       const bool evident = bias && src[*bias].shape[0] == wshape[1] && wshape[0] != wshape[1];
-      const bool declared = matches(options.conv_transpose, module);
+      const bool declared =
+          matches(options.conv_transpose, module) ||
+          class_is(module_class(inner.metadata(), module), {"ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"});
       // A ConvTranspose whose bias is longer than its weight's second axis has groups > 1,
       // which Flax's ConvTranspose lacks: not placed.
       if (declared && bias && src[*bias].shape[0] != wshape[1]) continue;

@@ -599,6 +599,7 @@ class PytorchReader final : public Reader {
   // buffers, then its children), non-persistent buffers included and marked.
   void walk_module(const pk::Graph& g, pk::NodeId id, const std::string& prefix, std::size_t depth) {
     if (depth > 256) fail(ErrorCode::unsupported, name_, "data.pkl: modules nested too deeply");
+    record_module_class(prefix, g.global_name(g.at(id).first));
     const pk::Node& state = g.at(g.at(id).state);
     auto entries = [&](const char* key) -> const std::vector<std::pair<pk::NodeId, pk::NodeId>>* {
       const pk::NodeId v = member(g, state, key);
@@ -718,6 +719,7 @@ class PytorchReader final : public Reader {
     if (depth > 256) fail(ErrorCode::unsupported, name_, "data.pkl: modules nested too deeply");
     const pk::Node& object = g.at(id);
     const std::string cls = g.global_name(id);
+    record_module_class(prefix, cls);
     if (object.state == pk::kNoNode || g.at(object.state).kind != pk::Kind::dict)
       fail(ErrorCode::format, name_, "data.pkl: TorchScript module {} ({}) has no attribute dict", quote(prefix), quote(cls));
     const pk::Node& state = g.at(object.state);
@@ -742,6 +744,18 @@ class PytorchReader final : public Reader {
           child.state != pk::kNoNode && g.at(child.state).kind == pk::Kind::dict && script_class(g.global_name(v)))
         walk_script_module(g, v, prefix + key_text(g, k, "") + ".", depth + 1);
     }
+  }
+
+  // metadata[kTorchModulesKey][module path] = the class's Python name (TorchScript's generated
+  // names brought back to it).
+  void record_module_class(const std::string& prefix, std::string cls) {
+    if (cls.starts_with("__torch__.")) cls.erase(0, std::string_view("__torch__.").size());
+    for (std::size_t at; (at = cls.find("___torch_mangle_")) != std::string::npos;) {
+      const auto dot = cls.find('.', at);
+      cls.erase(at, dot == std::string::npos ? std::string::npos : dot - at + 1);
+    }
+    const std::string path = prefix.empty() ? prefix : prefix.substr(0, prefix.size() - 1);  // "a.b." -> "a.b"
+    metadata_[std::string(kTorchModulesKey)][path] = cls;
   }
 
   void interpret(const pk::Graph& g) {

@@ -60,6 +60,18 @@ def channels_last(t):
     return np.moveaxis(t.detach().double().numpy(), 1, -1)
 
 
+class Named(torch.nn.Module):
+    """An Embedding and a ConvTranspose2d with in == out (module level: torch.save pickles it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tokens = torch.nn.Embedding(10, 4)
+        self.up = torch.nn.ConvTranspose2d(4, 4, kernel_size=3, stride=2, padding=1)
+
+    def forward(self, idx, x):
+        return self.tokens(idx), self.up(x)
+
+
 def main():
     convert, work = sys.argv[1:3]
     shutil.rmtree(work, ignore_errors=True)
@@ -128,6 +140,26 @@ def main():
     if v:
         idx = torch.tensor([[1, 7, 3]])
         close("Embedding", d(v["params"]["tokens"]["embedding"])[idx.numpy()], m.tokens(idx).detach().double().numpy())
+
+    # A whole module (torch.save(model)) or TorchScript file names its classes: an Embedding and a
+    # ConvTranspose with in == out (its bias cannot show it) are placed without being declared.
+    m = Named()
+    idx, x = torch.tensor([[1, 7, 3]]), torch.randn(2, 4, 5, 5)
+    for label, save in [("module", lambda path: torch.save(m, path)),
+                        ("torchscript", lambda path: torch.jit.save(torch.jit.script(m), path))]:
+        pt, out = os.path.join(work, f"named_{label}.pt"), os.path.join(work, f"named_{label}.msgpack")
+        save(pt)
+        r = run(convert, "-q", "--force", "--layout", "flax", pt, out)
+        check(r.returncode == 0, f"{label}: convert: {r.stderr}")
+        if r.returncode == 0:
+            p = msgpack_restore(open(out, "rb").read())["params"]
+            close(f"Embedding from a {label}", d(p["tokens"]["embedding"])[idx.numpy()], m.tokens(idx).detach().double().numpy())
+            got = flax_conv_transpose(channels_last(x), d(p["up"]["kernel"]), d(p["up"]["bias"]), 2, 1)
+            close(f"ConvTranspose2d (in == out) from a {label}", got, channels_last(m.up(x)))
+    # The same as a state_dict is a Linear and a Conv: shapes alone cannot say otherwise.
+    v = to_flax("named_state_dict", m)
+    if v:
+        check("kernel" in v["params"]["tokens"], "a state_dict's Embedding was not taken for a Linear")
 
     # BatchNorm (eval: running statistics) with trained statistics.
     m = torch.nn.BatchNorm2d(4)
