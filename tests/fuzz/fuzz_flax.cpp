@@ -7,11 +7,5 @@
 #include "memfd_input.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  MemfdInput input(data, size);
-  if (!input.ok()) return 0;
-  try {
-    (void)ckpt::open_flax(input.path())->read_all();
-  } catch (const ckpt::Error&) {
-  }
-  return 0;
+  return fuzz_reader(data, size, [](const std::string& path) { return ckpt::open_flax(path); });
 }

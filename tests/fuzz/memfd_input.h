@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 
+#include "ckpt/io.h"
+
 class MemfdInput {
  public:
   MemfdInput(const std::uint8_t* data, std::size_t size) : fd_(memfd_create("fuzz", MFD_CLOEXEC)) {
@@ -23,3 +25,16 @@ class MemfdInput {
   int fd_;
   bool ok_ = false;
 };
+
+// The whole of a reader target: the input as a file, opened with `open` and read in full; only
+// ckpt::Error may come out (anything else, or a crash, is what the fuzzer looks for).
+template <class Open>
+int fuzz_reader(const std::uint8_t* data, std::size_t size, Open open) {
+  MemfdInput input(data, size);
+  if (!input.ok()) return 0;
+  try {
+    (void)open(input.path())->read_all();
+  } catch (const ckpt::Error&) {
+  }
+  return 0;
+}
