@@ -2,6 +2,7 @@
 // saved under the name "state_dict" in a text, xml or binary archive. The reader lists the archive
 // in one pass that steps over tensor data (within a budget of the file's size: no claim in the
 // archive can make it allocate more than the file holds), then reads tensors where they lie.
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <fstream>
@@ -235,6 +236,23 @@ class Base64Skipper final : public DataSkipper {
   std::array<char, 1 << 16> block_{};
 };
 
+// xml_iarchive's destructor parses the closing </boost_serialization> tag, and what it throws
+// when that fails ends the program (a destructor is noexcept). So the tag is checked first; a
+// throw from here destroys the archive during unwinding, when it skips that parse.
+void expect_xml_end(std::istream& in) {
+  constexpr std::string_view kEnd = "</boost_serialization>";
+  const auto at = in.tellg();
+  std::string tail(256, '\0');
+  in.read(tail.data(), static_cast<std::streamsize>(tail.size()));
+  tail.resize(static_cast<std::size_t>(in.gcount()));
+  const auto start = std::find_if_not(tail.begin(), tail.end(), detail::boost_file::is_base64_space);
+  if (!std::string_view(tail).substr(static_cast<std::size_t>(start - tail.begin())).starts_with(kEnd))
+    throw Error(ErrorCode::format, "",
+                fmt::format("Boost archive: expected {} at offset {}", kEnd, static_cast<std::uint64_t>(at)));
+  in.clear();
+  in.seekg(at);
+}
+
 class BoostReader final : public Reader {
  public:
   BoostReader(const std::filesystem::path& path, const ReadOptions& options) : Reader(path, options) {
@@ -270,6 +288,7 @@ class BoostReader final : public Reader {
           // order and checked; a renamed tag is only not noticed.
           boost::archive::xml_iarchive archive(in, boost::archive::no_xml_tag_checking);
           archive >> boost::serialization::make_nvp("state_dict", listing);
+          expect_xml_end(in);  // before the archive's destructor parses it
           break;
         }
         case detail::boost_file::Kind::binary: {
