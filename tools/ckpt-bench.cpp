@@ -193,10 +193,17 @@ int bench_pytorch(const std::filesystem::path& pt, const std::filesystem::path& 
   return 0;
 }
 
+bool selected(const std::string& list, const char* label) {
+  return list.empty() || ("," + list + ",").find("," + std::string(label) + ",") != std::string::npos;
+}
+
 // --matrix: every conversion between every pair of formats of the synthetic state, each timed
 // against a plain copy of its input (copy_file + fsync) just before it, with the peak resident
-// memory it adds (VmHWM after resetting it, minus VmRSS before).
-int bench_matrix(std::uint64_t size_mib, const std::filesystem::path& dir, const std::string& from) {
+// memory it adds (VmHWM after resetting it, minus VmRSS before). With repeats > 1, copy and
+// conversion alternate that many times and the best of each counts (the disk of a shared VM
+// gave the same conversion anywhere from 1.5 s to 3.7 s).
+int bench_matrix(std::uint64_t size_mib, const std::filesystem::path& dir, const std::string& from, const std::string& to,
+                 int repeats) {
   mallopt(M_MMAP_THRESHOLD, 1 << 20);  // as checkpoint-convert sets it (see there)
   struct Format {
     const char* label;
@@ -219,7 +226,7 @@ int bench_matrix(std::uint64_t size_mib, const std::filesystem::path& dir, const
   }
   fmt::print("\n{:<14} {:<14} {:>9} {:>9} {:>8} {:>12}\n", "from", "to", "seconds", "copy s", "x copy", "peak +MiB");
   for (const auto& a : formats) {
-    if (!from.empty() && ("," + from + ",").find("," + std::string(a.label) + ",") == std::string::npos) continue;
+    if (!selected(from, a.label)) continue;
     const auto in = dir / (std::string("src") + a.extension);
     const auto copy_path = dir / "copy.bin";
     // The copy is timed right before each conversion: on a shared machine the disk's speed drifts
@@ -235,15 +242,20 @@ int bench_matrix(std::uint64_t size_mib, const std::filesystem::path& dir, const
       return seconds;
     };
     for (const auto& b : formats) {
+      if (!selected(to, b.label)) continue;
       const auto out = dir / (std::string("dst") + b.extension);
       ConvertOptions options;
       options.write.compression = b.compression;
-      const double copy = time_copy();
-      const std::uint64_t rss_before = status_kib("VmRSS:");
-      reset_peak_rss();
-      const double t = seconds_of([&] { (void)ckpt::convert(in, out, options); });
-      const std::uint64_t peak_kib = status_kib("VmHWM:") - rss_before;
-      std::filesystem::remove(out);
+      double copy = 1e300, t = 1e300;
+      std::uint64_t peak_kib = 0;
+      for (int r = 0; r < std::max(repeats, 1); ++r) {
+        copy = std::min(copy, time_copy());
+        const std::uint64_t rss_before = status_kib("VmRSS:");
+        reset_peak_rss();
+        t = std::min(t, seconds_of([&] { (void)ckpt::convert(in, out, options); }));
+        peak_kib = std::max(peak_kib, status_kib("VmHWM:") - rss_before);
+        std::filesystem::remove(out);
+      }
       fmt::print("{:<14} {:<14} {:>9.3f} {:>9.3f} {:>7.2f}x {:>12.1f}\n", a.label, b.label, t, copy, t / copy,
                  static_cast<double>(peak_kib) / 1024);
       std::fflush(stdout);
@@ -269,9 +281,14 @@ int main(int argc, char** argv) {
   std::string pt;
   app.add_option("--pt", pt, "Only time ckpt's reader and conversion on this .pt file (see tools/bench-pytorch.py)");
   bool matrix = false;
-  std::string from;
+  std::string from, to;
+  int matrix_repeats = 1;
   app.add_flag("--matrix", matrix, "Only time conversions between every pair of formats (against a copy of the input)");
   app.add_option("--from", from, "With --matrix: only these input formats (comma-separated labels, e.g. flax,numpy)");
+  app.add_option("--to", to, "With --matrix: only these output formats (as --from)");
+  app.add_option("--matrix-repeats", matrix_repeats,
+                 "With --matrix: alternate copy and conversion this many times, the best of each counts")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   const std::filesystem::path dir =
@@ -288,7 +305,7 @@ int main(int argc, char** argv) {
     if (dir_arg.empty()) std::filesystem::remove_all(dir);
     return rc;
   };
-  if (matrix) return run_mode([&] { return bench_matrix(size_mib, dir, from); });
+  if (matrix) return run_mode([&] { return bench_matrix(size_mib, dir, from, to, matrix_repeats); });
   if (!pt.empty()) return run_mode([&] { return bench_pytorch(pt, dir, repeats); });
   try {
     fmt::print("building a {} MiB synthetic state dict...\n", size_mib);

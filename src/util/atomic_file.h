@@ -3,9 +3,12 @@
 // the temporary, so a failed write leaves the old target untouched and no stray file behind.
 #pragma once
 
+#include <condition_variable>
 #include <cstddef>
 #include <filesystem>
+#include <mutex>
 #include <span>
+#include <thread>
 
 namespace ckpt::detail {
 
@@ -32,6 +35,17 @@ class AtomicFile {
   void commit();
 
  private:
+  // While the file is written, a thread asks the kernel every 50 ms to start writing its dirty
+  // pages out (sync_file_range SYNC_FILE_RANGE_WRITE, which does not wait). Otherwise, on a
+  // machine with plenty of memory, nothing reaches the disk before commit's fsync, which then
+  // waits for the whole file; this way the disk works while the file is being produced.
+  void start_writeback();
+  void stop_writeback();
+  std::thread writeback_;
+  std::mutex writeback_mutex_;
+  std::condition_variable writeback_wake_;
+  bool writeback_stop_ = false;
+
   std::filesystem::path target_;
   std::filesystem::path temp_;
   int fd_ = -1;
