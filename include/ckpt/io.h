@@ -31,6 +31,16 @@ class Source {
 
   // read(index), checked against tensors()[index] (writers use it; errors name `file`).
   Tensor read_checked(std::size_t index, const std::string& file);
+
+  // Where tensors()[index]'s bytes (as read() returns them) lie verbatim in an open file, if they
+  // do: a descriptor and an offset, valid while this Source lives. Writers that store the bytes
+  // as they are then copy them file to file inside the kernel (copy_file_range) instead of
+  // writing them from memory (still reading them for checksums and checks). Default: nowhere.
+  struct FileSpan {
+    int fd;
+    std::uint64_t offset;
+  };
+  virtual std::optional<FileSpan> file_span(std::size_t /*index*/) const { return std::nullopt; }
 };
 
 class StateDictSource : public Source {

@@ -339,6 +339,12 @@ class BoostReader final : public Reader {
     return tensor;
   }
 
+  std::optional<FileSpan> file_span(std::size_t index) const override {
+    check_index(index);
+    if (kind_ != detail::boost_file::Kind::binary || infos_[index].nbytes() == 0) return std::nullopt;
+    return FileSpan{fd_.get(), offsets_[index]};
+  }
+
  private:
   // Text and xml archives: the base64 digits from the tensor's offset (base64.h says why this is
   // not Boost's decoder), read in blocks.

@@ -71,6 +71,13 @@ class FlaxReader final : public Reader {
     return out;
   }
 
+  std::optional<FileSpan> file_span(std::size_t index) const override {
+    check_index(index);
+    const Pieces& pieces = pieces_[index];
+    if (pieces.ranges.size() != 1 || pieces.ranges.front().second == 0) return std::nullopt;
+    return FileSpan{fd_.get(), pieces.ranges.front().first};
+  }
+
  private:
   [[noreturn]] void bad(const std::string& path, const std::string& what) {
     fail(ErrorCode::format, name_, "value at {}: {}", quote(path), what);

@@ -40,6 +40,12 @@ class Out {
     if (!buffer_.empty()) file_.write(std::as_bytes(std::span(buffer_)));
     buffer_.clear();
   }
+  // Tensor bytes, copied file to file where they also lie in one (AtomicFile::write).
+  void write_tensor_bytes(std::span<const std::byte> bytes, const std::optional<Source::FileSpan>& from) {
+    if (!from) return write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    flush();
+    file_.write(bytes, from);
+  }
 
  private:
   static constexpr std::size_t kBuffer = 1 << 20;
@@ -101,7 +107,8 @@ class FlaxWriter {
 
   // Extension type 1 holding msgpack [shape, dtype name, bytes]; the header part is packed into
   // a small buffer to learn the extension's size, then the bytes follow from `data`.
-  void pack_ndarray(DType dtype, const Shape& shape, std::span<const std::byte> data) {
+  void pack_ndarray(DType dtype, const Shape& shape, std::span<const std::byte> data,
+                    const std::optional<Source::FileSpan>& from) {
     msgpack::sbuffer head;
     msgpack::packer<msgpack::sbuffer> p(head);
     p.pack_array(3);
@@ -111,15 +118,16 @@ class FlaxWriter {
     p.pack_bin(static_cast<std::uint32_t>(data.size()));
     packer_.pack_ext(head.size() + data.size(), 1);
     out_.write(head.data(), head.size());
-    out_.write(reinterpret_cast<const char*>(data.data()), data.size());
+    out_.write_tensor_bytes(data, from);
   }
 
   void pack_tensor(std::size_t index) {
     const TensorInfo& info = infos_[index];
     const Tensor tensor = source_.read_checked(index, name_);
     const auto bytes = tensor.bytes();
+    const auto from = source_.file_span(index);
     if (bytes.size() <= max_chunk_bytes_) {
-      pack_ndarray(info.dtype, info.shape, bytes);
+      pack_ndarray(info.dtype, info.shape, bytes, from);
     } else {
       // As flax does beyond 2**30 bytes: {"__msgpack_chunked_array__": true, "shape": {"0": d0,
       // ...}, "chunks": {"0": 1-D array, ...}}, chunks of floor(2**30 / itemsize) elements.
@@ -141,7 +149,9 @@ class FlaxWriter {
         const auto piece = bytes.subspan(static_cast<std::size_t>(c * chunk),
                                          static_cast<std::size_t>(std::min<std::uint64_t>(chunk, bytes.size() - c * chunk)));
         packer_.pack(std::to_string(c));
-        pack_ndarray(info.dtype, {static_cast<std::int64_t>(piece.size() / itemsize)}, piece);
+        std::optional<Source::FileSpan> piece_from = from;
+        if (piece_from) piece_from->offset += c * chunk;
+        pack_ndarray(info.dtype, {static_cast<std::int64_t>(piece.size() / itemsize)}, piece, piece_from);
       }
     }
     done_ += bytes.size();

@@ -102,6 +102,14 @@ class NumpyReader final : public Reader {
     return npy::to_row_major(info.dtype, info.shape, data, h.fortran_order, h.big_endian);
   }
 
+  std::optional<FileSpan> file_span(std::size_t index) const override {
+    check_index(index);
+    const Array& a = arrays_[index];
+    const bool in_place = !a.entry || a.entry->method == 0;
+    if (!in_place || a.header.fortran_order || a.header.big_endian || infos_[index].nbytes() == 0) return std::nullopt;
+    return FileSpan{fd_.get(), (a.entry ? archive_->data_offset(*a.entry) : 0) + a.header.data_offset};
+  }
+
  private:
   // Records an array after checking that its data fits in the `available` bytes of its .npy.
   // `dtype`: the dtype ckpt's comment names (bfloat16 stored as uint16 bits ...).

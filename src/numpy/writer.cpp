@@ -38,7 +38,7 @@ void write_numpy(Source& source, const std::filesystem::path& path, const WriteO
     const std::string header = detail::npy::make_header(info.dtype, info.shape);
     file.write(std::as_bytes(std::span(header)));
     const Tensor tensor = source.read_checked(0, name);
-    file.write(tensor.bytes());
+    file.write(tensor.bytes(), source.file_span(0));
     progress(tensor.nbytes());
     file.commit();
     return;
@@ -95,7 +95,7 @@ void write_numpy(Source& source, const std::filesystem::path& path, const WriteO
     } else {
       zip.begin(entry_names[i], header.size() + info.nbytes(), comments[i]);
       zip.write(std::as_bytes(std::span(header)));
-      zip.write(tensor.bytes());
+      zip.write(tensor.bytes(), source.file_span(i));
       zip.end();
     }
     progress(tensor.nbytes());

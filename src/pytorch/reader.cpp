@@ -134,6 +134,18 @@ class PytorchReader final : public Reader {
     finish_listing();
   }
 
+  std::optional<FileSpan> file_span(std::size_t index) const override {
+    check_index(index);
+    const TensorInfo& info = infos_[index];
+    const View& view = views_[index];
+    const Storage& storage = storages_[view.storage];
+    const bool in_place = storage.entry == nullptr || storage.entry->method == 0;
+    if (!in_place || big_endian_ || shape_numel(info.shape) == 0 || !contiguous(info.shape, view.stride)) return std::nullopt;
+    const std::uint64_t data_offset =
+        storage.entry ? archive_->data_offset(*storage.entry) + storage.root_offset : storage.data_offset;
+    return FileSpan{fd_.get(), data_offset + view.offset * dtype_size(info.dtype)};
+  }
+
   Tensor read(std::size_t index) override {
     check_index(index);
     const TensorInfo& info = infos_[index];

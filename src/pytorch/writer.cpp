@@ -276,7 +276,7 @@ void write_pytorch(Source& source, const std::filesystem::path& path, const Writ
   for (std::size_t i = 0; i < infos.size(); ++i) {
     const Tensor tensor = source.read_checked(i, name);
     zip.begin(folder + "data/" + std::to_string(i), tensor.nbytes());
-    zip.write(tensor.bytes());
+    zip.write(tensor.bytes(), source.file_span(i));
     zip.end();
     done += tensor.nbytes();
     if (options.progress) options.progress(done, total);

@@ -61,6 +61,11 @@ class SafetensorsReader final : public Reader {
     return tensor;
   }
 
+  std::optional<FileSpan> file_span(std::size_t index) const override {
+    check_index(index);
+    if (infos_[index].nbytes() == 0) return std::nullopt;
+    return FileSpan{fd_.get(), data_start_ + begins_[index]};
+  }
 
  private:
   struct Parsed {

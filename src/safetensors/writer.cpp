@@ -76,7 +76,7 @@ void write_safetensors(Source& source, const std::filesystem::path& path, const 
   std::uint64_t done = 0;
   for (std::size_t i = 0; i < infos.size(); ++i) {
     const Tensor tensor = source.read_checked(i, name);
-    file.write(tensor.bytes());
+    file.write(tensor.bytes(), source.file_span(i));
     done += tensor.nbytes();
     if (options.progress) options.progress(done, total);
   }

@@ -103,6 +103,18 @@ void AtomicFile::write(std::span<const std::byte> bytes) {
   }
 }
 
+void AtomicFile::write(std::span<const std::byte> bytes, const std::optional<Source::FileSpan>& from) {
+  std::size_t done = 0;
+  auto offset = from ? static_cast<loff_t>(from->offset) : 0;
+  while (from && done < bytes.size()) {
+    const ssize_t n = ::copy_file_range(from->fd, &offset, fd_, nullptr, bytes.size() - done, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // not supported here (EXDEV, EINVAL, ...) or the source is shorter: from memory
+    done += static_cast<std::size_t>(n);
+  }
+  write(bytes.subspan(done));
+}
+
 void AtomicFile::commit() {
   stop_writeback();
   const std::string name = target_.string();

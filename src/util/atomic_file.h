@@ -7,8 +7,11 @@
 #include <cstddef>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <thread>
+
+#include "ckpt/io.h"
 
 namespace ckpt::detail {
 
@@ -30,6 +33,10 @@ class AtomicFile {
 
   // Write all of `bytes` at the current position (throws io naming the target).
   void write(std::span<const std::byte> bytes);
+  // The same, but copied inside the kernel from where they also lie in a file, if `from` says
+  // (Source::file_span; copy_file_range, no copy through user space), and from memory wherever
+  // that cannot be done.
+  void write(std::span<const std::byte> bytes, const std::optional<Source::FileSpan>& from);
 
   // fsync, rename over the target, fsync the directory.
   void commit();

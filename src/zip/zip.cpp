@@ -283,7 +283,9 @@ void Writer::begin(const std::string& name, std::uint64_t size, const std::strin
   crc_ = static_cast<std::uint32_t>(crc32(0L, Z_NULL, 0));
 }
 
-void Writer::write(std::span<const std::byte> data) {
+void Writer::write(std::span<const std::byte> data) { write(data, std::nullopt); }
+
+void Writer::write(std::span<const std::byte> data, const std::optional<Source::FileSpan>& from) {
   if (data.size() > expected_ - received_)
     fail(ErrorCode::invalid_argument, file_.target().string(), "zip entry {} given more than its {} bytes",
          quote(written_.back().name), expected_);
@@ -292,7 +294,8 @@ void Writer::write(std::span<const std::byte> data) {
     crc_ = static_cast<std::uint32_t>(crc32(crc_, reinterpret_cast<const Bytef*>(data.data() + done), static_cast<uInt>(n)));
     done += n;
   }
-  put(data);
+  file_.write(data, from);
+  position_ += data.size();
   received_ += data.size();
 }
 

@@ -11,12 +11,15 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include "ckpt/io.h"
 
 namespace ckpt::detail::zip {
 
@@ -89,6 +92,8 @@ class Writer {
   // `comment` (at most 65535 bytes) goes to the entry's central directory record.
   void begin(const std::string& name, std::uint64_t size, const std::string& comment = {});
   void write(std::span<const std::byte> data);
+  // The same data, copied file to file where it also lies in one (AtomicFile::write).
+  void write(std::span<const std::byte> data, const std::optional<Source::FileSpan>& from);
   void end();
   // A deflated entry (zlib level 6, as Python's zipfile) of `parts` concatenated, compressed in
   // memory first so its sizes are known when the header is written; not aligned.
