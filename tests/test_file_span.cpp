@@ -23,17 +23,17 @@ TEST_CASE("file spans hold exactly the bytes read() returns", "[convert]") {
   state.add_buffer("layer.mask", test::pattern_tensor(DType::bool_, {3}, 4));
   state.add_buffer("layer.bytes", test::pattern_tensor(DType::uint8, {7}, 5));
   // Every format whose reader can point into its file.
-  for (const char* ext : {".safetensors", ".pt", ".msgpack", ".npz", ".boost.bin"}) {
+  for (const char* ext : {".safetensors", ".pt", ".msgpack", ".npz", ".boost.bin", ".ckpt.h5"}) {
     INFO(ext);
     const auto path = dir / (std::string("s") + ext);
     save(state, path);
     auto reader = open(path);
     std::size_t spans = 0;
     for (std::size_t i = 0; i < reader->tensors().size(); ++i) {
+      const Tensor tensor = reader->read(i);  // ckpt-h5 knows the span of the tensor read last
       const auto span = reader->file_span(i);
       if (!span) continue;
       ++spans;
-      const Tensor tensor = reader->read(i);
       std::vector<std::byte> at(tensor.nbytes());
       detail::read_at(span->fd, span->offset, at, false, path.string());
       CHECK(std::equal(at.begin(), at.end(), tensor.bytes().begin(), tensor.bytes().end()));

@@ -35,7 +35,8 @@ class Source {
   // Where tensors()[index]'s bytes (as read() returns them) lie verbatim in an open file, if they
   // do: a descriptor and an offset, valid while this Source lives. Writers that store the bytes
   // as they are then copy them file to file inside the kernel (copy_file_range) instead of
-  // writing them from memory (still reading them for checksums and checks). Default: nowhere.
+  // writing them from memory (still reading them for checksums and checks). A reader may know it
+  // only for the tensor it read last (ckpt-h5). Default: nowhere.
   struct FileSpan {
     int fd;
     std::uint64_t offset;

@@ -76,6 +76,7 @@ class CkptH5Reader final : public Reader {
       checked_[index] = true;
     }
     Loaded loaded;
+    last_span_.reset();
     try {
       loaded = read_data(info, options_.verify_checksums ? expected : std::nullopt);
     } catch (const Error& e) {
@@ -87,7 +88,16 @@ class CkptH5Reader final : public Reader {
         fail(ErrorCode::integrity, name_, "tensor {}: checksum mismatch (stored {}, data has {})", quote(info.name),
              detail::format_checksum(*expected), detail::format_checksum(actual));
     }
+    if (loaded.offset) last_span_ = {index, FileSpan{data_fd(), *loaded.offset}};
     return std::move(loaded.tensor);
+  }
+
+  // Known for the tensor read last (finding a dataset's offset takes HDF5 calls; writers ask
+  // right after reading).
+  std::optional<FileSpan> file_span(std::size_t index) const override {
+    check_index(index);
+    if (!last_span_ || last_span_->first != index) return std::nullopt;
+    return last_span_->second;
   }
 
 
@@ -106,6 +116,7 @@ class CkptH5Reader final : public Reader {
   struct Loaded {
     Tensor tensor;
     std::optional<std::uint64_t> checksum;  // computed while reading, when asked for
+    std::optional<std::uint64_t> offset;    // where the bytes lie verbatim in the file, if they do
   };
 
   void check_identity() {
@@ -185,27 +196,27 @@ class CkptH5Reader final : public Reader {
     const bool exact = located.exact;
     const h5::DatasetLayout& layout = located.layout;
     const std::uint64_t nbytes = info.nbytes();
-    if (nbytes == 0) return {Tensor::zeros(info.dtype, info.shape), {}};
+    if (nbytes == 0) return {Tensor::zeros(info.dtype, info.shape), {}, {}};
     if (exact && !layout.chunked) {
       if (const auto offset = located.offset) {
         // A misaligned view would make typed access undefined: such data is copied.
         if (options_.zero_copy && *offset % dtype_size(info.dtype) == 0 && mapped()) {
           mapping_->prefetch(*offset, nbytes);
-          return {Tensor::view(info.dtype, info.shape, mapping_->bytes().data() + *offset, mapping_), {}};
+          return {Tensor::view(info.dtype, info.shape, mapping_->bytes().data() + *offset, mapping_), {}, *offset};
         }
         Tensor tensor = Tensor::uninitialized(info.dtype, info.shape);
         auto sum = detail::read_at(data_fd(), *offset, tensor.mutable_bytes(), want_checksum.has_value(), name_);
-        return {std::move(tensor), sum};
+        return {std::move(tensor), sum, *offset};
       }
     }
-    if (exact && layout.chunked && only_shuffle_and_zstd(layout)) return {read_chunks(dataset, info, layout), {}};
+    if (exact && layout.chunked && only_shuffle_and_zstd(layout)) return {read_chunks(dataset, info, layout), {}, {}};
     // Anything else (other filters, converted types): HDF5 reads it into a tensor of ours.
     if (layout.chunked) check_chunk_claims(layout, info);
     else if (h5::storage_size(dataset) > file_size_)
       fail(ErrorCode::format, name_, "dataset claims {} bytes of storage, more than the file", h5::storage_size(dataset));
     Tensor tensor = Tensor::uninitialized(info.dtype, info.shape);
     h5::read_all(w, dataset, expected, tensor.mutable_bytes().data());
-    return {std::move(tensor), {}};
+    return {std::move(tensor), {}, {}};
   }
 
   // File offset of a contiguous dataset's data, checked against the file; nullopt when the data
@@ -345,6 +356,7 @@ class CkptH5Reader final : public Reader {
     std::uint32_t mask = 0;
   };
   std::vector<Slot> slots_;  // read_chunks' per-worker buffers, reused across tensors
+  std::optional<std::pair<std::size_t, FileSpan>> last_span_;  // file_span of the tensor read last
 };
 
 }  // namespace
