@@ -40,6 +40,23 @@ TEST_CASE("file spans hold exactly the bytes read() returns", "[convert]") {
     }
     CHECK(spans == 5);  // all but the empty tensor
   }
+  // Sharded safetensors: each tensor's span in its shard.
+  WriteOptions sharded;
+  sharded.max_shard_bytes = 64;
+  save(state, dir / "model.safetensors", sharded);
+  auto reader = open(dir / "model.safetensors.index.json");
+  REQUIRE(reader->format() == "safetensors-sharded");
+  std::size_t spans = 0;
+  for (std::size_t i = 0; i < reader->tensors().size(); ++i) {
+    const Tensor tensor = reader->read(i);
+    if (const auto span = reader->file_span(i)) {
+      ++spans;
+      std::vector<std::byte> at(tensor.nbytes());
+      detail::read_at(span->fd, span->offset, at, false, "shard");
+      CHECK(std::equal(at.begin(), at.end(), tensor.bytes().begin(), tensor.bytes().end()));
+    }
+  }
+  CHECK(spans == 5);
 }
 
 TEST_CASE("a copying write falls back to memory where the kernel cannot copy", "[convert]") {

@@ -80,6 +80,11 @@ class ShardedReader final : public Reader {
     const auto [shard, i] = where_[index];
     return shards_[shard]->read(i);
   }
+  std::optional<FileSpan> file_span(std::size_t index) const override {
+    check_index(index);
+    const auto [shard, i] = where_[index];
+    return shards_[shard]->file_span(i);
+  }
 
  private:
   // Extra-section tensors are named "section/name" in safetensors files (conventions §2).
@@ -102,6 +107,7 @@ class Subset final : public Source {
   const std::vector<TensorInfo>& tensors() const override { return infos_; }
   const Metadata& metadata() const override { return inner_.metadata(); }
   Tensor read(std::size_t index) override { return inner_.read(indices_.at(index)); }
+  std::optional<FileSpan> file_span(std::size_t index) const override { return inner_.file_span(indices_.at(index)); }
 
  private:
   Source& inner_;
