@@ -13,6 +13,7 @@
 #include "util/atomic_file.h"
 #include "util/bytes.h"
 #include "util/checksum.h"
+#include "util/mapped_file.h"
 #include "util/parallel.h"
 
 namespace ckpt {
@@ -52,7 +53,7 @@ class Writer {
     for (std::size_t i = 0; i < infos.size(); ++i) {
       const TensorInfo& info = infos[i];
       const Tensor tensor = source_.read_checked(i, name_);
-      write_tensor(file, info, tensor, index);
+      write_tensor(file, info, tensor, source_.file_span(i), index);
       done += info.nbytes();
       if (options_.progress) options_.progress(done, total);
     }
@@ -80,7 +81,16 @@ class Writer {
         .first->second;
   }
 
-  void write_tensor(const h5::Handle& file, const TensorInfo& info, const Tensor& tensor, schema::IndexWriter& index) {
+  int out_fd(const h5::Handle& file) {
+    if (!out_fd_.valid()) out_fd_ = detail::UniqueFd(h5::duplicate_file_descriptor({name_}, file));
+    return out_fd_.get();
+  }
+
+  // `from`: where the tensor's bytes also lie in a file (Source::file_span). Contiguous data is then
+  // copied there inside the kernel, into the space HDF5 allocated for it at creation; HDF5 never
+  // touches that space itself (no fill value, and raw data it does not write is not cached).
+  void write_tensor(const h5::Handle& file, const TensorInfo& info, const Tensor& tensor,
+                    const std::optional<Source::FileSpan>& from, schema::IndexWriter& index) {
     const h5::Where w{name_};
     const auto dims = to_dims(info.shape);
     const std::string link = schema::encode_link_name(info.name);
@@ -97,8 +107,11 @@ class Writer {
         if (itemsize > 1) layout.filters.push_back({h5::kShuffleFilter, {}});
         layout.filters.push_back({h5::kZstdFilter, {static_cast<unsigned>(options_.zstd_level)}});
       }
+      layout.allocate_early = !compress && from && tensor.nbytes() > 0;
       h5::Handle dataset = h5::create_dataset(w, group, link, type, dims, layout);
+      const auto offset = layout.allocate_early ? h5::contiguous_offset(dataset) : std::nullopt;
       if (compress) write_compressed(dataset, dims, layout.chunk, tensor);
+      else if (offset) detail::write_at(out_fd(file), *offset, tensor.bytes(), from, name_);
       else if (tensor.nbytes() > 0) h5::write_all(w, dataset, type, tensor.bytes().data());
       if (schema::stored_as_raw_bytes(info.dtype))
         h5::write_string_attribute(w, dataset, schema::kDtypeAttribute, std::string(dtype_name(info.dtype)));
@@ -149,6 +162,7 @@ class Writer {
   std::map<std::string, h5::Handle> groups_;
   h5::Handle sections_group_;
   std::vector<ZstdContext> contexts_;
+  detail::UniqueFd out_fd_;  // a dup of HDF5's descriptor of the file being written
 };
 
 }  // namespace

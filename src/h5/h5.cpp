@@ -230,6 +230,8 @@ Handle create_dataset(Where w, const Handle& parent, const std::string& name, co
   Handle dcpl = property_list(H5P_DATASET_CREATE);
   H5Pset_obj_track_times(dcpl.get(), false);  // byte-identical files for identical input
   H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER);
+  if (!layout.chunked && layout.allocate_early)
+    check_status(H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_EARLY), w, "cannot set allocation time for " + quote(name));
   if (layout.chunked) {
     const auto chunk = to_hsize(layout.chunk);
     check_status(H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), w,

@@ -85,6 +85,9 @@ std::string describe_type(const Handle& type);
 // --- datasets ------------------------------------------------------------------------------
 struct DatasetLayout {
   bool chunked = false;
+  // Contiguous: allocate the data's file space when the dataset is created (so its offset is
+  // known before anything is written; the fill value is never written).
+  bool allocate_early = false;
   std::vector<std::uint64_t> chunk;  // chunk dims when chunked
   struct Filter {
     int id;

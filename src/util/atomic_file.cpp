@@ -115,6 +115,28 @@ void AtomicFile::write(std::span<const std::byte> bytes, const std::optional<Sou
   write(bytes.subspan(done));
 }
 
+void write_at(int fd, std::uint64_t offset, std::span<const std::byte> bytes, const std::optional<Source::FileSpan>& from,
+              const std::string& file) {
+  std::size_t done = 0;
+  auto in = from ? static_cast<loff_t>(from->offset) : 0;
+  auto out = static_cast<loff_t>(offset);
+  while (from && done < bytes.size()) {
+    const ssize_t n = ::copy_file_range(from->fd, &in, fd, &out, bytes.size() - done, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // not supported here, or the source is shorter: from memory
+    done += static_cast<std::size_t>(n);
+  }
+  while (done < bytes.size()) {
+    const ssize_t n = ::pwrite(fd, bytes.data() + done, std::min<std::size_t>(bytes.size() - done, 1u << 30),
+                               static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail(ErrorCode::io, file, "write at offset {} failed: {}", offset + done, std::strerror(errno));
+    }
+    done += static_cast<std::size_t>(n);
+  }
+}
+
 void AtomicFile::commit() {
   stop_writeback();
   const std::string name = target_.string();

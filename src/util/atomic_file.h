@@ -15,6 +15,12 @@
 
 namespace ckpt::detail {
 
+// Writes `bytes` at `offset` of `fd`, copied inside the kernel from where they also lie in a file
+// if `from` says (copy_file_range), from memory wherever that cannot be done. Throws io naming
+// `file`.
+void write_at(int fd, std::uint64_t offset, std::span<const std::byte> bytes, const std::optional<Source::FileSpan>& from,
+              const std::string& file);
+
 class AtomicFile {
  public:
   // Creates the temporary file. With overwrite == false an existing target is an error (checked
