@@ -7,6 +7,10 @@
 //
 // Tensor bytes are little-endian (ckpt's definition); text and xml archives carry them as base64.
 // Versioned with BOOST_CLASS_VERSION; loading a newer version throws ckpt::Error (unsupported).
+// Archives from untrusted sources: prefer ckpt::open on the file (it bounds every allocation by the
+// file's size and checks what Boost does not). Boost 1.74's own xml_iarchive reads out of bounds
+// on a mismatched end tag unless constructed with boost::archive::no_xml_tag_checking, and ends
+// the program if the closing </boost_serialization> tag is malformed (format-spec §3).
 #pragma once
 
 #include <boost/serialization/binary_object.hpp>
