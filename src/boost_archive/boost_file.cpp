@@ -6,6 +6,10 @@
 #include <array>
 #include <cstring>
 #include <fstream>
+#include <memory>
+#include <optional>
+#include <span>
+#include <streambuf>
 
 #include <unistd.h>
 
@@ -30,12 +34,66 @@
 #include "util/mapped_file.h"
 
 namespace ckpt {
+
+// The writers' stream buffer: buffered writes to the AtomicFile. A tensor's data announced with
+// expect() is copied file to file where it also lies in the source (AtomicFile::write), when it
+// arrives unchanged in one piece, as binary archives hand it over (text and xml archives encode
+// it first, so it goes through the buffer).
+class FileStreamBuf final : public std::streambuf {
+ public:
+  explicit FileStreamBuf(detail::AtomicFile& file) : file_(file) { setp(buffer_.data(), buffer_.data() + buffer_.size()); }
+  void expect(std::span<const std::byte> data, std::optional<Source::FileSpan> from) {
+    expected_ = data;
+    from_ = from;
+  }
+
+ protected:
+  int_type overflow(int_type c) override {
+    flush_buffer();
+    if (!traits_type::eq_int_type(c, traits_type::eof())) {
+      *pptr() = traits_type::to_char_type(c);
+      pbump(1);
+    }
+    return traits_type::not_eof(c);
+  }
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    const std::span<const std::byte> data(reinterpret_cast<const std::byte*>(s), static_cast<std::size_t>(n));
+    if (from_ && data.data() == expected_.data() && data.size() == expected_.size()) {
+      flush_buffer();
+      file_.write(data, from_);
+      from_.reset();
+      return n;
+    }
+    if (data.size() >= buffer_.size()) {
+      flush_buffer();
+      file_.write(data);
+      return n;
+    }
+    return std::streambuf::xsputn(s, n);
+  }
+  int sync() override {
+    flush_buffer();
+    return 0;
+  }
+
+ private:
+  void flush_buffer() {
+    file_.write(std::as_bytes(std::span(pbase(), static_cast<std::size_t>(pptr() - pbase()))));
+    setp(buffer_.data(), buffer_.data() + buffer_.size());
+  }
+  detail::AtomicFile& file_;
+  std::array<char, 1 << 20> buffer_{};
+  std::span<const std::byte> expected_;
+  std::optional<Source::FileSpan> from_;
+};
+
 // A Source saved exactly as a StateDict of the same entries (ckpt/boost_serialization.h: same
 // class version, same fields), but tensor by tensor, so writing holds one tensor at a time.
 struct SourceAsStateDict {
   Source* source;
   const std::string* file;
   const WriteOptions* options;
+  FileStreamBuf* buffer;
 };
 }  // namespace ckpt
 
@@ -56,6 +114,7 @@ void serialize(Archive& ar, ckpt::SourceAsStateDict& view, unsigned /*version*/)
     ckpt::detail::save_string(ar, "section", e.section);
     ckpt::detail::save_string(ar, "collection", e.collection);
     const ckpt::Tensor tensor = source.read_checked(i, *view.file);
+    view.buffer->expect(tensor.bytes(), source.file_span(i));
     ar << make_nvp("persistent", e.persistent) << make_nvp("tensor", tensor);
     done += tensor.nbytes();
     if (view.options->progress) view.options->progress(done, total);
@@ -387,12 +446,16 @@ void write_archive(Source& source, const std::filesystem::path& path, const Writ
   const std::string name = path.string();
   detail::AtomicFile file(path, options.overwrite);
   {
-    std::ofstream out(file.temp_path(), std::ios::binary);
+    auto buffer = std::make_unique<FileStreamBuf>(file);
+    std::ostream out(buffer.get());
     out.exceptions(std::ios::badbit | std::ios::failbit);
     try {
-      Archive archive(out);
-      const SourceAsStateDict view{&source, &name, &options};
-      archive << boost::serialization::make_nvp("state_dict", view);
+      {
+        Archive archive(out);
+        const SourceAsStateDict view{&source, &name, &options, buffer.get()};
+        archive << boost::serialization::make_nvp("state_dict", view);
+      }  // xml archives write their closing tag here
+      out.flush();
     } catch (const std::ios_base::failure& e) {
       fail(ErrorCode::io, name, "cannot write: {}", e.what());
     }
