@@ -163,6 +163,13 @@ class DataSkipper {
   virtual ~DataSkipper() = default;
   // Steps over `nbytes` of tensor data at the stream's position; returns where the data starts.
   virtual std::uint64_t skip(std::uint64_t nbytes) = 0;
+
+ protected:
+  static std::uint64_t position(std::streambuf& in) {
+    const auto at = in.pubseekoff(0, std::ios::cur, std::ios::in);
+    if (at < 0) throw Error(ErrorCode::io, "", "Boost archive: cannot tell the read position");
+    return static_cast<std::uint64_t>(at);
+  }
 };
 
 struct SkippedData {  // archived like a binary_object: nothing but the data itself
@@ -234,9 +241,7 @@ class BinarySkipper final : public DataSkipper {
  public:
   BinarySkipper(std::streambuf& in, std::uint64_t file_size) : in_(in), file_size_(file_size) {}
   std::uint64_t skip(std::uint64_t nbytes) override {
-    const auto at = in_.pubseekoff(0, std::ios::cur, std::ios::in);
-    if (at < 0) throw Error(ErrorCode::io, "", "Boost archive: cannot tell the read position");
-    const auto offset = static_cast<std::uint64_t>(at);
+    const std::uint64_t offset = position(in_);
     if (nbytes > file_size_ - std::min(offset, file_size_))
       throw Error(ErrorCode::format, "",
                   fmt::format("Boost archive: tensor data of {} bytes at offset {} runs past the end of the file ({} bytes)",
@@ -258,9 +263,7 @@ class Base64Skipper final : public DataSkipper {
  public:
   explicit Base64Skipper(std::streambuf& in) : in_(in) {}
   std::uint64_t skip(std::uint64_t nbytes) override {
-    const auto at = in_.pubseekoff(0, std::ios::cur, std::ios::in);
-    if (at < 0) throw Error(ErrorCode::io, "", "Boost archive: cannot tell the read position");
-    const auto offset = static_cast<std::uint64_t>(at);
+    const std::uint64_t offset = position(in_);
     if (nbytes == 0) return offset;  // Boost reads nothing for empty data
     std::uint64_t digits = (nbytes * 8 + 5) / 6, position = offset;
     bool padding = false;

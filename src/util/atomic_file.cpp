@@ -30,6 +30,22 @@ void fsync_path(const std::filesystem::path& path, int flags, const std::string&
   if (rc != 0) fail(ErrorCode::io, name, "fsync failed: {}", std::strerror(err));
 }
 
+// Copies up to `size` bytes from `from` to `fd` (at *out_offset, or its position if null) inside
+// the kernel; returns how many were copied. Stops early where that cannot be done (EXDEV,
+// EINVAL, ... or a shorter source): the caller writes the rest from memory.
+std::size_t copy_in_kernel(const std::optional<Source::FileSpan>& from, int fd, loff_t* out_offset, std::size_t size) {
+  if (!from) return 0;
+  std::size_t done = 0;
+  auto in = static_cast<loff_t>(from->offset);
+  while (done < size) {
+    const ssize_t n = ::copy_file_range(from->fd, &in, fd, out_offset, size - done, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += static_cast<std::size_t>(n);
+  }
+  return done;
+}
+
 }  // namespace
 
 AtomicFile::AtomicFile(std::filesystem::path target, bool overwrite)
@@ -104,28 +120,13 @@ void AtomicFile::write(std::span<const std::byte> bytes) {
 }
 
 void AtomicFile::write(std::span<const std::byte> bytes, const std::optional<Source::FileSpan>& from) {
-  std::size_t done = 0;
-  auto offset = from ? static_cast<loff_t>(from->offset) : 0;
-  while (from && done < bytes.size()) {
-    const ssize_t n = ::copy_file_range(from->fd, &offset, fd_, nullptr, bytes.size() - done, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;  // not supported here (EXDEV, EINVAL, ...) or the source is shorter: from memory
-    done += static_cast<std::size_t>(n);
-  }
-  write(bytes.subspan(done));
+  write(bytes.subspan(copy_in_kernel(from, fd_, nullptr, bytes.size())));
 }
 
 void write_at(int fd, std::uint64_t offset, std::span<const std::byte> bytes, const std::optional<Source::FileSpan>& from,
               const std::string& file) {
-  std::size_t done = 0;
-  auto in = from ? static_cast<loff_t>(from->offset) : 0;
   auto out = static_cast<loff_t>(offset);
-  while (from && done < bytes.size()) {
-    const ssize_t n = ::copy_file_range(from->fd, &in, fd, &out, bytes.size() - done, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;  // not supported here, or the source is shorter: from memory
-    done += static_cast<std::size_t>(n);
-  }
+  std::size_t done = copy_in_kernel(from, fd, &out, bytes.size());
   while (done < bytes.size()) {
     const ssize_t n = ::pwrite(fd, bytes.data() + done, std::min<std::size_t>(bytes.size() - done, 1u << 30),
                                static_cast<off_t>(offset + done));
