@@ -78,7 +78,18 @@ inline Role parse_boost_role(const std::string& role) {
   throw Error(ErrorCode::format, "", "Boost archive: unknown role '" + role + "'");
 }
 
-// Version 2 of a tensor up to its data: dtype, rank, each dimension; checked, and its data's size
+// Version 2 of a tensor up to its data: dtype, rank, each dimension. (Shared with the file writer,
+// which saves the data its own way.)
+template <class Archive>
+void save_tensor_header(Archive& ar, const Tensor& tensor) {
+  using boost::serialization::make_nvp;
+  save_string(ar, "dtype", std::string(dtype_name(tensor.dtype())));
+  const std::uint64_t rank = tensor.shape().size();
+  ar << make_nvp("rank", rank);
+  for (const std::int64_t d : tensor.shape()) ar << make_nvp("dim", d);
+}
+
+// The same, loaded: checked, and its data's size
 // taken from the budget. (Shared with the file reader's listing pass, which skips the data.)
 template <class Archive>
 TensorInfo load_tensor_header(Archive& ar) {
@@ -126,10 +137,7 @@ namespace boost::serialization {
 // size Boost allocates before anything can check it; it is still read from in-memory archives.)
 template <class Archive>
 void save(Archive& ar, const ckpt::Tensor& tensor, unsigned /*version*/) {
-  ckpt::detail::save_string(ar, "dtype", std::string(ckpt::dtype_name(tensor.dtype())));
-  const std::uint64_t rank = tensor.shape().size();
-  ar << make_nvp("rank", rank);
-  for (const std::int64_t d : tensor.shape()) ar << make_nvp("dim", d);
+  ckpt::detail::save_tensor_header(ar, tensor);
   const auto bytes = tensor.bytes();
   ar << make_nvp("data", make_binary_object(const_cast<std::byte*>(bytes.data()), bytes.size()));
 }

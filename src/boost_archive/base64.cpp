@@ -1,6 +1,8 @@
 #include "boost_archive/base64.h"
 
 #include <array>
+#include <cstring>
+#include <vector>
 
 namespace ckpt::detail::boost_file {
 namespace {
@@ -19,7 +21,65 @@ constexpr std::array<std::uint8_t, 256> make_table() {
 }
 constexpr auto kTable = make_table();
 
+constexpr const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+// Two digits for every 12 bits, so a group of three bytes takes two lookups.
+const std::array<std::array<char, 2>, 4096>& pair_table() {
+  static const auto table = [] {
+    std::array<std::array<char, 2>, 4096> t{};
+    for (std::size_t v = 0; v < t.size(); ++v) t[v] = {kAlphabet[v >> 6], kAlphabet[v & 63]};
+    return t;
+  }();
+  return table;
+}
+
+constexpr std::size_t kLineDigits = 76, kLineBytes = kLineDigits / 4 * 3;  // 57 bytes a line
+constexpr std::size_t kBlockLines = 16384;                                 // about 1.2 MiB of text
+
+// Whole groups of three bytes as four digits each; returns the end of the digits.
+char* encode_groups(const std::uint8_t* in, std::size_t groups, char* out) {
+  const auto& pairs = pair_table();
+  for (std::size_t g = 0; g < groups; ++g, in += 3, out += 4) {
+    const std::uint32_t v = std::uint32_t{in[0]} << 16 | std::uint32_t{in[1]} << 8 | in[2];
+    std::memcpy(out, pairs[v >> 12].data(), 2);
+    std::memcpy(out + 2, pairs[v & 0xfff].data(), 2);
+  }
+  return out;
+}
+
 }  // namespace
+
+void encode_boost_base64(std::span<const std::byte> data, const std::function<void(std::span<const char>)>& sink) {
+  if (data.empty()) return;
+  std::vector<char> block(1 + kBlockLines * (kLineDigits + 1) + 4);
+  const auto* in = reinterpret_cast<const std::uint8_t*>(data.data());
+  std::size_t left = data.size();
+  bool first_line = true;
+  block[0] = '\n';
+  bool first_block = true;
+  while (left > 0) {
+    char* out = block.data() + (first_block ? 1 : 0);
+    first_block = false;
+    for (std::size_t line = 0; line < kBlockLines && left > 0; ++line) {
+      if (!first_line) *out++ = '\n';  // Boost breaks lines before a digit, never after the last
+      first_line = false;
+      const std::size_t take = std::min(left, kLineBytes);
+      out = encode_groups(in, take / 3, out);
+      in += take / 3 * 3;
+      left -= take / 3 * 3;
+      if (take % 3 != 0) {  // the last, partial group: its digits, zero bits after the data, padding
+        const std::uint32_t v = std::uint32_t{in[0]} << 16 | (take % 3 == 2 ? std::uint32_t{in[1]} << 8 : 0u);
+        *out++ = kAlphabet[v >> 18];
+        *out++ = kAlphabet[(v >> 12) & 63];
+        if (take % 3 == 2) *out++ = kAlphabet[(v >> 6) & 63];
+        *out++ = '=';
+        if (take % 3 == 1) *out++ = '=';
+        left = 0;
+      }
+    }
+    sink(std::span<const char>(block.data(), static_cast<std::size_t>(out - block.data())));
+  }
+}
 
 std::size_t count_base64_spaces(std::span<const char> text) noexcept {
   std::size_t count = 0;

@@ -37,14 +37,19 @@ namespace ckpt {
 
 // The writers' stream buffer: buffered writes to the AtomicFile. A tensor's data announced with
 // expect() is copied file to file where it also lies in the source (AtomicFile::write), when it
-// arrives unchanged in one piece, as binary archives hand it over (text and xml archives encode
-// it first, so it goes through the buffer).
+// arrives unchanged in one piece, as binary archives hand it over. Text and xml archives' tensor
+// data comes through write_base64 instead (see DataForFile).
 class FileStreamBuf final : public std::streambuf {
  public:
   explicit FileStreamBuf(detail::AtomicFile& file) : file_(file) { setp(buffer_.data(), buffer_.data() + buffer_.size()); }
   void expect(std::span<const std::byte> data, std::optional<Source::FileSpan> from) {
     expected_ = data;
     from_ = from;
+  }
+  // Boost's text encoding of `data` (base64.h), written after everything buffered so far.
+  void write_base64(std::span<const std::byte> data) {
+    flush_buffer();
+    detail::boost_file::encode_boost_base64(data, [&](std::span<const char> text) { file_.write(std::as_bytes(text)); });
   }
 
  protected:
@@ -95,9 +100,48 @@ struct SourceAsStateDict {
   const WriteOptions* options;
   FileStreamBuf* buffer;
 };
+// A Tensor saved exactly as ckpt/boost_serialization.h saves one (same class version and levels,
+// same fields), with its data saved as DataForFile.
+struct TensorForFile {
+  const Tensor* tensor;
+  FileStreamBuf* buffer;
+  std::optional<Source::FileSpan> from;
+};
+// Tensor data archived as a binary_object is (nothing but the data). Binary archives get it through
+// save_binary as Boost does, so FileStreamBuf can copy it file to file. Text and xml archives get
+// an empty save_binary, which does Boost's own bookkeeping around binary data (the newline and
+// delimiter state of text archives, the indentation of xml ones) and writes nothing else, then
+// the base64 text Boost would write, from the fast encoder: the same bytes (tests compare them).
+struct DataForFile {
+  std::span<const std::byte> bytes;
+  FileStreamBuf* buffer;
+  std::optional<Source::FileSpan> from;
+};
 }  // namespace ckpt
 
+BOOST_CLASS_IMPLEMENTATION(ckpt::DataForFile, boost::serialization::object_serializable)
+BOOST_CLASS_TRACKING(ckpt::DataForFile, boost::serialization::track_never)
+BOOST_CLASS_VERSION(ckpt::TensorForFile, ckpt::detail::kBoostTensorVersion)
+
 namespace boost::serialization {
+
+template <class Archive>
+void serialize(Archive& ar, ckpt::DataForFile& data, unsigned /*version*/) {
+  if constexpr (std::is_same_v<Archive, boost::archive::binary_oarchive>) {
+    data.buffer->expect(data.bytes, data.from);
+    ar.save_binary(data.bytes.data(), data.bytes.size());
+  } else {
+    ar.save_binary(data.bytes.data(), 0);
+    data.buffer->write_base64(data.bytes);
+  }
+}
+
+template <class Archive>
+void serialize(Archive& ar, ckpt::TensorForFile& tensor, unsigned /*version*/) {
+  ckpt::detail::save_tensor_header(ar, *tensor.tensor);
+  ckpt::DataForFile data{tensor.tensor->bytes(), tensor.buffer, tensor.from};
+  ar << make_nvp("data", data);
+}
 
 template <class Archive>
 void serialize(Archive& ar, ckpt::SourceAsStateDict& view, unsigned /*version*/) {
@@ -114,8 +158,8 @@ void serialize(Archive& ar, ckpt::SourceAsStateDict& view, unsigned /*version*/)
     ckpt::detail::save_string(ar, "section", e.section);
     ckpt::detail::save_string(ar, "collection", e.collection);
     const ckpt::Tensor tensor = source.read_checked(i, *view.file);
-    view.buffer->expect(tensor.bytes(), source.file_span(i));
-    ar << make_nvp("persistent", e.persistent) << make_nvp("tensor", tensor);
+    ckpt::TensorForFile saved{&tensor, view.buffer, source.file_span(i)};
+    ar << make_nvp("persistent", e.persistent) << make_nvp("tensor", saved);
     done += tensor.nbytes();
     if (view.options->progress) view.options->progress(done, total);
   }
