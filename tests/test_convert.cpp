@@ -1,5 +1,9 @@
 #include <catch2/catch.hpp>
 
+#include <mutex>
+#include <thread>
+
+#include "core/read_ahead.h"
 #include "helpers.h"
 
 using namespace ckpt;
@@ -37,4 +41,91 @@ TEST_CASE("output format comes from --to or the extension", "[convert]") {
   CHECK_THROWS_WITH(save(s, dir / "x.dat"),
                     (dir / "x.dat").string() +
                         ": cannot tell the output format from the extension; name one (ckpt-h5, safetensors, safetensors-sharded, pytorch, flax, numpy, boost-text, boost-xml, boost-binary)");
+}
+
+namespace {
+
+// A Source that logs each read (index and thread) and can be told to fail on one index.
+class LoggingSource final : public Source {
+ public:
+  explicit LoggingSource(std::vector<std::int64_t> sizes) {
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      TensorInfo info;
+      info.name = "t" + std::to_string(i);
+      info.dtype = DType::uint8;
+      info.shape = {sizes[i]};
+      infos_.push_back(std::move(info));
+    }
+  }
+  const std::vector<TensorInfo>& tensors() const override { return infos_; }
+  const Metadata& metadata() const override { return metadata_; }
+  Tensor read(std::size_t index) override {
+    {
+      std::lock_guard lock(mutex);
+      reads.push_back(index);
+      threads.push_back(std::this_thread::get_id());
+    }
+    last = index;
+    if (fail_on && *fail_on == index) throw Error(ErrorCode::io, "src", "cannot read " + std::to_string(index));
+    std::vector<std::uint8_t> bytes(static_cast<std::size_t>(infos_[index].shape[0]), static_cast<std::uint8_t>(index + 1));
+    return Tensor::copy_of(DType::uint8, infos_[index].shape, std::as_bytes(std::span(bytes)));
+  }
+  // Like ckpt-h5: known only for the tensor read last.
+  std::optional<FileSpan> file_span(std::size_t index) const override {
+    if (last != index) return std::nullopt;
+    return FileSpan{100, 1000 + index};
+  }
+  std::vector<std::size_t> logged() {
+    std::lock_guard lock(mutex);
+    return reads;
+  }
+
+  std::mutex mutex;
+  std::vector<std::size_t> reads;
+  std::vector<std::thread::id> threads;
+  std::optional<std::size_t> fail_on;
+  std::optional<std::size_t> last;
+
+ private:
+  std::vector<TensorInfo> infos_;
+  Metadata metadata_ = Metadata::object();
+};
+
+}  // namespace
+
+TEST_CASE("Read-ahead: the next tensor is read on the helper thread while this one is used", "[convert]") {
+  LoggingSource inner({10, 20, 30, 1000, 40});
+  {
+    detail::ReadAheadSource ahead(inner, /*max_ahead_bytes=*/100);
+    CHECK(ahead.tensors().size() == 5);
+    const Tensor t0 = ahead.read(0);
+    CHECK(t0.bytes().size() == 10);
+    CHECK(t0.bytes()[0] == std::byte{1});
+    // The span the inner source gave right after reading 0, though it has read 1 since.
+    const Tensor t1 = ahead.read(1);
+    REQUIRE(ahead.file_span(1).has_value());
+    CHECK(ahead.file_span(1)->offset == 1001);
+    CHECK_FALSE(ahead.file_span(0).has_value());
+    CHECK(t1.bytes()[0] == std::byte{2});
+    // 3 (1000 bytes) is over the limit: not read ahead after 2, read when asked.
+    CHECK(ahead.read(2).bytes()[0] == std::byte{3});
+    CHECK(inner.logged() == std::vector<std::size_t>{0, 1, 2});
+    CHECK(ahead.read(3).bytes().size() == 1000);
+    // Out of order: the read ahead of 4 is dropped, then 0 and 1 again.
+    CHECK(ahead.read(0).bytes()[0] == std::byte{1});
+    CHECK(ahead.read(1).bytes()[0] == std::byte{2});
+    const auto log = inner.logged();  // and perhaps 2 by now, read ahead
+    CHECK(std::vector<std::size_t>(log.begin(), log.begin() + 7) == std::vector<std::size_t>{0, 1, 2, 3, 4, 0, 1});
+  }
+  for (const auto id : inner.threads) CHECK(id != std::this_thread::get_id());
+}
+
+TEST_CASE("Read-ahead: an error reading a tensor is thrown where that tensor is asked for", "[convert]") {
+  LoggingSource inner({10, 10, 10});
+  inner.fail_on = 1;
+  detail::ReadAheadSource ahead(inner, 100);
+  CHECK(ahead.read(0).bytes()[0] == std::byte{1});  // 1 fails on the helper, unseen so far
+  CHECK_THROWS_WITH(ahead.read(1), "src: cannot read 1");
+  CHECK(ahead.read(2).bytes()[0] == std::byte{3});
+  CHECK_THROWS_WITH(ahead.read(1), "src: cannot read 1");
 }

@@ -1,5 +1,7 @@
 #include "ckpt/convert.h"
 
+#include "core/read_ahead.h"
+
 namespace ckpt {
 
 std::size_t convert(const std::filesystem::path& input, const std::filesystem::path& output,
@@ -11,12 +13,17 @@ std::size_t convert(const std::filesystem::path& input, const std::filesystem::p
   const detail::BufferReuse reuse;  // one tensor's buffer serves the next
   auto reader = open(input, read);
   reader->expect_full_read();
+  // The next tensor is read while this one is written (read_ahead.h); at most this much is read
+  // ahead, so memory holds at most two tensors of up to 32 MiB.
+  constexpr std::uint64_t kMaxAheadBytes = 32u << 20;
   if (options.layout) {
     const auto mapped = map_layout(*reader, *options.layout, input.string(), options.layout_report);
-    save(*mapped, output, options.write);
+    detail::ReadAheadSource ahead(*mapped, kMaxAheadBytes);
+    save(ahead, output, options.write);
     return mapped->tensors().size();
   }
-  save(*reader, output, options.write);
+  detail::ReadAheadSource ahead(*reader, kMaxAheadBytes);
+  save(ahead, output, options.write);
   return reader->tensors().size();
 }
 

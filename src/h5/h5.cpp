@@ -15,6 +15,14 @@ static_assert(std::is_same_v<hid, hid_t>, "h5::hid must be HDF5's hid_t");
 
 namespace {
 
+// The serial HDF5 library is not thread-safe: every call into it goes through this file, and
+// every function here holds this lock (recursive: they call each other), so a conversion may read
+// on one thread and write on another (read-ahead, core/read_ahead.h).
+std::unique_lock<std::recursive_mutex> lock_library() {
+  static std::recursive_mutex mutex;
+  return std::unique_lock(mutex);
+}
+
 void init_library() {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -60,6 +68,7 @@ std::vector<hsize_t> to_hsize(const std::vector<std::uint64_t>& v) { return {v.b
 }  // namespace
 
 void Handle::reset() noexcept {
+  const auto lock = lock_library();
   if (id_ < 0) return;
   switch (H5Iget_type(id_)) {
     case H5I_FILE: H5Fclose(id_); break;
@@ -77,6 +86,7 @@ void Handle::reset() noexcept {
 // --- files ---------------------------------------------------------------------------------
 
 Handle create_file(Where w, const std::filesystem::path& path, const CreateSettings& settings) {
+  const auto lock = lock_library();
   init_library();
   Handle fapl = property_list(H5P_FILE_ACCESS);
   // v1.8 object formats: compact/dense link storage, so groups with many links stay fast, while
@@ -94,16 +104,19 @@ Handle create_file(Where w, const std::filesystem::path& path, const CreateSetti
 }
 
 Handle open_file_readonly(Where w, const std::filesystem::path& path) {
+  const auto lock = lock_library();
   init_library();
   return Handle(check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), w, "cannot open as HDF5"));
 }
 
 void close_file(Where w, Handle& file) {
+  const auto lock = lock_library();
   const hid_t id = file.release();
   if (id >= 0) check_status(H5Fclose(id), w, "cannot finish writing the HDF5 file");
 }
 
 int duplicate_file_descriptor(Where w, const Handle& file) {
+  const auto lock = lock_library();
   Handle fapl(check(H5Fget_access_plist(file.get()), w, "cannot query file access"));
   if (H5Pget_driver(fapl.get()) != H5FD_SEC2) throw Error(ErrorCode::unsupported, w.file, "file driver is not sec2");
   void* handle = nullptr;
@@ -114,6 +127,7 @@ int duplicate_file_descriptor(Where w, const Handle& file) {
 }
 
 std::uint64_t userblock_size(Where w, const Handle& file) {
+  const auto lock = lock_library();
   Handle fcpl(check(H5Fget_create_plist(file.get()), w, "cannot query file creation properties"));
   hsize_t size = 0;
   check_status(H5Pget_userblock(fcpl.get(), &size), w, "cannot query userblock");
@@ -121,6 +135,7 @@ std::uint64_t userblock_size(Where w, const Handle& file) {
 }
 
 bool has_signature(std::span<const std::byte> head) {
+  const auto lock = lock_library();
   static constexpr unsigned char kSignature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
   for (std::size_t offset = 0; offset + 8 <= head.size(); offset = offset == 0 ? 512 : offset * 2)
     if (std::memcmp(head.data() + offset, kSignature, 8) == 0) return true;
@@ -130,6 +145,7 @@ bool has_signature(std::span<const std::byte> head) {
 // --- groups --------------------------------------------------------------------------------
 
 Handle create_group(Where w, const Handle& parent, const std::string& name) {
+  const auto lock = lock_library();
   Handle gcpl = property_list(H5P_GROUP_CREATE);
   check_status(H5Pset_link_creation_order(gcpl.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED), w,
                "cannot track creation order");
@@ -140,10 +156,12 @@ Handle create_group(Where w, const Handle& parent, const std::string& name) {
 }
 
 Handle open_group(Where w, const Handle& parent, const std::string& name) {
+  const auto lock = lock_library();
   return Handle(check(H5Gopen2(parent.get(), name.c_str(), H5P_DEFAULT), w, "cannot open group " + quote(name)));
 }
 
 bool link_exists(Where w, const Handle& parent, const std::string& name) {
+  const auto lock = lock_library();
   const htri_t r = H5Lexists(parent.get(), name.c_str(), H5P_DEFAULT);
   if (r < 0) raise(w, "cannot look up " + quote(name));
   return r > 0;
@@ -152,6 +170,7 @@ bool link_exists(Where w, const Handle& parent, const std::string& name) {
 // --- types ---------------------------------------------------------------------------------
 
 Handle predefined(Predefined type) {
+  const auto lock = lock_library();
   init_library();
   hid_t id = -1;
   switch (type) {
@@ -171,6 +190,7 @@ Handle predefined(Predefined type) {
 
 Handle custom_float(std::size_t size, std::size_t sign_pos, std::size_t exp_pos, std::size_t exp_bits,
                     std::size_t mant_bits, std::size_t ebias) {
+  const auto lock = lock_library();
   init_library();
   // The order matters: move the fields into the low bits first, then shrink (as h5py does).
   Handle t(H5Tcopy(H5T_IEEE_F32LE));
@@ -181,6 +201,7 @@ Handle custom_float(std::size_t size, std::size_t sign_pos, std::size_t exp_pos,
 }
 
 Handle bool_enum() {
+  const auto lock = lock_library();
   init_library();
   Handle t(H5Tenum_create(H5T_STD_I8LE));
   const std::int8_t no = 0, yes = 1;
@@ -190,6 +211,7 @@ Handle bool_enum() {
 }
 
 Handle complex_compound(const Handle& part) {
+  const auto lock = lock_library();
   const std::size_t size = H5Tget_size(part.get());
   Handle t(H5Tcreate(H5T_COMPOUND, 2 * size));
   H5Tinsert(t.get(), "r", 0, part.get());
@@ -200,10 +222,12 @@ Handle complex_compound(const Handle& part) {
 bool types_equal(const Handle& a, const Handle& b) { return H5Tequal(a.get(), b.get()) > 0; }
 
 bool types_compatible(const Handle& a, const Handle& b) {
+  const auto lock = lock_library();
   return H5Tget_class(a.get()) == H5Tget_class(b.get()) && H5Tget_size(a.get()) == H5Tget_size(b.get());
 }
 
 std::string describe_type(const Handle& type) {
+  const auto lock = lock_library();
   const char* cls = "other";
   switch (H5Tget_class(type.get())) {
     case H5T_INTEGER: cls = "integer"; break;
@@ -223,6 +247,7 @@ std::string describe_type(const Handle& type) {
 
 Handle create_dataset(Where w, const Handle& parent, const std::string& name, const Handle& type,
                       const std::vector<std::uint64_t>& shape, const DatasetLayout& layout) {
+  const auto lock = lock_library();
   const auto dims = to_hsize(shape);
   Handle space(shape.empty() ? H5Screate(H5S_SCALAR)
                              : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
@@ -252,20 +277,24 @@ Handle create_dataset(Where w, const Handle& parent, const std::string& name, co
 }
 
 Handle open_dataset(Where w, const Handle& parent, const std::string& name) {
+  const auto lock = lock_library();
   return Handle(check(H5Dopen2(parent.get(), name.c_str(), H5P_DEFAULT), w, "cannot open dataset " + quote(name)));
 }
 
 Handle try_open_dataset(const Handle& parent, const std::string& name) {
+  const auto lock = lock_library();
   Handle dataset(H5Dopen2(parent.get(), name.c_str(), H5P_DEFAULT));
   if (!dataset.valid()) H5Eclear2(H5E_DEFAULT);
   return dataset;
 }
 
 Handle dataset_type(Where w, const Handle& dataset) {
+  const auto lock = lock_library();
   return Handle(check(H5Dget_type(dataset.get()), w, "cannot read dataset type"));
 }
 
 std::vector<std::uint64_t> dataset_shape(Where w, const Handle& dataset) {
+  const auto lock = lock_library();
   Handle space(check(H5Dget_space(dataset.get()), w, "cannot read dataspace"));
   const H5S_class_t cls = H5Sget_simple_extent_type(space.get());
   if (cls == H5S_SCALAR) return {};
@@ -278,6 +307,7 @@ std::vector<std::uint64_t> dataset_shape(Where w, const Handle& dataset) {
 }
 
 DatasetLayout dataset_layout(Where w, const Handle& dataset) {
+  const auto lock = lock_library();
   DatasetLayout layout;
   Handle dcpl(check(H5Dget_create_plist(dataset.get()), w, "cannot read dataset properties"));
   if (H5Pget_layout(dcpl.get()) != H5D_CHUNKED) return layout;
@@ -302,6 +332,7 @@ DatasetLayout dataset_layout(Where w, const Handle& dataset) {
 }
 
 std::optional<std::uint64_t> contiguous_offset(const Handle& dataset) {
+  const auto lock = lock_library();
   const haddr_t addr = H5Dget_offset(dataset.get());
   H5Eclear2(H5E_DEFAULT);
   if (addr == HADDR_UNDEF) return std::nullopt;
@@ -311,23 +342,27 @@ std::optional<std::uint64_t> contiguous_offset(const Handle& dataset) {
 std::uint64_t storage_size(const Handle& dataset) { return H5Dget_storage_size(dataset.get()); }
 
 void write_all(Where w, const Handle& dataset, const Handle& mem_type, const void* data) {
+  const auto lock = lock_library();
   check_status(H5Dwrite(dataset.get(), mem_type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data), w,
                "cannot write dataset");
 }
 
 void read_all(Where w, const Handle& dataset, const Handle& mem_type, void* data) {
+  const auto lock = lock_library();
   check_status(H5Dread(dataset.get(), mem_type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data), w,
                "cannot read dataset");
 }
 
 void write_raw_chunk(Where w, const Handle& dataset, const std::vector<std::uint64_t>& offset,
                      std::uint32_t filter_mask, std::span<const std::byte> data) {
+  const auto lock = lock_library();
   const auto off = to_hsize(offset);
   check_status(H5Dwrite_chunk(dataset.get(), H5P_DEFAULT, filter_mask, off.data(), data.size(), data.data()), w,
                "cannot write chunk");
 }
 
 std::uint64_t raw_chunk_size(Where w, const Handle& dataset, const std::vector<std::uint64_t>& offset) {
+  const auto lock = lock_library();
   const auto off = to_hsize(offset);
   hsize_t size = 0;
   check_status(H5Dget_chunk_storage_size(dataset.get(), off.data(), &size), w, "cannot find chunk");
@@ -336,6 +371,7 @@ std::uint64_t raw_chunk_size(Where w, const Handle& dataset, const std::vector<s
 
 std::uint32_t read_raw_chunk(Where w, const Handle& dataset, const std::vector<std::uint64_t>& offset,
                              std::span<std::byte> buffer) {
+  const auto lock = lock_library();
   const auto off = to_hsize(offset);
   std::uint32_t mask = 0;
   check_status(H5Dread_chunk(dataset.get(), H5P_DEFAULT, off.data(), &mask, buffer.data()), w, "cannot read chunk");
@@ -343,6 +379,7 @@ std::uint32_t read_raw_chunk(Where w, const Handle& dataset, const std::vector<s
 }
 
 void write_string_dataset(Where w, const Handle& parent, const std::string& name, const std::string& text) {
+  const auto lock = lock_library();
   Handle type(H5Tcopy(H5T_C_S1));
   H5Tset_size(type.get(), std::max<std::size_t>(text.size(), 1));
   H5Tset_cset(type.get(), H5T_CSET_UTF8);
@@ -361,6 +398,7 @@ void write_string_dataset(Where w, const Handle& parent, const std::string& name
 
 std::string read_string_dataset(Where w, const Handle& parent, const std::string& name, std::uint64_t max_bytes,
                                 std::uint64_t file_size) {
+  const auto lock = lock_library();
   Handle dataset = open_dataset(w, parent, name);
   Handle type = dataset_type(w, dataset);
   const auto shape = dataset_shape(w, dataset);
@@ -391,12 +429,14 @@ std::string read_string_dataset(Where w, const Handle& parent, const std::string
 // --- attributes ----------------------------------------------------------------------------
 
 bool attribute_exists(Where w, const Handle& object, const std::string& name) {
+  const auto lock = lock_library();
   const htri_t r = H5Aexists(object.get(), name.c_str());
   if (r < 0) raise(w, "cannot look up attribute " + quote(name));
   return r > 0;
 }
 
 void write_string_attribute(Where w, const Handle& object, const std::string& name, const std::string& value) {
+  const auto lock = lock_library();
   Handle type(H5Tcopy(H5T_C_S1));
   H5Tset_size(type.get(), std::max<std::size_t>(value.size(), 1));
   H5Tset_cset(type.get(), H5T_CSET_UTF8);
@@ -411,6 +451,7 @@ void write_string_attribute(Where w, const Handle& object, const std::string& na
 
 void write_uint_array_attribute(Where w, const Handle& object, const std::string& name,
                                 const std::vector<std::uint32_t>& values) {
+  const auto lock = lock_library();
   const hsize_t n = values.size();
   Handle space(H5Screate_simple(1, &n, nullptr));
   Handle attr(check(H5Acreate2(object.get(), name.c_str(), H5T_STD_U32LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), w,
@@ -419,6 +460,7 @@ void write_uint_array_attribute(Where w, const Handle& object, const std::string
 }
 
 std::optional<std::string> read_string_attribute(Where w, const Handle& object, const std::string& name) {
+  const auto lock = lock_library();
   if (!attribute_exists(w, object, name)) return std::nullopt;
   Handle attr(check(H5Aopen(object.get(), name.c_str(), H5P_DEFAULT), w, "cannot open attribute " + quote(name)));
   Handle type(check(H5Aget_type(attr.get()), w, "cannot read attribute type"));
@@ -447,6 +489,7 @@ std::optional<std::string> read_string_attribute(Where w, const Handle& object, 
 
 std::optional<std::vector<std::int64_t>> read_int_array_attribute(Where w, const Handle& object,
                                                                   const std::string& name) {
+  const auto lock = lock_library();
   if (!attribute_exists(w, object, name)) return std::nullopt;
   Handle attr(check(H5Aopen(object.get(), name.c_str(), H5P_DEFAULT), w, "cannot open attribute " + quote(name)));
   Handle type(check(H5Aget_type(attr.get()), w, "cannot read attribute type"));
@@ -468,6 +511,7 @@ std::optional<std::vector<std::int64_t>> read_int_array_attribute(Where w, const
 
 namespace ckpt::detail::h5 {
 void register_zstd_filter() {
+  const auto lock = lock_library();
   init_library();
   static std::once_flag once;
   std::call_once(once, [] { H5Zregister(&kZstdFilterClass); });
