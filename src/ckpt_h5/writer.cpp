@@ -2,6 +2,7 @@
 // writes the index and renames the file into place (format-spec/ckpt-h5.md).
 #include <zstd.h>
 
+#include <future>
 #include <map>
 #include <memory>
 
@@ -25,9 +26,17 @@ namespace schema = detail::ckpt_h5;
 
 std::vector<std::uint64_t> to_dims(const Shape& shape) { return {shape.begin(), shape.end()}; }
 
-struct ZstdContext {
+// Per compression worker: scratch for one chunk (an edge chunk padded to full size, the
+// shuffled bytes) and zstd's context.
+struct ZstdWorker {
   std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx{ZSTD_createCCtx(), ZSTD_freeCCtx};
-  std::vector<std::byte> padded, shuffled, compressed;
+  std::vector<std::byte> padded, shuffled;
+};
+// A compressed chunk waiting to be written: the buffer keeps its full size (shrinking and growing
+// it again would zero-fill it for every chunk), `size` says how much of it is the frame.
+struct CompressedChunk {
+  std::vector<std::byte> frame;
+  std::size_t size = 0;
 };
 
 class Writer {
@@ -121,8 +130,9 @@ class Writer {
     }
   }
 
-  // Chunks are shuffled and compressed on worker threads, a batch at a time, then written in order
-  // with H5Dwrite_chunk (HDF5 itself would compress on one thread).
+  // Chunks are shuffled and compressed on worker threads (HDF5 itself would compress on one
+  // thread), a batch of one chunk per worker at a time, and written in order with H5Dwrite_chunk
+  // on a helper thread while the next batch compresses: two sets of compressed chunks alternate.
   void write_compressed(const h5::Handle& dataset, const std::vector<std::uint64_t>& dims,
                         const std::vector<std::uint64_t>& chunk, const Tensor& tensor) {
     const std::size_t itemsize = dtype_size(tensor.dtype());
@@ -130,29 +140,57 @@ class Writer {
     for (auto c : chunk) chunk_bytes *= c;
     const auto origins = schema::chunk_origins(dims, chunk);
     const unsigned workers = detail::worker_count(options_.threads);
-    contexts_.resize(std::max<std::size_t>(contexts_.size(), workers));
-    for (std::size_t first = 0; first < origins.size(); first += workers) {
+    workers_.resize(std::max<std::size_t>(workers_.size(), workers));
+    if (chunks_.size() < 2 * workers) chunks_.resize(2 * workers);
+    const std::size_t bound = ZSTD_compressBound(chunk_bytes);
+    std::future<void> writing;  // the previous batch's writes
+    for (std::size_t first = 0, set = 0; first < origins.size(); first += workers, set ^= 1) {
       const std::size_t count = std::min<std::size_t>(workers, origins.size() - first);
-      detail::parallel_for(count, workers, [&](unsigned worker, std::size_t j) {
-        ZstdContext& ctx = contexts_[j];
-        (void)worker;
-        ctx.padded.resize(chunk_bytes);
-        ctx.shuffled.resize(chunk_bytes);
-        ctx.compressed.resize(ZSTD_compressBound(chunk_bytes));
-        schema::copy_tensor_to_chunk(tensor.bytes(), ctx.padded, dims, chunk, origins[first + j], itemsize);
-        std::span<const std::byte> input = ctx.padded;
-        if (itemsize > 1) {
-          schema::shuffle(ctx.padded, ctx.shuffled, itemsize);
-          input = ctx.shuffled;
+      CompressedChunk* out = &chunks_[set * workers];
+      detail::parallel_for(count, workers, [&](unsigned w, std::size_t j) {
+        ZstdWorker& worker = workers_[w];
+        CompressedChunk& compressed = out[j];
+        if (compressed.frame.size() < bound) compressed.frame.resize(bound);
+        // A chunk inside the tensor is one contiguous run of its bytes (choose_chunk): used where
+        // it lies. An edge chunk is copied and padded first.
+        std::span<const std::byte> input = contiguous_chunk(tensor.bytes(), dims, chunk, origins[first + j], itemsize, chunk_bytes);
+        if (input.empty()) {
+          worker.padded.resize(chunk_bytes);
+          schema::copy_tensor_to_chunk(tensor.bytes(), worker.padded, dims, chunk, origins[first + j], itemsize);
+          input = worker.padded;
         }
-        const std::size_t n = ZSTD_compressCCtx(ctx.cctx.get(), ctx.compressed.data(), ctx.compressed.size(),
+        if (itemsize > 1) {
+          worker.shuffled.resize(chunk_bytes);
+          schema::shuffle(input, worker.shuffled, itemsize);
+          input = worker.shuffled;
+        }
+        const std::size_t n = ZSTD_compressCCtx(worker.cctx.get(), compressed.frame.data(), compressed.frame.size(),
                                                 input.data(), input.size(), options_.zstd_level);
         if (ZSTD_isError(n)) fail(ErrorCode::io, name_, "zstd compression failed: {}", ZSTD_getErrorName(n));
-        ctx.compressed.resize(n);
+        compressed.size = n;
       });
-      for (std::size_t j = 0; j < count; ++j)
-        h5::write_raw_chunk({name_}, dataset, origins[first + j], 0, contexts_[j].compressed);
+      if (writing.valid()) writing.get();  // rethrows its error
+      writing = std::async(std::launch::async, [this, &dataset, &origins, first, count, out] {
+        for (std::size_t j = 0; j < count; ++j)
+          h5::write_raw_chunk({name_}, dataset, origins[first + j], 0, std::span(out[j].frame.data(), out[j].size));
+      });
     }
+    if (writing.valid()) writing.get();
+  }
+
+  // The tensor's bytes that the chunk at `origin` covers, when the chunk lies wholly inside the
+  // tensor (then they are contiguous, as choose_chunk makes chunks); empty for an edge chunk.
+  static std::span<const std::byte> contiguous_chunk(std::span<const std::byte> bytes,
+                                                     const std::vector<std::uint64_t>& dims,
+                                                     const std::vector<std::uint64_t>& chunk,
+                                                     const std::vector<std::uint64_t>& origin, std::size_t itemsize,
+                                                     std::uint64_t chunk_bytes) {
+    std::uint64_t first = 0;  // row-major index of the chunk's first element
+    for (std::size_t k = 0; k < dims.size(); ++k) {
+      if (origin[k] + chunk[k] > dims[k]) return {};
+      first = first * dims[k] + origin[k];
+    }
+    return bytes.subspan(first * itemsize, chunk_bytes);
   }
 
   Source& source_;
@@ -161,7 +199,8 @@ class Writer {
   detail::AtomicFile file_;
   std::map<std::string, h5::Handle> groups_;
   h5::Handle sections_group_;
-  std::vector<ZstdContext> contexts_;
+  std::vector<ZstdWorker> workers_;
+  std::vector<CompressedChunk> chunks_;  // two sets of one per worker
   detail::UniqueFd out_fd_;  // a dup of HDF5's descriptor of the file being written
 };
 
