@@ -138,7 +138,7 @@ int main(int argc, char** argv) {
   app.add_option("IN", o.input, "Checkpoint to read")->required();
   app.add_option("OUT", o.output, "File to write")->required();
   app.add_option("--to", o.to, "Output format: " + format_names() + " (default: from OUT's extension)");
-  app.add_option("--compression", o.compression, "none; zstd or zstd:LEVEL (1-22; default 3) for ckpt-h5; deflate for numpy .npz")
+  app.add_option("--compression", o.compression, "none; zstd or zstd:LEVEL (1-22; default 1) for ckpt-h5; deflate for numpy .npz")
       ->capture_default_str();
   app.add_option("--buffers", o.buffer_regex,
                  "Inputs without stored roles: tensors whose full name matches this regex are buffers "

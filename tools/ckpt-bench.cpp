@@ -330,7 +330,7 @@ int main(int argc, char** argv) {
     reset_peak_rss();
     const double h5z_w = seconds_of([&] { save(state, h5z, zstd); });
     const std::uint64_t peak_extra_z_kib = status_kib("VmHWM:") - rss_before_z;
-    print_row("ckpt-h5 save, zstd level 3", h5z_w, raw_w, bytes,
+    print_row(fmt::format("ckpt-h5 save, zstd level {}", zstd.zstd_level), h5z_w, raw_w, bytes,
               fmt::format("file {:.1f}% of raw", 100.0 * static_cast<double>(std::filesystem::file_size(h5z)) /
                                                      static_cast<double>(bytes)));
     const double st_w = best_of(repeats, [&] { save(state, st); });
