@@ -22,6 +22,17 @@ std::vector<std::uint64_t> choose_chunk(const std::vector<std::uint64_t>& shape,
   return chunk;
 }
 
+std::optional<std::uint64_t> interior_chunk_start(const std::vector<std::uint64_t>& shape,
+                                                  const std::vector<std::uint64_t>& chunk,
+                                                  const std::vector<std::uint64_t>& origin) {
+  std::uint64_t first = 0;
+  for (std::size_t k = 0; k < shape.size(); ++k) {
+    if (origin[k] + chunk[k] > shape[k]) return std::nullopt;
+    first = first * shape[k] + origin[k];
+  }
+  return first;
+}
+
 std::vector<std::vector<std::uint64_t>> chunk_origins(const std::vector<std::uint64_t>& shape,
                                                       const std::vector<std::uint64_t>& chunk) {
   std::vector<std::vector<std::uint64_t>> origins;

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -16,6 +17,13 @@ std::vector<std::uint64_t> choose_chunk(const std::vector<std::uint64_t>& shape,
 // Element offsets of every chunk of a dataset, in row-major order of the chunk grid.
 std::vector<std::vector<std::uint64_t>> chunk_origins(const std::vector<std::uint64_t>& shape,
                                                       const std::vector<std::uint64_t>& chunk);
+
+// Row-major index of the first element of the chunk at `origin` when the chunk lies wholly inside
+// the tensor: its elements are then one contiguous run (with chunks from choose_chunk). nullopt
+// for an edge chunk, which is padded.
+std::optional<std::uint64_t> interior_chunk_start(const std::vector<std::uint64_t>& shape,
+                                                  const std::vector<std::uint64_t>& chunk,
+                                                  const std::vector<std::uint64_t>& origin);
 
 // HDF5's shuffle filter (id 2): byte k of element i goes to position k * n + i. Hand-written
 // because we compress chunks ourselves (H5Dwrite_chunk) and must produce exactly HDF5's bytes.

@@ -305,9 +305,17 @@ class CkptH5Reader final : public Reader {
       detail::parallel_for(count, workers, [&](unsigned, std::size_t j) {
         Slot& slot = slots[j];
         std::span<const std::byte> data = slot.raw;
+        // A chunk inside the tensor is one contiguous run of it: the last filter undone writes
+        // there directly.
+        std::span<std::byte> in_place;
+        if (const auto start = schema::interior_chunk_start(dims, layout.chunk, origins[first + j]))
+          in_place = out.subspan(*start * itemsize, expected);
         // Undo the filters in reverse order; a set mask bit means the filter was skipped.
         for (std::size_t k = layout.filters.size(); k-- > 0;) {
           if (slot.mask & (1u << k)) continue;
+          bool last = true;  // no filter left to undo after this one
+          for (std::size_t m = 0; m < k; ++m) last = last && (slot.mask & (1u << m)) != 0;
+          const bool direct = last && !in_place.empty();
           if (layout.filters[k].id == h5::kZstdFilter) {
             const unsigned long long content = ZSTD_getFrameContentSize(data.data(), data.size());
             if (content != expected)
@@ -317,25 +325,28 @@ class CkptH5Reader final : public Reader {
                    : content == ZSTD_CONTENTSIZE_UNKNOWN ? std::string("an unknown number of")
                                                          : std::to_string(content),
                    expected);
-            slot.plain.resize(expected);
-            const std::size_t n = ZSTD_decompress(slot.plain.data(), expected, data.data(), data.size());
+            if (!direct) slot.plain.resize(expected);
+            const std::span<std::byte> target = direct ? in_place : std::span<std::byte>(slot.plain);
+            const std::size_t n = ZSTD_decompress(target.data(), expected, data.data(), data.size());
             if (ZSTD_isError(n) || n != expected)
               fail(ErrorCode::format, name_, "chunk at [{}]: zstd data is corrupt ({})",
                    fmt::join(origins[first + j], ", "), ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short");
-            data = slot.plain;
+            data = target;
           } else {  // shuffle
             if (data.size() != expected)
               fail(ErrorCode::format, name_, "chunk at [{}] has {} bytes, expected {}",
                    fmt::join(origins[first + j], ", "), data.size(), expected);
-            slot.unshuffled.resize(expected);
-            schema::unshuffle(data, slot.unshuffled, itemsize);
-            data = slot.unshuffled;
+            if (!direct) slot.unshuffled.resize(expected);
+            const std::span<std::byte> target = direct ? in_place : std::span<std::byte>(slot.unshuffled);
+            schema::unshuffle(data, target, itemsize);
+            data = target;
           }
         }
         if (data.size() != expected)
           fail(ErrorCode::format, name_, "chunk at [{}] has {} bytes, expected {}", fmt::join(origins[first + j], ", "),
                data.size(), expected);
-        schema::copy_chunk_to_tensor(data, out, dims, layout.chunk, origins[first + j], itemsize);
+        if (data.data() != in_place.data())
+          schema::copy_chunk_to_tensor(data, out, dims, layout.chunk, origins[first + j], itemsize);
       });
     }
     return tensor;

@@ -151,10 +151,12 @@ class Writer {
         ZstdWorker& worker = workers_[w];
         CompressedChunk& compressed = out[j];
         if (compressed.frame.size() < bound) compressed.frame.resize(bound);
-        // A chunk inside the tensor is one contiguous run of its bytes (choose_chunk): used where
-        // it lies. An edge chunk is copied and padded first.
-        std::span<const std::byte> input = contiguous_chunk(tensor.bytes(), dims, chunk, origins[first + j], itemsize, chunk_bytes);
-        if (input.empty()) {
+        // A chunk inside the tensor is one contiguous run of its bytes: used where it lies. An
+        // edge chunk is copied and padded first.
+        std::span<const std::byte> input;
+        if (const auto start = schema::interior_chunk_start(dims, chunk, origins[first + j]))
+          input = tensor.bytes().subspan(*start * itemsize, chunk_bytes);
+        else {
           worker.padded.resize(chunk_bytes);
           schema::copy_tensor_to_chunk(tensor.bytes(), worker.padded, dims, chunk, origins[first + j], itemsize);
           input = worker.padded;
@@ -176,21 +178,6 @@ class Writer {
       });
     }
     if (writing.valid()) writing.get();
-  }
-
-  // The tensor's bytes that the chunk at `origin` covers, when the chunk lies wholly inside the
-  // tensor (then they are contiguous, as choose_chunk makes chunks); empty for an edge chunk.
-  static std::span<const std::byte> contiguous_chunk(std::span<const std::byte> bytes,
-                                                     const std::vector<std::uint64_t>& dims,
-                                                     const std::vector<std::uint64_t>& chunk,
-                                                     const std::vector<std::uint64_t>& origin, std::size_t itemsize,
-                                                     std::uint64_t chunk_bytes) {
-    std::uint64_t first = 0;  // row-major index of the chunk's first element
-    for (std::size_t k = 0; k < dims.size(); ++k) {
-      if (origin[k] + chunk[k] > dims[k]) return {};
-      first = first * dims[k] + origin[k];
-    }
-    return bytes.subspan(first * itemsize, chunk_bytes);
   }
 
   Source& source_;
