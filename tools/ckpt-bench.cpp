@@ -224,7 +224,10 @@ int bench_matrix(std::uint64_t size_mib, const std::filesystem::path& dir, const
       save(state, dir / (std::string("src") + f.extension), o);
     }
   }
-  fmt::print("\n{:<14} {:<14} {:>9} {:>9} {:>8} {:>12}\n", "from", "to", "seconds", "copy s", "x copy", "peak +MiB");
+  // "out/in": the output's size over the input's. A conversion writes its output, the copy writes
+  // the input again: where the output is larger (decompressing, base64), so is the least it takes.
+  fmt::print("\n{:<14} {:<14} {:>9} {:>9} {:>8} {:>12} {:>7}\n", "from", "to", "seconds", "copy s", "x copy", "peak +MiB",
+             "out/in");
   for (const auto& a : formats) {
     if (!selected(from, a.label)) continue;
     const auto in = dir / (std::string("src") + a.extension);
@@ -247,17 +250,19 @@ int bench_matrix(std::uint64_t size_mib, const std::filesystem::path& dir, const
       ConvertOptions options;
       options.write.compression = b.compression;
       double copy = 1e300, t = 1e300;
-      std::uint64_t peak_kib = 0;
+      std::uint64_t peak_kib = 0, out_size = 0;
       for (int r = 0; r < std::max(repeats, 1); ++r) {
         copy = std::min(copy, time_copy());
         const std::uint64_t rss_before = status_kib("VmRSS:");
         reset_peak_rss();
         t = std::min(t, seconds_of([&] { (void)ckpt::convert(in, out, options); }));
         peak_kib = std::max(peak_kib, status_kib("VmHWM:") - rss_before);
+        out_size = std::filesystem::file_size(out);
         std::filesystem::remove(out);
       }
-      fmt::print("{:<14} {:<14} {:>9.3f} {:>9.3f} {:>7.2f}x {:>12.1f}\n", a.label, b.label, t, copy, t / copy,
-                 static_cast<double>(peak_kib) / 1024);
+      fmt::print("{:<14} {:<14} {:>9.3f} {:>9.3f} {:>7.2f}x {:>12.1f} {:>7.2f}\n", a.label, b.label, t, copy, t / copy,
+                 static_cast<double>(peak_kib) / 1024,
+                 static_cast<double>(out_size) / static_cast<double>(std::filesystem::file_size(in)));
       std::fflush(stdout);
     }
   }
