@@ -6,7 +6,7 @@ packages=(
   # build
   cmake g++ make pkg-config
   # library
-  libhdf5-dev zlib1g-dev libzstd-dev libxxhash-dev libboost-serialization-dev nlohmann-json3-dev libfmt-dev
+  libhdf5-dev zlib1g-dev libzstd-dev libxxhash-dev libdeflate-dev libboost-serialization-dev nlohmann-json3-dev libfmt-dev
   libmsgpack-cxx-dev
   # tools and tests
   libcli11-dev catch2 hdf5-tools

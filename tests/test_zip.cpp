@@ -3,6 +3,7 @@
 
 #include "helpers.h"
 #include "util/atomic_file.h"
+#include "util/checksum.h"
 #include "zip/zip.h"
 
 using namespace ckpt;
@@ -95,4 +96,15 @@ TEST_CASE("zip writer: aligned stored entries that the reader and CRC check acce
     CHECK_NOTHROW(archive.read(e));  // CRC-32 checked
   }
   CHECK(archive.read(*archive.find("f/bb")).size() == 1000);
+}
+
+TEST_CASE("zip CRC-32: the standard check value, continued over pieces and empty ones", "[zip]") {
+  const std::string text = "123456789";
+  const auto bytes = std::as_bytes(std::span(text));
+  CHECK(detail::crc32(0, bytes) == 0xCBF43926u);
+  std::uint32_t crc = detail::crc32(0, bytes.first(4));
+  crc = detail::crc32(crc, {});  // an empty piece (null data) leaves it as it is
+  crc = detail::crc32(crc, bytes.subspan(4));
+  CHECK(crc == 0xCBF43926u);
+  CHECK(detail::crc32(0, {}) == 0u);
 }

@@ -1,5 +1,6 @@
 #include "util/checksum.h"
 
+#include <libdeflate.h>
 #include <xxhash.h>
 
 #include <charconv>
@@ -10,6 +11,11 @@ namespace ckpt::detail {
 
 std::uint64_t xxh3_64(std::span<const std::byte> bytes) noexcept {
   return XXH3_64bits(bytes.data(), bytes.size());
+}
+
+std::uint32_t crc32(std::uint32_t crc, std::span<const std::byte> bytes) noexcept {
+  if (bytes.empty()) return crc;  // libdeflate returns 0 for a null buffer, which an empty span may have
+  return libdeflate_crc32(crc, bytes.data(), bytes.size());
 }
 
 std::string format_checksum(std::uint64_t value) { return fmt::format("xxh3-64:{:016x}", value); }

@@ -11,6 +11,10 @@
 namespace ckpt::detail {
 
 std::uint64_t xxh3_64(std::span<const std::byte> bytes) noexcept;
+// The CRC-32 of zip entries, continued over `bytes` (start with 0). libdeflate's, not zlib's:
+// with carry-less multiplication it ran at 10-11 GB/s on the development VM against zlib 1.2.13's
+// 4-5 GB/s, and .pt and .npz writers checksum every byte they write.
+std::uint32_t crc32(std::uint32_t crc, std::span<const std::byte> bytes) noexcept;
 std::string format_checksum(std::uint64_t value);
 // Parses "xxh3-64:..."; false if the text is not in that form.
 bool parse_checksum(std::string_view text, std::uint64_t& value);

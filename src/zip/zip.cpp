@@ -9,6 +9,7 @@
 
 #include "util/atomic_file.h"
 #include "util/bytes.h"
+#include "util/checksum.h"
 
 namespace ckpt::detail::zip {
 namespace {
@@ -200,15 +201,10 @@ std::vector<std::byte> Archive::read(const Entry& entry) const {
       fail(ErrorCode::format, name_, "zip entry {}: deflate data is corrupt or not {} bytes long", quote(entry.name),
            entry.size);
   }
-  uLong crc = crc32(0L, Z_NULL, 0);
-  for (std::size_t done = 0; done < out.size();) {
-    const std::size_t n = std::min<std::size_t>(out.size() - done, 1u << 30);
-    crc = crc32(crc, reinterpret_cast<const Bytef*>(out.data() + done), static_cast<uInt>(n));
-    done += n;
-  }
+  const std::uint32_t crc = detail::crc32(0, out);
   if (crc != entry.crc32)
     fail(ErrorCode::integrity, name_, "zip entry {}: CRC-32 {:08x} does not match the stored {:08x}", quote(entry.name),
-         static_cast<std::uint32_t>(crc), entry.crc32);
+         crc, entry.crc32);
   return out;
 }
 
@@ -280,7 +276,7 @@ void Writer::begin(const std::string& name, std::uint64_t size, const std::strin
   put(std::as_bytes(std::span(header)));
   expected_ = size;
   received_ = 0;
-  crc_ = static_cast<std::uint32_t>(crc32(0L, Z_NULL, 0));
+  crc_ = 0;
 }
 
 void Writer::write(std::span<const std::byte> data) { write(data, std::nullopt); }
@@ -289,11 +285,7 @@ void Writer::write(std::span<const std::byte> data, const std::optional<Source::
   if (data.size() > expected_ - received_)
     fail(ErrorCode::invalid_argument, file_.target().string(), "zip entry {} given more than its {} bytes",
          quote(written_.back().name), expected_);
-  for (std::size_t done = 0; done < data.size();) {
-    const std::size_t n = std::min<std::size_t>(data.size() - done, 1u << 30);
-    crc_ = static_cast<std::uint32_t>(crc32(crc_, reinterpret_cast<const Bytef*>(data.data() + done), static_cast<uInt>(n)));
-    done += n;
-  }
+  crc_ = detail::crc32(crc_, data);
   file_.write(data, from);
   position_ += data.size();
   received_ += data.size();
@@ -322,7 +314,7 @@ void Writer::add_deflated(const std::string& name, const std::vector<std::span<c
   z_stream z{};
   if (deflateInit2(&z, 6, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK)
     fail(ErrorCode::io, file, "zlib cannot start deflating");
-  uLong crc = crc32(0L, Z_NULL, 0);
+  std::uint32_t crc = 0;
   std::uint64_t produced = 0;
   auto pump = [&](std::span<const std::byte> in, int flush) {
     // zlib counts in 32 bits: feed at most 1 GiB at a time; grow the output as needed.
@@ -349,11 +341,7 @@ void Writer::add_deflated(const std::string& name, const std::vector<std::span<c
     }
   };
   for (std::size_t k = 0; k < parts.size(); ++k) {
-    for (std::size_t done = 0; done < parts[k].size();) {
-      const std::size_t n = std::min<std::size_t>(parts[k].size() - done, 1u << 30);
-      crc = crc32(crc, reinterpret_cast<const Bytef*>(parts[k].data() + done), static_cast<uInt>(n));
-      done += n;
-    }
+    crc = detail::crc32(crc, parts[k]);
     pump(parts[k], k + 1 == parts.size() ? Z_FINISH : Z_NO_FLUSH);
   }
   if (parts.empty()) pump({}, Z_FINISH);
