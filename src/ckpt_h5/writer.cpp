@@ -2,9 +2,12 @@
 // writes the index and renames the file into place (format-spec/ckpt-h5.md).
 #include <zstd.h>
 
-#include <future>
+#include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <thread>
 
 #include "ckpt/ckpt_h5.h"
 #include "ckpt/version.h"
@@ -15,7 +18,7 @@
 #include "util/bytes.h"
 #include "util/checksum.h"
 #include "util/mapped_file.h"
-#include "util/parallel.h"
+#include "util/parallel.h"  // worker_count
 
 namespace ckpt {
 namespace {
@@ -26,17 +29,151 @@ namespace schema = detail::ckpt_h5;
 
 std::vector<std::uint64_t> to_dims(const Shape& shape) { return {shape.begin(), shape.end()}; }
 
-// Per compression worker: scratch for one chunk (an edge chunk padded to full size, the
-// shuffled bytes) and zstd's context.
-struct ZstdWorker {
-  std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx{ZSTD_createCCtx(), ZSTD_freeCCtx};
-  std::vector<std::byte> padded, shuffled;
-};
-// A compressed chunk waiting to be written: the buffer keeps its full size (shrinking and growing
-// it again would zero-fill it for every chunk), `size` says how much of it is the frame.
-struct CompressedChunk {
-  std::vector<std::byte> frame;
-  std::size_t size = 0;
+// Compressed chunks: shuffled and zstd-compressed by worker threads, written in order by the
+// writer's thread with H5Dwrite_chunk (HDF5 itself would compress on one thread, and is not
+// thread-safe). The queue runs across tensors: while the last chunks of one tensor compress, the
+// next tensor is read and its chunks queued, so the workers stay busy even on tensors of one
+// chunk. The writer performs the oldest queued chunk when the queue is full and waits only for
+// it; so the order of HDF5 calls, and the file's bytes, depend on the input alone, not on timing.
+class ChunkPipeline {
+ public:
+  ChunkPipeline(unsigned workers, int level, std::string file)
+      : level_(level), file_(std::move(file)), max_in_flight_(2 * workers + 2) {
+    for (unsigned w = 0; w < workers; ++w) threads_.emplace_back([this] { work(); });
+  }
+  ~ChunkPipeline() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  ChunkPipeline(const ChunkPipeline&) = delete;
+  ChunkPipeline& operator=(const ChunkPipeline&) = delete;
+
+  // A tensor whose chunks are queued; lives until its last chunk is written.
+  struct Tensor {
+    ckpt::Tensor data;
+    std::string name;
+    h5::Handle dataset;
+    std::vector<std::uint64_t> dims, chunk;
+    std::vector<std::vector<std::uint64_t>> origins;
+    std::size_t itemsize = 0;
+    std::uint64_t chunk_bytes = 0;
+  };
+
+  void queue(const std::shared_ptr<Tensor>& tensor) {
+    for (std::size_t c = 0; c < tensor->origins.size(); ++c) {
+      if (queue_.size() >= max_in_flight_) perform_oldest();
+      auto step = std::make_unique<Step>();
+      step->tensor = tensor;
+      step->chunk = c;
+      if (!free_frames_.empty()) {
+        step->frame = std::move(free_frames_.back());
+        free_frames_.pop_back();
+      }
+      {
+        std::lock_guard lock(mutex_);
+        to_start_.push_back(step.get());
+      }
+      queue_.push_back(std::move(step));
+      wake_.notify_one();
+    }
+  }
+
+  // Writes every queued chunk.
+  void finish() {
+    while (!queue_.empty()) perform_oldest();
+  }
+
+ private:
+  struct Step {
+    std::shared_ptr<Tensor> tensor;
+    std::size_t chunk = 0;
+    std::vector<std::byte> frame;  // keeps its size from chunk to chunk (no zero-filling again)
+    std::size_t size = 0;
+    std::exception_ptr error;
+    bool done = false;
+  };
+  struct Scratch {  // per worker: an edge chunk padded to full size, the shuffled bytes
+    std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx{ZSTD_createCCtx(), ZSTD_freeCCtx};
+    std::vector<std::byte> padded, shuffled;
+  };
+
+  void work() {
+    Scratch scratch;
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [&] { return stop_ || !to_start_.empty(); });
+      if (stop_) return;
+      Step* step = to_start_.front();
+      to_start_.pop_front();
+      lock.unlock();
+      try {
+        compress(*step, scratch);
+      } catch (...) {
+        step->error = std::current_exception();
+      }
+      lock.lock();
+      step->done = true;
+      done_.notify_all();
+    }
+  }
+
+  void compress(Step& step, Scratch& scratch) const {
+    const Tensor& t = *step.tensor;
+    const auto& origin = t.origins[step.chunk];
+    // A chunk inside the tensor is one contiguous run of its bytes: used where it lies. An edge
+    // chunk is copied and padded first.
+    std::span<const std::byte> input;
+    if (const auto start = schema::interior_chunk_start(t.dims, t.chunk, origin)) {
+      input = t.data.bytes().subspan(*start * t.itemsize, t.chunk_bytes);
+    } else {
+      scratch.padded.resize(t.chunk_bytes);
+      schema::copy_tensor_to_chunk(t.data.bytes(), scratch.padded, t.dims, t.chunk, origin, t.itemsize);
+      input = scratch.padded;
+    }
+    if (t.itemsize > 1) {
+      scratch.shuffled.resize(t.chunk_bytes);
+      schema::shuffle(input, scratch.shuffled, t.itemsize);
+      input = scratch.shuffled;
+    }
+    const std::size_t bound = ZSTD_compressBound(input.size());
+    if (step.frame.size() < bound) step.frame.resize(bound);
+    const std::size_t n =
+        ZSTD_compressCCtx(scratch.cctx.get(), step.frame.data(), step.frame.size(), input.data(), input.size(), level_);
+    if (ZSTD_isError(n)) fail(ErrorCode::io, "", "zstd compression failed: {}", ZSTD_getErrorName(n));
+    step.size = n;
+  }
+
+  void perform_oldest() {
+    std::unique_ptr<Step> step = std::move(queue_.front());
+    queue_.pop_front();
+    {
+      std::unique_lock lock(mutex_);
+      done_.wait(lock, [&] { return step->done; });
+    }
+    const Tensor& t = *step->tensor;
+    try {
+      if (step->error) std::rethrow_exception(step->error);
+      h5::write_raw_chunk({file_}, t.dataset, t.origins[step->chunk], 0, std::span(step->frame.data(), step->size));
+    } catch (const Error& e) {
+      throw Error(e.code(), file_, fmt::format("tensor {}: {}", detail::quote(t.name), e.message()));
+    }
+    free_frames_.push_back(std::move(step->frame));
+  }
+
+  const int level_;
+  const std::string file_;
+  const std::size_t max_in_flight_;
+  std::deque<std::unique_ptr<Step>> queue_;  // in order; only the writer's thread touches it
+  std::vector<std::vector<std::byte>> free_frames_;
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  std::deque<Step*> to_start_;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;  // last: they start once the rest exists
 };
 
 class Writer {
@@ -66,6 +203,7 @@ class Writer {
       done += info.nbytes();
       if (options_.progress) options_.progress(done, total);
     }
+    if (pipeline_) pipeline_->finish();
     std::string index_text;
     try {
       index_text = index.finish(source_.metadata());
@@ -118,66 +256,33 @@ class Writer {
       }
       layout.allocate_early = !compress && from && tensor.nbytes() > 0;
       h5::Handle dataset = h5::create_dataset(w, group, link, type, dims, layout);
-      const auto offset = layout.allocate_early ? h5::contiguous_offset(dataset) : std::nullopt;
-      if (compress) write_compressed(dataset, dims, layout.chunk, tensor);
-      else if (offset) detail::write_at(out_fd(file), *offset, tensor.bytes(), from, name_);
-      else if (tensor.nbytes() > 0) h5::write_all(w, dataset, type, tensor.bytes().data());
       if (schema::stored_as_raw_bytes(info.dtype))
         h5::write_string_attribute(w, dataset, schema::kDtypeAttribute, std::string(dtype_name(info.dtype)));
       index.add(info, options_.checksums ? std::optional(detail::xxh3_64(tensor.bytes())) : std::nullopt);
+      const auto offset = layout.allocate_early ? h5::contiguous_offset(dataset) : std::nullopt;
+      if (compress) queue_compressed(std::move(dataset), info, dims, layout.chunk, tensor);
+      else if (offset) detail::write_at(out_fd(file), *offset, tensor.bytes(), from, name_);
+      else if (tensor.nbytes() > 0) h5::write_all(w, dataset, type, tensor.bytes().data());
     } catch (const Error& e) {
       throw Error(e.code(), name_, fmt::format("tensor {}: {}", detail::quote(info.name), e.message()));
     }
   }
 
-  // Chunks are shuffled and compressed on worker threads (HDF5 itself would compress on one
-  // thread), a batch of one chunk per worker at a time, and written in order with H5Dwrite_chunk
-  // on a helper thread while the next batch compresses: two sets of compressed chunks alternate.
-  void write_compressed(const h5::Handle& dataset, const std::vector<std::uint64_t>& dims,
+  void queue_compressed(h5::Handle dataset, const TensorInfo& info, const std::vector<std::uint64_t>& dims,
                         const std::vector<std::uint64_t>& chunk, const Tensor& tensor) {
-    const std::size_t itemsize = dtype_size(tensor.dtype());
-    std::uint64_t chunk_bytes = itemsize;
-    for (auto c : chunk) chunk_bytes *= c;
-    const auto origins = schema::chunk_origins(dims, chunk);
-    const unsigned workers = detail::worker_count(options_.threads);
-    workers_.resize(std::max<std::size_t>(workers_.size(), workers));
-    if (chunks_.size() < 2 * workers) chunks_.resize(2 * workers);
-    const std::size_t bound = ZSTD_compressBound(chunk_bytes);
-    std::future<void> writing;  // the previous batch's writes
-    for (std::size_t first = 0, set = 0; first < origins.size(); first += workers, set ^= 1) {
-      const std::size_t count = std::min<std::size_t>(workers, origins.size() - first);
-      CompressedChunk* out = &chunks_[set * workers];
-      detail::parallel_for(count, workers, [&](unsigned w, std::size_t j) {
-        ZstdWorker& worker = workers_[w];
-        CompressedChunk& compressed = out[j];
-        if (compressed.frame.size() < bound) compressed.frame.resize(bound);
-        // A chunk inside the tensor is one contiguous run of its bytes: used where it lies. An
-        // edge chunk is copied and padded first.
-        std::span<const std::byte> input;
-        if (const auto start = schema::interior_chunk_start(dims, chunk, origins[first + j]))
-          input = tensor.bytes().subspan(*start * itemsize, chunk_bytes);
-        else {
-          worker.padded.resize(chunk_bytes);
-          schema::copy_tensor_to_chunk(tensor.bytes(), worker.padded, dims, chunk, origins[first + j], itemsize);
-          input = worker.padded;
-        }
-        if (itemsize > 1) {
-          worker.shuffled.resize(chunk_bytes);
-          schema::shuffle(input, worker.shuffled, itemsize);
-          input = worker.shuffled;
-        }
-        const std::size_t n = ZSTD_compressCCtx(worker.cctx.get(), compressed.frame.data(), compressed.frame.size(),
-                                                input.data(), input.size(), options_.zstd_level);
-        if (ZSTD_isError(n)) fail(ErrorCode::io, name_, "zstd compression failed: {}", ZSTD_getErrorName(n));
-        compressed.size = n;
-      });
-      if (writing.valid()) writing.get();  // rethrows its error
-      writing = std::async(std::launch::async, [this, &dataset, &origins, first, count, out] {
-        for (std::size_t j = 0; j < count; ++j)
-          h5::write_raw_chunk({name_}, dataset, origins[first + j], 0, std::span(out[j].frame.data(), out[j].size));
-      });
-    }
-    if (writing.valid()) writing.get();
+    if (!pipeline_)
+      pipeline_ = std::make_unique<ChunkPipeline>(detail::worker_count(options_.threads), options_.zstd_level, name_);
+    auto queued = std::make_shared<ChunkPipeline::Tensor>();
+    queued->data = tensor;
+    queued->name = info.name;
+    queued->dataset = std::move(dataset);
+    queued->dims = dims;
+    queued->chunk = chunk;
+    queued->origins = schema::chunk_origins(dims, chunk);
+    queued->itemsize = dtype_size(info.dtype);
+    queued->chunk_bytes = queued->itemsize;
+    for (auto c : chunk) queued->chunk_bytes *= c;
+    pipeline_->queue(queued);
   }
 
   Source& source_;
@@ -186,8 +291,7 @@ class Writer {
   detail::AtomicFile file_;
   std::map<std::string, h5::Handle> groups_;
   h5::Handle sections_group_;
-  std::vector<ZstdWorker> workers_;
-  std::vector<CompressedChunk> chunks_;  // two sets of one per worker
+  std::unique_ptr<ChunkPipeline> pipeline_;  // with compression, made for the first compressed tensor
   detail::UniqueFd out_fd_;  // a dup of HDF5's descriptor of the file being written
 };
 
