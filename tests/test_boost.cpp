@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "boost_archive/base64.h"
 #include "ckpt/boost_archive.h"
 #include "ckpt/boost_serialization.h"
 #include "helpers.h"
@@ -241,4 +242,20 @@ TEST_CASE("Boost text and xml archives: bad base64 is found when that tensor is 
     CHECK_THROWS_WITH(open(cut_path), Catch::Matchers::StartsWith(cut_path.string() +
                                                                  ": Boost archive: the file ends inside the base64 data of 300 bytes"));
   }
+}
+
+TEST_CASE("Boost base64: whitespace is counted as the C locale's isspace has it", "[boost]") {
+  std::string all;
+  for (int c = 0; c < 256; ++c) all += static_cast<char>(c);
+  std::size_t expected = 0;
+  for (const char c : all) expected += std::isspace(static_cast<unsigned char>(c)) ? 1 : 0;
+  CHECK(expected == 6);
+  // At every alignment and length, so the vectorized loop's head and tail are both covered.
+  const std::string text = all + all + all;
+  for (std::size_t first = 0; first < 70; ++first)
+    for (std::size_t length : {0, 1, 31, 32, 33, 256, 500}) {
+      std::size_t want = 0;
+      for (std::size_t i = first; i < first + length; ++i) want += std::isspace(static_cast<unsigned char>(text[i])) ? 1 : 0;
+      CHECK(detail::boost_file::count_base64_spaces(std::span(text.data() + first, length)) == want);
+    }
 }

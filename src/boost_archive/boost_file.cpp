@@ -339,7 +339,7 @@ class Base64Skipper final : public DataSkipper {
 
  private:
   std::streambuf& in_;
-  std::array<char, 1 << 16> block_{};
+  std::vector<char> block_ = std::vector<char>(1 << 20);  // large reads: the whole file goes through here
 };
 
 // xml_iarchive's destructor parses the closing </boost_serialization> tag, and what it throws
