@@ -149,7 +149,7 @@ int main(int argc, char** argv) {
   app.add_option("--chunk-size", o.chunk_bytes, "ckpt-h5 output with zstd: bytes per compressed chunk")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--threads", o.threads, "Compression threads (default: one per core)");
+  app.add_option("--threads", o.threads, "Compression threads (default: one per core); each holds about 4 chunks of memory (16 MiB at the default chunk size)");
   app.add_option("--layout", o.layout,
                  "Map between PyTorch and Flax layouts: flax (torch names and [out, in] weights to Flax kernels, "
                  "scales, embeddings and batch_stats) or torch (the inverse); see format-spec/conventions.md")

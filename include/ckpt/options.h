@@ -44,7 +44,7 @@ struct WriteOptions {
   Compression compression = Compression::none;
   // zstd level for Compression::zstd. 1: on byte-shuffled float32, bfloat16 and float16 weights it
   // compressed as well as or better than level 3 (by up to 4%) at 1.1-2.4x its speed, as measured
-  // with `zstd -b` on 4 MiB chunks (README, Benchmarks).
+  // with `zstd -b` on 4 MiB chunks (README, Benchmark).
   int zstd_level = 1;
   // Store and verify a per-tensor checksum (XXH3-64 of the logical bytes).
   bool checksums = true;
@@ -52,7 +52,8 @@ struct WriteOptions {
   std::uint64_t chunk_bytes = 4u << 20;
   // Tensors smaller than this are stored uncompressed even when compression is on.
   std::uint64_t min_compress_bytes = 4096;
-  // Worker threads for compression; 0 = hardware concurrency.
+  // Worker threads for compression; 0 = hardware concurrency. Each holds about four chunks
+  // (chunk_bytes) of memory while a file is written: its scratch and the compressed chunks queued.
   unsigned threads = 0;
   // Replace an existing file (atomically). When false an existing target is an error.
   bool overwrite = true;
