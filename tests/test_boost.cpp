@@ -259,3 +259,27 @@ TEST_CASE("Boost base64: whitespace is counted as the C locale's isspace has it"
       CHECK(detail::boost_file::count_base64_spaces(std::span(text.data() + first, length)) == want);
     }
 }
+
+TEST_CASE("Boost binary archives: a flag byte other than 0 or 1 is refused, not loaded into a bool", "[boost][hostile]") {
+  test::TempDir dir;
+  StateDict state;
+  state.add_parameter("zzzz", Tensor::zeros(DType::float32, {2}));
+  const auto path = dir / "s.boost.bin";
+  save(state, path);
+  std::string bytes = test::read_file(path);
+  const auto at = bytes.find("zzzz");
+  REQUIRE(at != std::string::npos);
+  // Then role ("parameter"), section and collection (empty), each a 64-bit size and its bytes.
+  const std::size_t flag = at + 4 + (8 + 9) + 8 + 8;
+  REQUIRE(bytes[flag] == 1);
+  bytes[flag] = 3;
+  const auto bad = dir / "bad.boost.bin";
+  std::ofstream(bad, std::ios::binary) << bytes;
+  CHECK_THROWS_WITH(open(bad), bad.string() + ": Boost archive: persistent flag is 3, expected 0 or 1");
+  // In a user's own archive too.
+  std::istringstream in(bytes);
+  boost::archive::binary_iarchive archive(in);
+  StateDict loaded;
+  CHECK_THROWS_WITH(archive >> boost::serialization::make_nvp("state_dict", loaded),
+                    "Boost archive: persistent flag is 3, expected 0 or 1");
+}

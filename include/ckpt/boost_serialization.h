@@ -71,6 +71,18 @@ std::string load_string(Archive& ar, const char* name) {
   return text;
 }
 
+// A bool, loaded as the byte it is stored as: Boost's binary archives copy that byte into a bool
+// unchecked (a value other than 0 or 1 is undefined behavior); text and xml hold the same 0 or 1.
+template <class Archive>
+bool load_flag(Archive& ar, const char* name) {
+  unsigned char value = 0;
+  ar >> boost::serialization::make_nvp(name, value);
+  if (value > 1)
+    throw Error(ErrorCode::format, "",
+                std::string("Boost archive: ") + name + " flag is " + std::to_string(value) + ", expected 0 or 1");
+  return value != 0;
+}
+
 inline Role parse_boost_role(const std::string& role) {
   if (role == "parameter") return Role::parameter;
   if (role == "buffer") return Role::buffer;
@@ -117,7 +129,7 @@ EntryInfo load_entry_fields(Archive& ar) {
   const std::string role = load_string(ar, "role");
   info.section = load_string(ar, "section");
   info.collection = load_string(ar, "collection");
-  ar >> boost::serialization::make_nvp("persistent", info.persistent);
+  info.persistent = load_flag(ar, "persistent");
   info.role = parse_boost_role(role);
   return info;
 }
@@ -192,7 +204,8 @@ void load(Archive& ar, ckpt::StateDict& state, unsigned version) {
     if (version < 2) {
       std::string role;
       ar >> make_nvp("name", info.name) >> make_nvp("role", role) >> make_nvp("section", info.section) >>
-          make_nvp("collection", info.collection) >> make_nvp("persistent", info.persistent);
+          make_nvp("collection", info.collection);
+      info.persistent = ckpt::detail::load_flag(ar, "persistent");
       info.role = ckpt::detail::parse_boost_role(role);
     } else {
       info = ckpt::detail::load_entry_fields(ar);

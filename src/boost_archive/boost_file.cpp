@@ -305,7 +305,9 @@ class BinarySkipper final : public DataSkipper {
 // blocks, without decoding; the digits are checked when the tensor is decoded.
 class Base64Skipper final : public DataSkipper {
  public:
-  explicit Base64Skipper(std::streambuf& in) : in_(in) {}
+  // Reads in blocks of up to 1 MiB, no larger than the file (a fresh block costs page faults).
+  Base64Skipper(std::streambuf& in, std::uint64_t file_size)
+      : in_(in), block_(static_cast<std::size_t>(std::clamp<std::uint64_t>(file_size, 1, 1u << 20))) {}
   std::uint64_t skip(std::uint64_t nbytes) override {
     const std::uint64_t offset = position(in_);
     if (nbytes == 0) return offset;  // Boost reads nothing for empty data
@@ -339,7 +341,7 @@ class Base64Skipper final : public DataSkipper {
 
  private:
   std::streambuf& in_;
-  std::vector<char> block_ = std::vector<char>(1 << 20);  // large reads: the whole file goes through here
+  std::vector<char> block_;  // the whole file goes through here
 };
 
 // xml_iarchive's destructor parses the closing </boost_serialization> tag, and what it throws
@@ -365,6 +367,7 @@ class BoostReader final : public Reader {
     name_ = path.string();
     fd_ = detail::open_readonly(path);
     const std::uint64_t file_size = std::filesystem::file_size(path);
+    file_size_ = file_size;
     std::ifstream in(path, std::ios::binary);  // the listing pass
     if (!in) fail(ErrorCode::io, name_, "cannot open: {}", std::strerror(errno));
     std::string head(256, '\0');
@@ -377,7 +380,7 @@ class BoostReader final : public Reader {
               : kind_ == detail::boost_file::Kind::xml ? "boost-xml"
                                                        : "boost-binary";
     BinarySkipper binary(*in.rdbuf(), file_size);
-    Base64Skipper base64(*in.rdbuf());
+    Base64Skipper base64(*in.rdbuf(), file_size);
     StateDictListing listing{kind_ == detail::boost_file::Kind::binary ? static_cast<DataSkipper*>(&binary) : &base64, {}, {}};
     try {
       const BudgetGuard budget(file_size);
@@ -456,7 +459,8 @@ class BoostReader final : public Reader {
   // not Boost's decoder), read in blocks.
   void decode_base64(std::size_t index, std::span<std::byte> out) {
     detail::boost_file::Base64Decoder decoder(out);
-    if (text_block_.empty()) text_block_.resize(1 << 20);
+    if (text_block_.empty())  // up to 1 MiB, no larger than the file (a fresh block costs page faults)
+      text_block_.resize(static_cast<std::size_t>(std::clamp<std::uint64_t>(file_size_, 1, 1u << 20)));
     std::uint64_t at = offsets_[index];
     while (!decoder.full()) {
       const auto got = ::pread(fd_.get(), text_block_.data(), text_block_.size(), static_cast<off_t>(at));
@@ -477,6 +481,7 @@ class BoostReader final : public Reader {
 
   std::string name_;
   detail::UniqueFd fd_;
+  std::uint64_t file_size_ = 0;
   std::vector<char> text_block_;
   detail::boost_file::Kind kind_ = detail::boost_file::Kind::none;
   std::vector<std::uint64_t> offsets_;
