@@ -36,6 +36,10 @@ TEST_CASE("ckpt-h5 round-trips every dtype, rank 0, empty tensors and awkward ke
   ReadOptions copies;  // the copy path, with read-ahead on another thread
   copies.zero_copy = false;
   test::require_same(original, load(path, copies));
+  for (const unsigned threads : {1u, 3u}) {  // decompression on one thread, and on more than this machine may have
+    copies.threads = threads;
+    test::require_same(original, load(path, copies));
+  }
   auto reader = open(path);
   CHECK(reader->format() == "ckpt-h5");
   CHECK(reader->format_version() == "1.0");

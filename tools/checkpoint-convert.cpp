@@ -55,6 +55,7 @@ int convert_files(const Options& o) {
   options.write.checksums = !o.no_checksums;
   options.write.chunk_bytes = o.chunk_bytes;
   options.write.threads = o.threads;
+  options.read.threads = o.threads;
   parse_compression(o.compression, options.write);
   if (!o.max_shard_size.empty()) options.write.max_shard_bytes = parse_size(o.max_shard_size);
   if (!o.to.empty() && !find_format(o.to))
@@ -149,7 +150,7 @@ int main(int argc, char** argv) {
   app.add_option("--chunk-size", o.chunk_bytes, "ckpt-h5 output with zstd: bytes per compressed chunk")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--threads", o.threads, "Compression threads (default: one per core); each holds about 4 chunks of memory (16 MiB at the default chunk size)");
+  app.add_option("--threads", o.threads, "Threads compressing or decompressing ckpt-h5 zstd chunks (default: one per core); each holds about 4 chunks of memory compressing, 2 decompressing (16 / 8 MiB at the default chunk size)");
   app.add_option("--layout", o.layout,
                  "Map between PyTorch and Flax layouts: flax (torch names and [out, in] weights to Flax kernels, "
                  "scales, embeddings and batch_stats) or torch (the inverse); see format-spec/conventions.md")

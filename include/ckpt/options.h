@@ -36,6 +36,9 @@ struct ReadOptions {
   // listing when the file is opened, each dataset's header and chunk index before its first
   // read (all at once for read_all). A crash there becomes a format error.
   bool isolate_hdf5 = true;
+  // Worker threads decompressing ckpt-h5 zstd chunks; 0 = hardware concurrency. Each holds
+  // about two chunks of memory (the compressed chunk and its decompressed bytes).
+  unsigned threads = 0;
 };
 
 struct WriteOptions {

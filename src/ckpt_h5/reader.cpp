@@ -286,7 +286,7 @@ class CkptH5Reader final : public Reader {
     const auto origins = schema::chunk_origins(dims, layout.chunk);
     Tensor tensor = Tensor::uninitialized(info.dtype, info.shape);  // the chunks cover every element
     const auto out = tensor.mutable_bytes();
-    const unsigned workers = detail::worker_count(0);
+    const unsigned workers = detail::worker_count(options_.threads);
     // The chunk buffers live as long as the reader: fresh ones per tensor would be zero-filled
     // and faulted in for every tensor (most of the time of reading a compressed file).
     if (slots_.size() < workers) slots_.resize(workers);
