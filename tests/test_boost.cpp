@@ -42,6 +42,15 @@ TrainingState round_trip(const TrainingState& state) {
   return back;
 }
 
+// The bytes of a Boost binary archive file holding one float32 parameter of `n` zeros.
+std::string one_parameter_binary_archive(const test::TempDir& dir, const std::string& name, std::int64_t n) {
+  StateDict state;
+  state.add_parameter(name, Tensor::zeros(DType::float32, {n}));
+  const auto path = dir / "one.boost.bin";
+  save(state, path);
+  return test::read_file(path);
+}
+
 }  // namespace
 
 TEMPLATE_TEST_CASE("StateDict inside a user's Boost archive", "[boost]",
@@ -115,11 +124,7 @@ TEST_CASE("Boost archive files: save, detect by content, load, for text, xml and
 
 TEST_CASE("Boost archive files that lie or end early are refused without allocating their claims", "[boost][hostile]") {
   test::TempDir dir;
-  StateDict state;
-  state.add_parameter("w", Tensor::zeros(DType::float32, {1000}));
-  const auto path = dir / "s.boost.bin";
-  save(state, path);
-  std::string bytes = test::read_file(path);
+  std::string bytes = one_parameter_binary_archive(dir, "w", 1000);
   // Truncated.
   std::ofstream(dir / "short.boost.bin", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
   CHECK_THROWS_WITH(open(dir / "short.boost.bin"), Catch::Matchers::StartsWith((dir / "short.boost.bin").string() +
@@ -262,11 +267,7 @@ TEST_CASE("Boost base64: whitespace is counted as the C locale's isspace has it"
 
 TEST_CASE("Boost binary archives: a flag byte other than 0 or 1 is refused, not loaded into a bool", "[boost][hostile]") {
   test::TempDir dir;
-  StateDict state;
-  state.add_parameter("zzzz", Tensor::zeros(DType::float32, {2}));
-  const auto path = dir / "s.boost.bin";
-  save(state, path);
-  std::string bytes = test::read_file(path);
+  std::string bytes = one_parameter_binary_archive(dir, "zzzz", 2);
   const auto at = bytes.find("zzzz");
   REQUIRE(at != std::string::npos);
   // Then role ("parameter"), section and collection (empty), each a 64-bit size and its bytes.

@@ -51,18 +51,14 @@ char* encode_groups(const std::uint8_t* in, std::size_t groups, char* out) {
 
 void encode_boost_base64(std::span<const std::byte> data, const std::function<void(std::span<const char>)>& sink) {
   if (data.empty()) return;
-  std::vector<char> block(1 + kBlockLines * (kLineDigits + 1) + 4);
+  std::vector<char> block(kBlockLines * (kLineDigits + 1) + 4);
   const auto* in = reinterpret_cast<const std::uint8_t*>(data.data());
   std::size_t left = data.size();
-  bool first_line = true;
-  block[0] = '\n';
-  bool first_block = true;
   while (left > 0) {
-    char* out = block.data() + (first_block ? 1 : 0);
-    first_block = false;
+    char* out = block.data();
     for (std::size_t line = 0; line < kBlockLines && left > 0; ++line) {
-      if (!first_line) *out++ = '\n';  // Boost breaks lines before a digit, never after the last
-      first_line = false;
+      // The newline before the data, then one before each further line: none after the last.
+      *out++ = '\n';
       const std::size_t take = std::min(left, kLineBytes);
       out = encode_groups(in, take / 3, out);
       in += take / 3 * 3;

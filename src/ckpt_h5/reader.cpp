@@ -313,9 +313,8 @@ class CkptH5Reader final : public Reader {
         // Undo the filters in reverse order; a set mask bit means the filter was skipped.
         for (std::size_t k = layout.filters.size(); k-- > 0;) {
           if (slot.mask & (1u << k)) continue;
-          bool last = true;  // no filter left to undo after this one
-          for (std::size_t m = 0; m < k; ++m) last = last && (slot.mask & (1u << m)) != 0;
-          const bool direct = last && !in_place.empty();
+          const std::uint32_t below = (1u << k) - 1;  // the filters still to undo after this one
+          const bool direct = (slot.mask & below) == below && !in_place.empty();  // all skipped
           if (layout.filters[k].id == h5::kZstdFilter) {
             const unsigned long long content = ZSTD_getFrameContentSize(data.data(), data.size());
             if (content != expected)

@@ -1,6 +1,7 @@
 #include "ckpt/tensor.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <mutex>
@@ -40,7 +41,10 @@ BufferCache& cache() {
 // and every tensor read into memory touches a fresh buffer unless one is reused.
 constexpr std::uint64_t kHugePage = 2u << 20;
 
-std::uint64_t mapped_length(std::uint64_t nbytes) { return (nbytes + 4095) & ~std::uint64_t{4095}; }
+std::uint64_t mapped_length(std::uint64_t nbytes) {
+  static const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));  // 4 KiB, 16 KiB, 64 KiB
+  return (nbytes + page - 1) / page * page;
+}
 
 std::byte* map_buffer(std::uint64_t nbytes) {
   const std::uint64_t length = mapped_length(nbytes);

@@ -139,11 +139,9 @@ class PytorchReader final : public Reader {
     const TensorInfo& info = infos_[index];
     const View& view = views_[index];
     const Storage& storage = storages_[view.storage];
-    const bool in_place = storage.entry == nullptr || storage.entry->method == 0;
-    if (!in_place || big_endian_ || shape_numel(info.shape) == 0 || !contiguous(info.shape, view.stride)) return std::nullopt;
-    const std::uint64_t data_offset =
-        storage.entry ? archive_->data_offset(*storage.entry) + storage.root_offset : storage.data_offset;
-    return FileSpan{fd_.get(), data_offset + view.offset * dtype_size(info.dtype)};
+    if (!in_place(storage) || big_endian_ || shape_numel(info.shape) == 0 || !contiguous(info.shape, view.stride))
+      return std::nullopt;
+    return FileSpan{fd_.get(), data_offset(storage) + view.offset * dtype_size(info.dtype)};
   }
 
   Tensor read(std::size_t index) override {
@@ -154,9 +152,8 @@ class PytorchReader final : public Reader {
     const std::size_t itemsize = dtype_size(info.dtype);
     const std::uint64_t numel = shape_numel(info.shape);
     if (numel == 0) return Tensor::zeros(info.dtype, info.shape);
-    const bool in_place = storage.entry == nullptr || storage.entry->method == 0;
-    const std::uint64_t data_offset =
-        storage.entry ? archive_->data_offset(*storage.entry) + storage.root_offset : storage.data_offset;
+    const bool in_place = this->in_place(storage);
+    const std::uint64_t data_offset = this->data_offset(storage);
     std::span<const std::byte> bytes;
     std::shared_ptr<const void> owner;
     if (in_place) {
@@ -201,6 +198,12 @@ class PytorchReader final : public Reader {
   }
 
  private:
+  // Whether a storage's bytes lie in the file as they are (stored, not deflated), and where.
+  static bool in_place(const Storage& storage) { return storage.entry == nullptr || storage.entry->method == 0; }
+  std::uint64_t data_offset(const Storage& storage) const {
+    return storage.entry ? archive_->data_offset(*storage.entry) + storage.root_offset : storage.data_offset;
+  }
+
   static bool contiguous(const Shape& shape, const std::vector<std::uint64_t>& stride) {
     std::uint64_t expected = 1;
     for (std::size_t k = shape.size(); k-- > 0;) {
