@@ -199,6 +199,17 @@ TEST_CASE("chunk geometry and shuffle", "[ckpt-h5][chunks]") {
   CHECK(choose_chunk({3, 4, 100000}, 2, 4096) == std::vector<std::uint64_t>{1, 1, 2048});
   CHECK(chunk_origins({5, 3}, {2, 3}).size() == 3);
   CHECK(chunk_origins({0, 3}, {1, 3}).empty());
+  // Only chunks of 1s, one dimension, then whole dimensions are runs of the tensor; others
+  // (h5py's automatic chunking) interleave with their neighbours.
+  CHECK(chunk_is_one_run({64, 32}, {4, 32}));
+  CHECK(chunk_is_one_run({3, 4, 100000}, {1, 1, 2048}));
+  CHECK(chunk_is_one_run({4, 8, 16}, {1, 3, 16}));
+  CHECK_FALSE(chunk_is_one_run({64, 32}, {64, 16}));
+  CHECK_FALSE(chunk_is_one_run({4, 8, 16}, {4, 8, 8}));
+  CHECK_FALSE(chunk_is_one_run({768, 3072}, {48, 192}));
+  CHECK(interior_chunk_start({64, 32}, {4, 32}, {8, 0}) == 256u);
+  CHECK_FALSE(interior_chunk_start({64, 32}, {64, 16}, {0, 16}).has_value());
+  CHECK_FALSE(interior_chunk_start({10, 10}, {4, 10}, {8, 0}).has_value());  // an edge chunk
 
   std::vector<std::byte> in(24), shuffled(24), back(24);
   for (std::size_t i = 0; i < in.size(); ++i) in[i] = static_cast<std::byte>(i);

@@ -22,9 +22,19 @@ std::vector<std::uint64_t> choose_chunk(const std::vector<std::uint64_t>& shape,
   return chunk;
 }
 
+bool chunk_is_one_run(const std::vector<std::uint64_t>& shape, const std::vector<std::uint64_t>& chunk) {
+  // 1 in every dimension before the first that is not, whole dimensions after it.
+  std::size_t k = 0;
+  while (k < chunk.size() && chunk[k] == 1) ++k;
+  for (std::size_t j = k + 1; j < chunk.size(); ++j)
+    if (chunk[j] != shape[j]) return false;
+  return true;
+}
+
 std::optional<std::uint64_t> interior_chunk_start(const std::vector<std::uint64_t>& shape,
                                                   const std::vector<std::uint64_t>& chunk,
                                                   const std::vector<std::uint64_t>& origin) {
+  if (!chunk_is_one_run(shape, chunk)) return std::nullopt;
   std::uint64_t first = 0;
   for (std::size_t k = 0; k < shape.size(); ++k) {
     if (origin[k] + chunk[k] > shape[k]) return std::nullopt;

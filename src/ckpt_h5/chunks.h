@@ -18,9 +18,15 @@ std::vector<std::uint64_t> choose_chunk(const std::vector<std::uint64_t>& shape,
 std::vector<std::vector<std::uint64_t>> chunk_origins(const std::vector<std::uint64_t>& shape,
                                                       const std::vector<std::uint64_t>& chunk);
 
-// Row-major index of the first element of the chunk at `origin` when the chunk lies wholly inside
-// the tensor: its elements are then one contiguous run (with chunks from choose_chunk). nullopt
-// for an edge chunk, which is padded.
+// Whether every chunk of these dims that lies wholly inside the tensor is one contiguous run of
+// its row-major elements: 1 in the leading dimensions, then any extent in one dimension, then
+// whole dimensions (as choose_chunk makes them). Other chunkings (h5py's automatic ones, say)
+// interleave with their neighbours and must be scattered row by row.
+bool chunk_is_one_run(const std::vector<std::uint64_t>& shape, const std::vector<std::uint64_t>& chunk);
+
+// Row-major index of the first element of the chunk at `origin` when the chunk is one contiguous
+// run of the tensor (chunk_is_one_run, and the chunk lies wholly inside the tensor). nullopt
+// otherwise: an edge chunk (padded) or a chunking whose chunks are not runs.
 std::optional<std::uint64_t> interior_chunk_start(const std::vector<std::uint64_t>& shape,
                                                   const std::vector<std::uint64_t>& chunk,
                                                   const std::vector<std::uint64_t>& origin);

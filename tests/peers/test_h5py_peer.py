@@ -69,8 +69,51 @@ def check_file(path, expected):
                 check(np.asarray(value).tobytes() == want.tobytes(), f"{label}: bytes")
 
 
+def check_any_chunking(convert, work):
+    """ckpt reads back exactly every chunking HDF5 can write: h5py files with shuffle + zstd at 20
+    random chunk shapes (most are not contiguous runs of the tensor) and h5py's own automatic
+    chunking, with and without a checksum in the index, converted on 1, 2 and 4 threads."""
+    rng = np.random.default_rng(20261201)
+    cases = [((64, 32), (64, 16)), ((64, 32), (5, 7)), ((10, 10), (3, 3)), ((4, 8, 16), (4, 8, 8)),
+             ((768, 3072), True)]
+    while len(cases) < 25:
+        rank = int(rng.integers(1, 5))
+        shape = tuple(int(rng.integers(1, 24)) for _ in range(rank))
+        cases.append((shape, tuple(int(rng.integers(1, d + 1)) for d in shape)))
+    dtypes = ["<f4", "<f2", "<i8", "u1", "<f8"]
+    for i, (shape, chunks) in enumerate(cases):
+        dtype = np.dtype(dtypes[i % len(dtypes)])
+        a = (rng.standard_normal(shape) * 100).astype(dtype)
+        name = {"<f4": "float32", "<f2": "float16", "<i8": "int64", "|u1": "uint8", "<f8": "float64"}[dtype.str]
+        for with_checksum in (True, False):
+            path = os.path.join(work, f"chunks{i}_{int(with_checksum)}.ckpt.h5")
+            with h5py.File(path, "w") as f:
+                f.attrs["ckpt_format"] = np.bytes_("ckpt-h5")
+                f.attrs["ckpt_version"] = np.array([1, 0], dtype="<u4")
+                f.create_group("buffers")
+                d = f.create_group("parameters").create_dataset(
+                    "t", data=a, chunks=chunks, shuffle=dtype.itemsize > 1, compression=32015,
+                    compression_opts=(1,))
+                entry = {"name": "t", "section": "parameters", "dtype": name, "shape": list(shape)}
+                if with_checksum:
+                    import xxhash  # noqa: E402
+                    entry["checksum"] = "xxh3-64:" + xxhash.xxh3_64_hexdigest(a.tobytes())
+                label = f"chunks {d.chunks} of {name} {list(shape)}, checksum {with_checksum}"
+                f["index"] = np.frombuffer(json.dumps({"tensors": [entry]}).encode(), dtype=np.uint8)
+            for threads in (1, 2, 4):
+                out = os.path.join(work, f"chunks{i}.npz")
+                r = subprocess.run([convert, path, out, "--force", "--quiet", "--threads", str(threads)],
+                                   capture_output=True, text=True)
+                check(r.returncode == 0, f"{label}, {threads} threads: {r.stderr.strip()}")
+                if r.returncode == 0:
+                    got = np.load(out)["t"]
+                    check(got.dtype == a.dtype and got.tobytes() == a.tobytes(),
+                          f"{label}, {threads} threads: {np.mean(got != a):.0%} of the values differ")
+
+
 def main():
     tests, inspect, work = sys.argv[1:4]
+    convert = os.path.join(os.path.dirname(inspect), "checkpoint-convert")
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     env = dict(os.environ, CKPT_FIXTURE_OUT=work)
@@ -112,6 +155,8 @@ def main():
                              capture_output=True, text=True, errors="replace")
         check(out.returncode in (1, 3) and out.stderr.count("\n") == 1 and "error:" in out.stderr,
               f"bad file {name}: rc {out.returncode}, stderr {out.stderr!r}")
+
+    check_any_chunking(convert, work)
 
     print(f"{len(failures)} failed" if failures else "all peer checks passed")
     return 1 if failures else 0
