@@ -51,6 +51,14 @@ StateDict kitchen_sink(bool with_complex128) {
   return s;
 }
 
+StateDict without_non_persistent(const StateDict& s) {
+  StateDict out;
+  for (const auto& e : s.entries())
+    if (e.role != Role::buffer || e.persistent) out.add(static_cast<const EntryInfo&>(e), e.tensor);
+  out.metadata() = s.metadata();
+  return out;
+}
+
 void require_same(const StateDict& a, const StateDict& b) {
   REQUIRE(a.size() == b.size());
   for (std::size_t i = 0; i < a.size(); ++i) {

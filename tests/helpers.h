@@ -15,6 +15,8 @@ Tensor pattern_tensor(DType dtype, Shape shape, unsigned seed);
 // ("", ".", "a" and "a.b", "a/b", "%", unicode, 10,000-byte keys), buffers in two collections,
 // a non-persistent buffer, an "optimizer" section and nested metadata.
 StateDict kitchen_sink(bool with_complex128 = true);
+// `s` without its non-persistent buffers: what a safetensors file of it holds.
+StateDict without_non_persistent(const StateDict& s);
 
 // Same entries (names, roles, sections, collections, persistence), same bytes, same metadata.
 void require_same(const StateDict& a, const StateDict& b);

@@ -87,8 +87,13 @@ int convert_files(const Options& o) {
     throw Error(ErrorCode::invalid_argument, "", "--keep-unmapped, --embedding and --conv-transpose need --layout");
   }
   if (!o.quiet) options.write.progress = cli::terminal_progress("converting");
+  // Notes say what a format left out or what was decided for the user: printed once the output
+  // is written, even with --quiet.
+  std::vector<std::string> notes;
+  options.write.notice = [&notes](const std::string& note) { notes.push_back(note); };
   const std::size_t count = convert(o.input, o.output, options);
   cli::finish_progress();
+  for (const auto& note : notes) fmt::print(stderr, "checkpoint-convert: note: {}\n", cli::one_line(note));
   if (!o.quiet) {
     if (!report.dropped.empty())
       fmt::print(stderr, "checkpoint-convert: dropped {} (values kept in metadata '{}'): {}\n",
@@ -168,7 +173,7 @@ int main(int argc, char** argv) {
                  "as huggingface writes them");
   app.add_flag("--no-checksums", o.no_checksums, "Do not store per-tensor checksums");
   app.add_flag("-f,--force", o.force, "Replace OUT if it exists");
-  app.add_flag("-q,--quiet", o.quiet, "No progress and no summary on stderr");
+  app.add_flag("-q,--quiet", o.quiet, "No progress and no summary on stderr (notes on what a format leaves out still print)");
   app.set_version_flag("--version", CKPT_VERSION);
   try {
     app.parse(argc, argv);

@@ -64,6 +64,10 @@ struct WriteOptions {
   // shard of its own) with a model.safetensors.index.json, as huggingface does; 0 = one file.
   std::uint64_t max_shard_bytes = 0;
   ProgressFn progress;
+  // Called with a one-line note when a writer leaves something out by its format's rules (the
+  // non-persistent buffers a safetensors file does not hold: format-spec/conventions.md §1);
+  // may be empty. checkpoint-convert prints these on stderr.
+  std::function<void(const std::string& note)> notice;
 };
 
 }  // namespace ckpt

@@ -312,6 +312,59 @@ class PytorchReader final : public Reader {
     }
     if (roles.contains("metadata") && roles["metadata"].is_object()) metadata_ = roles["metadata"];
     role_source_ = RoleSource::metadata;
+    if (roles.contains("non_persistent")) add_non_persistent(roles["non_persistent"], entry.name);
+  }
+
+  // Non-persistent buffers that ckpt kept out of the state_dict: {"name": {"record": "7",
+  // "position": 7, "dtype": "float32", "shape": [4], "collection": "buffers"}, ...}, each the
+  // contiguous data of record data/<record>, put back at its position in the tensor order.
+  void add_non_persistent(const Metadata& listed, const std::string& where) {
+    auto bad_entry = [&](const std::string& key, const std::string& what) {
+      fail(ErrorCode::format, name_, "{}, non-persistent buffer {}: {}", quote(where), quote(key), what);
+    };
+    if (!listed.is_object()) fail(ErrorCode::format, name_, "{}: \"non_persistent\" is not an object", quote(where));
+    std::vector<std::pair<std::uint64_t, std::string>> order;
+    for (const auto& [key, value] : listed.items()) {
+      if (!value.is_object() || !value.contains("record") || !value["record"].is_string() ||
+          !value.contains("dtype") || !value["dtype"].is_string() || !value.contains("shape") ||
+          !value["shape"].is_array() || value["shape"].size() > options_.max_rank)
+        bad_entry(key, "needs a string \"record\", a string \"dtype\" and a \"shape\" array");
+      order.emplace_back(detail::json_uint(value, "position", UINT64_MAX), key);
+    }
+    std::stable_sort(order.begin(), order.end());
+    for (const auto& [position, key] : order) {
+      const Metadata& value = listed[key];
+      TensorInfo info;
+      info.name = key;
+      info.role = Role::buffer;
+      info.persistent = false;
+      info.collection = detail::json_string(value, "collection", std::string(kDefaultBufferCollection));
+      const auto dtype = dtype_from_name(value["dtype"].get<std::string>());
+      if (!dtype) bad_entry(key, fmt::format("unknown dtype {}", quote(value["dtype"].get<std::string>())));
+      info.dtype = *dtype;
+      for (const auto& d : value["shape"]) {
+        if (!d.is_number_unsigned() || d.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX))
+          bad_entry(key, "the shape holds a value that is not a size");
+        info.shape.push_back(d.get<std::int64_t>());
+      }
+      std::uint64_t nbytes = 0;
+      try {
+        nbytes = info.nbytes();
+      } catch (const Error&) {
+        bad_entry(key, fmt::format("shape {} overflows", shape_to_string(info.shape)));
+      }
+      for (const auto& other : infos_)
+        if (other.role != Role::extra && other.name == key) bad_entry(key, "the state_dict holds it too");
+      View view;
+      view.storage = find_or_add_storage(value["record"].get<std::string>(), info.dtype, nbytes, key);
+      view.offset = 0;
+      view.stride.assign(info.shape.size(), 1);
+      for (std::size_t k = info.shape.size(); k-- > 1;)
+        view.stride[k - 1] = view.stride[k] * std::max<std::uint64_t>(static_cast<std::uint64_t>(info.shape[k]), 1);
+      const std::size_t at = static_cast<std::size_t>(std::min<std::uint64_t>(position, infos_.size()));
+      infos_.insert(infos_.begin() + static_cast<std::ptrdiff_t>(at), std::move(info));
+      views_.insert(views_.begin() + static_cast<std::ptrdiff_t>(at), std::move(view));
+    }
   }
 
   void refuse_unsafe(const pk::Graph& graph) {

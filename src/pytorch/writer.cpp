@@ -213,12 +213,23 @@ void write_pytorch(Source& source, const std::filesystem::path& path, const Writ
   }
   model->ordered = true;
   nlohmann::ordered_json buffers = nlohmann::ordered_json::object();
+  // Non-persistent buffers are not part of a module's state_dict(), so load_state_dict(strict=True)
+  // would refuse them as unexpected keys: their records are written, but only ckpt_roles.json
+  // names them (format-spec/conventions.md §4).
+  nlohmann::ordered_json non_persistent = nlohmann::ordered_json::object();
   for (std::size_t i = 0; i < infos.size(); ++i) {
     const auto& info = infos[i];
     detail::TreeNode leaf;
     leaf.tensor = i;
     if (info.role != Role::extra) {
-      if (model->child(info.name)) fail(ErrorCode::invalid_argument, name, "tensor {} is named twice in the model", quote(info.name));
+      if (model->child(info.name) || non_persistent.contains(info.name))
+        fail(ErrorCode::invalid_argument, name, "tensor {} is named twice in the model", quote(info.name));
+      if (info.role == Role::buffer && !info.persistent) {
+        non_persistent[info.name] = {{"record", std::to_string(i)}, {"position", i},
+                                     {"dtype", dtype_name(info.dtype)}, {"shape", info.shape},
+                                     {"collection", info.collection}};
+        continue;
+      }
       model->dict.emplace_back(info.name, std::move(leaf));
       if (info.role == Role::buffer)
         buffers[info.name] = {{"collection", info.collection}, {"persistent", info.persistent}};
@@ -255,7 +266,8 @@ void write_pytorch(Source& source, const std::filesystem::path& path, const Writ
   PickleOut p;
   pickle_value(p, root, infos, tuples);
   p.op('.');
-  const nlohmann::ordered_json roles = {{"version", 1}, {"buffers", buffers}, {"metadata", metadata}};
+  nlohmann::ordered_json roles = {{"version", 1}, {"buffers", buffers}, {"metadata", metadata}};
+  if (!non_persistent.empty()) roles["non_persistent"] = std::move(non_persistent);
   std::string roles_text;
   try {
     roles_text = roles.dump();

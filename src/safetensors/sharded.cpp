@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "ckpt/safetensors.h"
+#include "core/subset.h"
+#include "safetensors/dtypes.h"
 #include "util/atomic_file.h"
 #include "util/bytes.h"
 
@@ -98,23 +100,6 @@ class ShardedReader final : public Reader {
   std::vector<std::pair<std::size_t, std::size_t>> where_;  // parallel to infos_
 };
 
-// The tensors `indices` of `inner`, as a Source of their own.
-class Subset final : public Source {
- public:
-  Subset(Source& inner, std::vector<std::size_t> indices) : inner_(inner), indices_(std::move(indices)) {
-    for (auto i : indices_) infos_.push_back(inner.tensors()[i]);
-  }
-  const std::vector<TensorInfo>& tensors() const override { return infos_; }
-  const Metadata& metadata() const override { return inner_.metadata(); }
-  Tensor read(std::size_t index) override { return inner_.read(indices_.at(index)); }
-  std::optional<FileSpan> file_span(std::size_t index) const override { return inner_.file_span(indices_.at(index)); }
-
- private:
-  Source& inner_;
-  std::vector<std::size_t> indices_;
-  std::vector<TensorInfo> infos_;
-};
-
 }  // namespace
 
 std::uint64_t parse_size(const std::string& text) {
@@ -150,7 +135,7 @@ void write_safetensors_sharded(Source& source, const std::filesystem::path& path
   const std::uint64_t max = options.max_shard_bytes ? options.max_shard_bytes : 5000000000ull;  // huggingface's 5GB
   std::vector<std::vector<std::size_t>> shards;
   std::uint64_t in_shard = 0, total = 0;
-  for (std::size_t i = 0; i < source.tensors().size(); ++i) {
+  for (const std::size_t i : detail::safetensors::kept_tensors(source, options, path.string())) {
     const std::uint64_t bytes = source.tensors()[i].nbytes();
     if (shards.empty() || (in_shard > 0 && in_shard + bytes > max)) {
       shards.emplace_back();
@@ -162,6 +147,7 @@ void write_safetensors_sharded(Source& source, const std::filesystem::path& path
   }
   WriteOptions shard_options = options;
   shard_options.max_shard_bytes = 0;
+  shard_options.notice = nullptr;  // what is left out was said above
   if (shards.size() <= 1) {
     write_safetensors(source, dir / (file + ".safetensors"), shard_options);
     return;
@@ -175,7 +161,7 @@ void write_safetensors_sharded(Source& source, const std::filesystem::path& path
   try {
     for (std::size_t s = 0; s < shards.size(); ++s) {
       const std::string shard_name = fmt::format("{}-{:05d}-of-{:05d}.safetensors", file, s + 1, shards.size());
-      Subset subset(source, shards[s]);
+      detail::Subset subset(source, shards[s]);
       WriteOptions o = shard_options;
       if (options.progress) o.progress = [&, done_before](std::uint64_t done, std::uint64_t) { options.progress(done_before + done, total); };
       write_safetensors(subset, dir / shard_name, o);

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ckpt/safetensors.h"
+#include "core/subset.h"
 #include "safetensors/dtypes.h"
 #include "util/atomic_file.h"
 #include "util/bytes.h"
@@ -24,8 +25,27 @@ std::string file_name(const TensorInfo& info) {
 
 }  // namespace
 
-void write_safetensors(Source& source, const std::filesystem::path& path, const WriteOptions& options) {
+namespace detail::safetensors {
+
+std::vector<std::size_t> kept_tensors(const Source& source, const WriteOptions& options, const std::string& file) {
+  std::vector<std::size_t> kept;
+  std::vector<std::string> left_out;
+  for (std::size_t i = 0; i < source.tensors().size(); ++i) {
+    const TensorInfo& info = source.tensors()[i];
+    if (info.role == Role::buffer && !info.persistent) left_out.push_back(quote(info.name));
+    else kept.push_back(i);
+  }
+  if (!left_out.empty() && options.notice)
+    options.notice(fmt::format("{}: {} non-persistent buffer{} left out, as a state_dict leaves them out: {}", file,
+                               left_out.size(), left_out.size() == 1 ? "" : "s", fmt::join(left_out, ", ")));
+  return kept;
+}
+
+}  // namespace detail::safetensors
+
+void write_safetensors(Source& all, const std::filesystem::path& path, const WriteOptions& options) {
   const std::string name = path.string();
+  detail::Subset source(all, st::kept_tensors(all, options, name));
   const auto& infos = source.tensors();
   // Everything that could make the file unfaithful is refused before any byte is written.
   std::set<std::string> used;

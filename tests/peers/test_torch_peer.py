@@ -96,6 +96,20 @@ def compare(label, state, path, convert, work, buffers=()):
         check(name in roles, f"{label}: buffer {name} not inferred as a buffer")
 
 
+def module_order(module):
+    """Every tensor of a module in state_dict order, non-persistent buffers included."""
+    names = []
+
+    def walk(m, prefix):
+        names.extend(prefix + n for n, p in m._parameters.items() if p is not None)
+        names.extend(prefix + n for n, b in m._buffers.items() if b is not None)
+        for n, c in m._modules.items():
+            if c is not None:
+                walk(c, prefix + n + ".")
+    walk(module, "")
+    return names
+
+
 def check_bytes(label, path, state, convert, work):
     """path -> safetensors by ckpt: every tensor of `state` there with torch's bytes."""
     out = os.path.join(work, label + ".safetensors")
@@ -218,6 +232,39 @@ def main():
         if label == "module_custom":
             check(buffers.get("scratch") is False and buffers.get("h0") is True, f"{label}: persistence {buffers}")
         check_bytes(label, path, model.state_dict(), convert, work)
+
+    # Non-persistent buffers are not part of a state_dict: a whole module converted to .pt loads
+    # with load_state_dict(strict=True) (they ride in ckpt_roles.json, and come back from there
+    # when ckpt reads its own file), and safetensors leaves them out, saying so on stderr.
+    module = WithBuffers()
+    path = os.path.join(work, "nonpersistent_module.pt")
+    torch.save(module, path)
+    for ext in ("pt", "safetensors"):
+        out = os.path.join(work, "nonpersistent." + ext)
+        r = subprocess.run([convert, "-q", "--force", path, out], capture_output=True, text=True)
+        check(r.returncode == 0, f"non-persistent -> {ext}: {r.stderr}")
+        if r.returncode != 0:
+            continue
+        if ext == "pt":
+            fresh = WithBuffers()
+            try:
+                fresh.load_state_dict(torch.load(out, weights_only=True), strict=True)
+                same = all(torch.equal(a, b) for a, b in zip(module.state_dict().values(), fresh.state_dict().values()))
+                check(same, "non-persistent -> pt: values differ after load_state_dict")
+            except RuntimeError as e:
+                check(False, f"non-persistent -> pt: load_state_dict(strict=True): {e}")
+            r = subprocess.run([inspect, "--json", out], capture_output=True, text=True)
+            tensors = json.loads(r.stdout)["tensors"] if r.returncode == 0 else []
+            check([t["name"] for t in tensors] == [n for n in module_order(module)],
+                  f"non-persistent -> pt -> ckpt: names/order {[t['name'] for t in tensors]}")
+            scratch = [t for t in tensors if t["name"] == "scratch"]
+            check(len(scratch) == 1 and scratch[0]["role"] == "buffer" and scratch[0]["persistent"] is False,
+                  f"non-persistent -> pt -> ckpt: scratch {scratch}")
+        else:
+            header, _, _ = read_safetensors(out)
+            check(list(header.keys()) == list(module.state_dict().keys()), "non-persistent -> safetensors: keys")
+            check("non-persistent buffer left out" in r.stderr and "'scratch'" in r.stderr,
+                  f"non-persistent -> safetensors: no note on stderr: {r.stderr!r}")
 
     # TorchScript archives (torch.jit.save of scripted and traced modules): roles from the
     # generated classes' __parameters__ and __buffers__, in the loaded module's state_dict order.
