@@ -15,6 +15,7 @@ using namespace ckpt;
 
 struct Options {
   std::string input, output, to, compression = "none", buffer_regex, model_key, layout, embedding, conv_transpose,
+      layout_template,
       max_shard_size;
   bool force = false, no_checksums = false, quiet = false, keep_unmapped = false;
   std::uint64_t chunk_bytes = 4u << 20;
@@ -81,10 +82,11 @@ int convert_files(const Options& o) {
     layout.keep_unmapped = o.keep_unmapped;
     layout.embedding = o.embedding;
     layout.conv_transpose = o.conv_transpose;
+    if (!o.layout_template.empty()) layout.template_tensors = open(o.layout_template)->tensors();
     options.layout = layout;
     options.layout_report = &report;
-  } else if (o.keep_unmapped || !o.embedding.empty() || !o.conv_transpose.empty()) {
-    throw Error(ErrorCode::invalid_argument, "", "--keep-unmapped, --embedding and --conv-transpose need --layout");
+  } else if (o.keep_unmapped || !o.embedding.empty() || !o.conv_transpose.empty() || !o.layout_template.empty()) {
+    throw Error(ErrorCode::invalid_argument, "", "--keep-unmapped, --embedding, --conv-transpose and --template need --layout");
   }
   if (!o.quiet) options.write.progress = cli::terminal_progress("converting");
   // Notes say what a format left out or what was decided for the user: printed once the output
@@ -93,6 +95,7 @@ int convert_files(const Options& o) {
   options.write.notice = [&notes](const std::string& note) { notes.push_back(note); };
   const std::size_t count = convert(o.input, o.output, options);
   cli::finish_progress();
+  for (const auto& note : report.notes) fmt::print(stderr, "checkpoint-convert: note: {}\n", cli::one_line(note));
   for (const auto& note : notes) fmt::print(stderr, "checkpoint-convert: note: {}\n", cli::one_line(note));
   if (!o.quiet) {
     if (!report.dropped.empty())
@@ -163,11 +166,16 @@ int main(int argc, char** argv) {
   app.add_flag("--keep-unmapped", o.keep_unmapped,
                "With --layout: carry tensors the mapping cannot place over unchanged instead of failing");
   app.add_option("--embedding", o.embedding,
-                 "With --layout: modules whose full name matches this regex are Embeddings (a state_dict cannot "
-                 "tell them from Linear layers; whole pickled modules and TorchScript files name their classes)");
+                 "With --layout: modules whose whole name matches this regex are Embeddings (a state_dict cannot "
+                 "tell them from Linear layers without bias; whole pickled modules and TorchScript files name their "
+                 "classes; otherwise names such as emb, embed_tokens, wte, word_embeddings decide, with a note)");
   app.add_option("--conv-transpose", o.conv_transpose,
-                 "With --layout: modules whose full name matches this regex are ConvTranspose layers (needed "
+                 "With --layout: modules whose whole name matches this regex are ConvTranspose layers (needed "
                  "only for state_dicts, as --embedding)");
+  app.add_option("--template", o.layout_template,
+                 "With --layout: a checkpoint in the target layout (e.g. the Flax model's own); its names and shapes "
+                 "decide which 2-D weights are Embeddings and which are Linear kernels")
+      ->check(CLI::ExistingFile);
   app.add_option("--max-shard-size", o.max_shard_size,
                  "safetensors output: shards of at most this size (5GB, 500MiB, bytes) with NAME.safetensors.index.json, "
                  "as huggingface writes them");

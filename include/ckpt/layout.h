@@ -8,9 +8,13 @@
 //     running_mean / running_var -> mean / var in collection batch_stats, num_batches_tracked
 //     dropped (its value kept in metadata, restored on the way back);
 //   other rank-1 weight (LayerNorm, GroupNorm): weight -> scale;
-//   rank-2 weight: Linear, weight [out, in] -> kernel [in, out]; Embedding -> embedding when
-//     the file names the module's class (metadata kTorchModulesKey, from pickled modules and
-//     TorchScript) or it is declared (LayoutOptions::embedding);
+//   rank-2 weight: Linear, weight [out, in] -> kernel [in, out]; Embedding -> embedding. A 2-D
+//     weight without a bias could be either: it is an Embedding when declared
+//     (LayoutOptions::embedding), when the file names the module's class (metadata
+//     kTorchModulesKey, from pickled modules and TorchScript), when the template holds
+//     `<module>.embedding` of its shape, or when the module's name says so (emb, embed,
+//     embedding(s), wte, wpe, embed_*, *_embeddings, ...); every decision made from the name or
+//     by default (Linear) is reported in LayoutReport::notes;
 //   rank 3-5 weight: ConvNd, weight [out, in/groups, *k] -> kernel [*k, in/groups, out];
 //     ConvTransposeNd when its class is named, declared or evident from its bias, weight [in, out, *k] -> kernel
 //     [*k, in, out] spatially flipped (flax's ConvTranspose does not flip, torch's does).
@@ -32,13 +36,22 @@ enum class Layout { flax, torch };
 struct LayoutOptions {
   Layout target = Layout::flax;
   bool keep_unmapped = false;     // carry tensors that cannot be placed over unchanged
-  std::string embedding;          // regex of module names (torch) that are Embeddings
-  std::string conv_transpose;     // regex of module names that are ConvTransposeNd
+  // ECMAScript regexes matched against whole module names (torch; "emb" names the module "emb",
+  // not "emb_proj"): modules that are Embeddings, and ConvTranspose layers.
+  std::string embedding;
+  std::string conv_transpose;
+  // The target layout's tensors (names and shapes), e.g. listed from a Flax checkpoint of the same
+  // model: a 2-D weight without a bias is an Embedding if this holds `<module>.embedding` of its
+  // shape, a Linear if it holds `<module>.kernel` of the transposed shape. May be empty.
+  std::vector<TensorInfo> template_tensors;
 };
 
 struct LayoutReport {
   std::vector<std::string> dropped;   // num_batches_tracked (values kept in metadata)
   std::vector<std::string> unmapped;  // could not be placed (kept unchanged if allowed)
+  // One line per kind of decision made without proof (from names, or by default), naming the
+  // tensors: what a careful user should check.
+  std::vector<std::string> notes;
 };
 
 // A Source over `inner` in the target layout. Throws invalid_argument (naming `file`) listing

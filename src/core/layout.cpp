@@ -80,13 +80,36 @@ std::pair<std::string, std::string> split_last(const std::string& name) {
 }
 std::string join(const std::string& module, const std::string& leaf) { return module.empty() ? leaf : module + "." + leaf; }
 
+// Whole-name match, as --buffers: "emb" names the module "emb", not "emb_proj".
 bool matches(const std::string& pattern, const std::string& module) {
   if (pattern.empty()) return false;
   try {
-    return std::regex_search(module, std::regex(pattern));
+    return std::regex_match(module, std::regex(pattern));
   } catch (const std::regex_error& e) {
     throw Error(ErrorCode::invalid_argument, "", fmt::format("layout regex {}: {}", quote(pattern), e.what()));
   }
+}
+
+// Evidence from a module's own name (its last dot-separated component) that it is an Embedding:
+// the names embedding layers get in torchvision, huggingface transformers and Meta's models
+// (emb, embed, embedding(s), wte, wpe, embed_tokens, tok_embeddings, word_embeddings, ...).
+bool named_like_embedding(const std::string& module) {
+  const auto dot = module.rfind('.');
+  const std::string_view last = dot == std::string::npos ? std::string_view(module) : std::string_view(module).substr(dot + 1);
+  for (std::string_view exact : {"emb", "embed", "embedding", "embeddings", "wte", "wpe"})
+    if (last == exact) return true;
+  if (last.starts_with("embed_") || last.starts_with("embedding_")) return true;  // embed_tokens, embed_positions
+  for (std::string_view end : {"_emb", "_embed", "_embedding", "_embeddings"})  // tok_embeddings, word_embeddings
+    if (last.ends_with(end)) return true;
+  return false;
+}
+
+// Up to `max` quoted names, then "and N more".
+std::string name_list(const std::vector<std::string>& names, std::size_t max = 8) {
+  std::string list;
+  for (std::size_t k = 0; k < names.size() && k < max; ++k) list += (k ? ", " : "") + quote(names[k]);
+  if (names.size() > max) list += fmt::format(" and {} more", names.size() - max);
+  return list;
 }
 
 // The module's class as the .pt reader recorded it (pickled modules and TorchScript), or "".
@@ -219,6 +242,10 @@ std::unique_ptr<Source> to_flax(Source& inner, const LayoutOptions& options, con
                      {"conv_transpose", Metadata::array()}};
   for (std::size_t i = 0; i < src.size(); ++i)
     if (src[i].role != Role::extra) record["order"].push_back(src[i].name);
+  std::map<std::string, Shape> target;  // the template's tensors: name -> shape
+  for (const auto& t : options.template_tensors)
+    if (t.role != Role::extra) target.emplace(t.name, t.shape);
+  std::vector<std::string> by_name, assumed_linear, assumed_conv;  // decisions made without proof
   for (const auto& module : modules) {
     const auto& has = leaves[module];
     auto find = [&](const char* leaf) -> std::optional<std::size_t> {
@@ -251,8 +278,31 @@ std::unique_ptr<Source> to_flax(Source& inner, const LayoutOptions& options, con
     if (rank == 1) {  // LayerNorm, GroupNorm, BatchNorm without running statistics
       b.emit(*weight, name("scale"), Role::parameter, "");
     } else if (rank == 2) {
-      if (matches(options.embedding, module) || class_is(module_class(inner.metadata(), module), {"Embedding"})) {
+      // An Embedding is a 2-D weight without a bias, as is a Linear(bias=False): decided by the
+      // user's declaration, the class the file names, the target template's names and shapes,
+      // then the module's name; what is still ambiguous becomes a Linear and is reported.
+      const std::string cls = module_class(inner.metadata(), module);
+      const Shape transposed_shape = {wshape[1], wshape[0]};
+      bool embedding = false;
+      if (matches(options.embedding, module)) {
         if (bias) continue;  // an Embedding has no bias: not what was declared
+        embedding = true;
+      } else if (!cls.empty()) {
+        embedding = class_is(cls, {"Embedding"});
+        if (embedding && bias) continue;
+      } else if (!bias) {
+        if (const auto t = target.find(name("embedding")); t != target.end() && t->second == wshape) {
+          embedding = true;
+        } else if (const auto k = target.find(name("kernel")); k != target.end() && k->second == transposed_shape) {
+          embedding = false;
+        } else if (named_like_embedding(module)) {
+          embedding = true;
+          by_name.push_back(src[*weight].name);
+        } else {
+          assumed_linear.push_back(src[*weight].name);
+        }
+      }
+      if (embedding) {
         b.emit(*weight, name("embedding"), Role::parameter, "");
         record["embedding"].push_back(module);
       } else {
@@ -266,6 +316,8 @@ std::unique_ptr<Source> to_flax(Source& inner, const LayoutOptions& options, con
       // A ConvTranspose whose bias is longer than its weight's second axis has groups > 1,
       // which Flax's ConvTranspose lacks: not placed.
       if (declared && bias && src[*bias].shape[0] != wshape[1]) continue;
+      if (!declared && !evident && !bias && module_class(inner.metadata(), module).empty())
+        assumed_conv.push_back(src[*weight].name);
       if (declared || evident) {
         std::vector<bool> flip(rank, false);
         for (std::size_t k = 2; k < rank; ++k) flip[k] = true;
@@ -279,6 +331,21 @@ std::unique_ptr<Source> to_flax(Source& inner, const LayoutOptions& options, con
     }
     if (bias) b.emit(*bias, name("bias"), Role::parameter, "");
   }
+  if (!by_name.empty())
+    b.report.notes.push_back(fmt::format(
+        "{} 2-D weight{} without a bias taken for an Embedding by the module's name: {} (a Linear? leave it out of "
+        "--embedding and give --template)",
+        by_name.size(), by_name.size() == 1 ? "" : "s", name_list(by_name)));
+  if (!assumed_linear.empty())
+    b.report.notes.push_back(fmt::format(
+        "{} 2-D weight{} without a bias and no recorded class taken for a Linear (kernel transposed): {} (an "
+        "Embedding? name it with --embedding REGEX or give --template)",
+        assumed_linear.size(), assumed_linear.size() == 1 ? "" : "s", name_list(assumed_linear)));
+  if (!assumed_conv.empty())
+    b.report.notes.push_back(fmt::format(
+        "{} weight{} of rank 3-5 without a bias and no recorded class taken for a Conv: {} (a ConvTranspose? name it "
+        "with --conv-transpose REGEX)",
+        assumed_conv.size(), assumed_conv.size() == 1 ? "" : "s", name_list(assumed_conv)));
   b.pass_extras();
   b.finish_unplaced("flax");
   Metadata metadata = inner.metadata().is_object() ? inner.metadata() : Metadata::object();

@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 
+import msgpack
 import numpy as np
 import torch
 import torchvision
@@ -156,10 +157,67 @@ def main():
             close(f"Embedding from a {label}", d(p["tokens"]["embedding"])[idx.numpy()], m.tokens(idx).detach().double().numpy())
             got = flax_conv_transpose(channels_last(x), d(p["up"]["kernel"]), d(p["up"]["bias"]), 2, 1)
             close(f"ConvTranspose2d (in == out) from a {label}", got, channels_last(m.up(x)))
-    # The same as a state_dict is a Linear and a Conv: shapes alone cannot say otherwise.
-    v = to_flax("named_state_dict", m)
-    if v:
-        check("kernel" in v["params"]["tokens"], "a state_dict's Embedding was not taken for a Linear")
+    # The same as a state_dict is a Linear and a Conv: shapes alone cannot say otherwise, and
+    # neither can the name 'tokens'; both decisions are reported on stderr, naming the tensors.
+    pt = os.path.join(work, "named_state_dict.pt")
+    torch.save(m.state_dict(), pt)
+    r = run(convert, "-q", "--force", "--layout", "flax", pt, os.path.join(work, "named_state_dict.msgpack"))
+    check(r.returncode == 0, f"named_state_dict: {r.stderr}")
+    if r.returncode == 0:
+        v = msgpack_restore(open(os.path.join(work, "named_state_dict.msgpack"), "rb").read())
+        check("kernel" in v["params"]["tokens"], "a state_dict's 'tokens' was not taken for a Linear")
+        check("taken for a Linear (kernel transposed): 'tokens.weight'" in r.stderr, f"no note for tokens: {r.stderr!r}")
+        check("taken for a Conv: 'up.weight'" not in r.stderr, "up has a bias that is not evidence of a Conv either way")
+
+    # Embeddings in a state_dict, decided from evidence (ckpt-h5 issue 10): the module's name
+    # (emb, wte, embed_tokens, word_embeddings ...: taken, with a note), the user's whole-name
+    # regex (--embedding emb must not catch emb_proj), or a template in the target layout.
+    class Lm(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 6)
+            self.wte = torch.nn.Embedding(12, 6)
+            self.emb_proj = torch.nn.Linear(6, 10, bias=False)
+            self.tokens = torch.nn.Embedding(7, 6)
+    m = Lm()
+    pt = os.path.join(work, "lm.pt")
+    torch.save(m.state_dict(), pt)
+    idx = torch.tensor([[1, 5, 3]])
+
+    def lm_to_flax(label, *extra):
+        out = os.path.join(work, f"{label}.msgpack")
+        r = run(convert, "-q", "--force", "--layout", "flax", *extra, pt, out)
+        check(r.returncode == 0, f"{label}: {r.stderr}")
+        return (msgpack_restore(open(out, "rb").read())["params"] if r.returncode == 0 else None), r.stderr
+
+    p, err = lm_to_flax("lm_names")
+    if p:
+        close("Embedding 'emb' by its name", d(p["emb"]["embedding"])[idx.numpy()], m.emb(idx).detach().double().numpy())
+        close("Embedding 'wte' by its name", d(p["wte"]["embedding"])[idx.numpy()], m.wte(idx).detach().double().numpy())
+        x = torch.randn(2, 6)
+        close("Linear 'emb_proj'", x.double().numpy() @ d(p["emb_proj"]["kernel"]), m.emb_proj(x).detach().double().numpy())
+        check("kernel" in p["tokens"], "'tokens' has no evidence: a Linear")
+        check("2 2-D weights without a bias taken for an Embedding by the module's name: 'emb.weight', 'wte.weight'"
+              in err, f"lm_names: note on names {err!r}")
+        check("taken for a Linear (kernel transposed): 'emb_proj.weight', 'tokens.weight'" in err,
+              f"lm_names: note on defaults {err!r}")
+    p, err = lm_to_flax("lm_declared", "--embedding", "emb|tokens")
+    if p:
+        check("embedding" in p["emb"] and "embedding" in p["tokens"] and "kernel" in p["emb_proj"],
+              f"--embedding matches whole names: {sorted((k, sorted(v)) for k, v in p.items())}")
+    # A template in the target layout decides: here one that says tokens is an Embedding and
+    # emb is a Linear (as a Flax model of the same names would).
+    template = os.path.join(work, "lm_template.msgpack")
+    def ext(a):
+        return msgpack.ExtType(1, msgpack.packb([list(a.shape), str(a.dtype), a.tobytes()]))
+    msgpack_bytes = msgpack.packb({"params": {"tokens": {"embedding": ext(np.zeros((7, 6), np.float32))},
+                                              "emb": {"kernel": ext(np.zeros((6, 10), np.float32))}}})
+    open(template, "wb").write(msgpack_bytes)
+    p, err = lm_to_flax("lm_template", "--template", template)
+    if p:
+        check("embedding" in p["tokens"] and "kernel" in p["emb"] and "embedding" in p["wte"],
+              f"--template decides: {sorted((k, sorted(v)) for k, v in p.items())}")
+        check("'tokens.weight'" not in err and "'emb.weight'" not in err, f"template decisions need no note: {err!r}")
 
     # BatchNorm (eval: running statistics) with trained statistics.
     m = torch.nn.BatchNorm2d(4)
