@@ -17,6 +17,10 @@ TEST_CASE("ckpt-h5 <-> safetensors round trips are bit-exact with roles and meta
   CHECK(convert(dir / "a.ckpt.h5", dir / "b.safetensors", options) == original.size());
   options.write.compression = Compression::zstd;
   convert(dir / "b.safetensors", dir / "c.ckpt.h5", options);
+  // zstd is for ckpt-h5 only: refused for safetensors, never ignored.
+  CHECK_THROWS_WITH(convert(dir / "c.ckpt.h5", dir / "d.safetensors", options),
+                    (dir / "d.safetensors").string() + ": safetensors cannot be compressed with zstd (only ckpt-h5)");
+  options.write.compression = Compression::none;
   convert(dir / "c.ckpt.h5", dir / "d.safetensors", options);
   const StateDict in_safetensors = test::without_non_persistent(original);  // as a state_dict
   test::require_same(in_safetensors, load(dir / "b.safetensors"));

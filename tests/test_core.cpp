@@ -40,13 +40,30 @@ TEST_CASE("tensors own or view their bytes", "[core]") {
   CHECK(t.as<float>()[3] == 1.5f);
   CHECK(reinterpret_cast<std::uintptr_t>(t.bytes().data()) % 64 == 0);
   CHECK_THROWS_AS(t.as<double>(), Error);
+  // Typed access checks the dtype, not only the element size.
+  CHECK_THROWS_WITH(t.as<std::int32_t>(), "elements of int32 requested from a float32 tensor");
+  CHECK_THROWS_AS(t.as_mutable<std::uint32_t>(), Error);
+  const Tensor half = Tensor::zeros(DType::float16, {2});
+  CHECK(half.as<float16_bits>()[1].bits == 0);
+  CHECK_THROWS_AS(half.as<bfloat16_bits>(), Error);
+  CHECK_THROWS_AS(half.as<std::uint16_t>(), Error);
+  CHECK(Tensor::zeros(DType::complex64, {1}).as<std::complex<float>>()[0] == std::complex<float>(0, 0));
+  CHECK(Tensor::zeros(DType::bool_, {3}).as<bool>().size() == 3);
 
   auto owner = std::make_shared<std::vector<std::byte>>(t.bytes().begin(), t.bytes().end());
   Tensor v = Tensor::view(DType::float32, {4}, owner->data(), owner);
   owner.reset();  // the view keeps the storage alive
   CHECK(v.is_view());
   CHECK(v.as<float>()[3] == 1.5f);
-  CHECK_THROWS_WITH(v.mutable_bytes(), "tensor is a read-only view into a mapped file; clone() it first");
+  CHECK_FALSE(v.is_writable());
+  CHECK_THROWS_WITH(v.mutable_bytes(),
+                    "tensor is a read-only view (Tensor::view, or read with ReadOptions::writable false); clone() it first");
+  auto memory = std::make_shared<std::vector<std::byte>>(16);
+  Tensor w = Tensor::writable_view(DType::float32, {4}, memory->data(), memory);
+  CHECK(w.is_view());
+  CHECK(w.is_writable());
+  w.as_mutable<float>()[2] = 2.5f;
+  CHECK(reinterpret_cast<const float*>(memory->data())[2] == 2.5f);
   Tensor c = v.clone();
   CHECK_FALSE(c.is_view());
   CHECK(c.bytes().size() == 16);

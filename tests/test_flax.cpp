@@ -3,7 +3,7 @@
 // peers/test_flax_peer.py.
 #include <catch2/catch.hpp>
 
-#include "flax/writer.h"
+#include "flax/format.h"
 #include "helpers.h"
 
 using namespace ckpt;

@@ -1,6 +1,7 @@
 // Element types a checkpoint tensor can have. Names are spelled as numpy and torch spell them.
 #pragma once
 
+#include <complex>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -46,4 +47,43 @@ bool dtype_is_floating(DType dtype) noexcept;
 
 bool dtype_is_complex(DType dtype) noexcept;
 
+// Element types with no C++ arithmetic type of their own: their raw bits, for typed access
+// (Tensor::as<float16_bits>() on a float16 tensor).
+struct float16_bits { std::uint16_t bits; };
+struct bfloat16_bits { std::uint16_t bits; };
+struct float8_e4m3fn_bits { std::uint8_t bits; };
+struct float8_e5m2_bits { std::uint8_t bits; };
+
+// The dtype whose elements a C++ type T holds: float -> float32, double -> float64,
+// std::int8_t .. std::uint64_t -> the integer dtypes, bool -> bool, std::complex<float> ->
+// complex64, std::complex<double> -> complex128, and the *_bits types above. Undefined for others.
+template <typename T>
+struct dtype_of;
+
+}  // namespace ckpt
+
+namespace ckpt {
+#define CKPT_DTYPE_OF(type, value) \
+  template <>                      \
+  struct dtype_of<type> {          \
+    static constexpr DType dtype = DType::value; \
+  }
+CKPT_DTYPE_OF(double, float64);
+CKPT_DTYPE_OF(float, float32);
+CKPT_DTYPE_OF(float16_bits, float16);
+CKPT_DTYPE_OF(bfloat16_bits, bfloat16);
+CKPT_DTYPE_OF(float8_e4m3fn_bits, float8_e4m3fn);
+CKPT_DTYPE_OF(float8_e5m2_bits, float8_e5m2);
+CKPT_DTYPE_OF(std::int64_t, int64);
+CKPT_DTYPE_OF(std::int32_t, int32);
+CKPT_DTYPE_OF(std::int16_t, int16);
+CKPT_DTYPE_OF(std::int8_t, int8);
+CKPT_DTYPE_OF(std::uint64_t, uint64);
+CKPT_DTYPE_OF(std::uint32_t, uint32);
+CKPT_DTYPE_OF(std::uint16_t, uint16);
+CKPT_DTYPE_OF(std::uint8_t, uint8);
+CKPT_DTYPE_OF(bool, bool_);
+CKPT_DTYPE_OF(std::complex<float>, complex64);
+CKPT_DTYPE_OF(std::complex<double>, complex128);
+#undef CKPT_DTYPE_OF
 }  // namespace ckpt

@@ -19,6 +19,13 @@
 
 namespace ckpt {
 
+namespace detail {
+class ByteSource;
+class FormatReader;
+struct Location;
+struct DeliveryScratch;
+}  // namespace detail
+
 // Tensors to be written, pulled one at a time. A Reader is a Source, and so is a StateDict
 // (through StateDictSource).
 class Source {
@@ -56,27 +63,60 @@ class StateDictSource : public Source {
   std::vector<TensorInfo> infos_;
 };
 
+// A checkpoint opened for reading: its listing (names, roles, dtypes, shapes, metadata), read
+// when it is opened, and its tensors, read when asked for. Every format is read through the same
+// code: a format says where each tensor's bytes are, and one routine delivers them (zero-copy
+// view, pread, strided gather, byte swap, decompression, checksum), so every format offers the
+// same reads, slices and file spans.
+//
 // A Reader is not thread-safe: use one per thread (Tensors it returned may be shared freely).
-class Reader : public Source {
+class Reader final : public Source {
  public:
-  const std::vector<TensorInfo>& tensors() const override { return infos_; }
-  const Metadata& metadata() const override { return metadata_; }
+  // Readers come from open(), open_memory() and each format's open_* function.
+  explicit Reader(std::unique_ptr<detail::FormatReader> format);
+  ~Reader() override;
+  Reader(const Reader&) = delete;
+  Reader& operator=(const Reader&) = delete;
 
+  const std::vector<TensorInfo>& tensors() const override;
+  const Metadata& metadata() const override;
+
+  // The file's path, or the name given to open_memory().
   const std::filesystem::path& path() const noexcept { return path_; }
   // "ckpt-h5", "safetensors", ...
-  const std::string& format() const noexcept { return format_; }
+  const std::string& format() const noexcept;
   // The version found in the file ("1.0"), empty for formats without one.
-  const std::string& format_version() const noexcept { return format_version_; }
-  RoleSource role_source() const noexcept { return role_source_; }
+  const std::string& format_version() const noexcept;
+  RoleSource role_source() const noexcept;
   // Nested files (.pt checkpoints): the key of the dict taken as the model; empty = top level.
-  const std::string& model_key() const noexcept { return model_key_; }
+  const std::string& model_key() const noexcept;
   // The checksum stored for tensors()[index] (XXH3-64 of its logical bytes), if any.
   std::optional<std::uint64_t> checksum(std::size_t index) const;
 
   // Index of a tensor by section and name; throws invalid_argument if absent.
   std::size_t find(std::string_view name, std::string_view section = {}) const;
+
+  // A whole tensor: a zero-copy view where its bytes lie as they are and ReadOptions::zero_copy
+  // allows (writable, copy-on-write, unless ReadOptions::writable is false), else a copy; its
+  // stored checksum verified when ReadOptions::verify_checksums.
+  Tensor read(std::size_t index) override;
   Tensor read(std::string_view name, std::string_view section = {});
-  using Source::read;
+
+  // Part of a tensor: `sizes[k]` elements from `offsets[k]` in each dimension, as a row-major
+  // tensor of shape `sizes`. Only the bytes the slice needs are read where the format allows it
+  // (all formats whose tensors lie in the file as they are; for ckpt-h5 zstd only the chunks the
+  // slice meets; zip-deflated entries and Boost text decode up to the slice's last byte); a slice
+  // that is one aligned run of the stored bytes is a zero-copy view. A slice is not verified
+  // against the stored checksum (that covers the whole tensor: use verify() or read()).
+  // Throws invalid_argument for a slice outside the tensor.
+  Tensor read_slice(std::size_t index, const std::vector<std::uint64_t>& offsets,
+                    const std::vector<std::uint64_t>& sizes);
+  Tensor read_slice(std::string_view name, const std::vector<std::uint64_t>& offsets,
+                    const std::vector<std::uint64_t>& sizes, std::string_view section = {});
+
+  // Where a tensor's logical bytes lie verbatim in the file (uncompressed, contiguous,
+  // little-endian), for writers that copy file to file. nullopt otherwise and for memory.
+  std::optional<FileSpan> file_span(std::size_t index) const override;
 
   // Every tensor, with roles and metadata.
   StateDict read_all(const ProgressFn& progress = {});
@@ -84,36 +124,24 @@ class Reader : public Source {
   // Says that every tensor is about to be read (as convert() does, one at a time): formats may
   // batch work that would otherwise happen per tensor (ckpt-h5 checks all datasets in its
   // isolation helper at once). read_all and verify do this themselves.
-  void expect_full_read() { prepare_full_read(); }
+  void expect_full_read();
 
   // Read every tensor and check its checksum whatever ReadOptions said. Returns the number of
   // tensors that carried a checksum; throws integrity on the first mismatch.
   std::size_t verify(const ProgressFn& progress = {});
 
- protected:
-  Reader(std::filesystem::path path, ReadOptions options);
-  // Called before every tensor is read in a row (read_all, verify); formats may batch work.
-  virtual void prepare_full_read() {}
-  // Builds the name index (rejecting duplicates); formats call it once infos_ is filled.
-  void finish_listing();
-  // Throws invalid_argument unless index < infos_.size().
-  void check_index(std::size_t index) const;
-
-  std::filesystem::path path_;
-  ReadOptions options_;
-  std::string format_;
-  std::string format_version_;
-  RoleSource role_source_ = RoleSource::stored;
-  std::string model_key_;
-  Metadata metadata_ = Metadata::object();
-  std::vector<TensorInfo> infos_;
-  std::vector<std::optional<std::uint64_t>> checksums_;  // empty, or parallel to infos_
-
  private:
-  std::unordered_map<std::string, std::size_t> by_key_;
+  const detail::Location& located(std::size_t index) const;
+  Tensor read_verified(std::size_t index, bool verify);
+
+  std::unique_ptr<detail::FormatReader> format_;
+  std::filesystem::path path_;
+  mutable std::vector<std::shared_ptr<const detail::Location>> located_;  // per tensor, when first needed
+  std::unique_ptr<detail::DeliveryScratch> scratch_;
 };
 
-// A format plugged into the registry.
+// A format plugged into the registry (src/core/registry.cpp; each format's folder defines its
+// handler in format.cpp).
 struct FormatHandler {
   std::string name;                     // "ckpt-h5"
   std::string description;              // one line for --help
@@ -121,8 +149,14 @@ struct FormatHandler {
   // Does a file start like this format? `head` holds up to the first 4096 bytes; `file_size` is
   // the whole file's size.
   bool (*sniff)(std::span<const std::byte> head, std::uint64_t file_size);
-  std::unique_ptr<Reader> (*open)(const std::filesystem::path& path, const ReadOptions& options);
+  // Opens the checkpoint whose bytes `source` holds (a file or memory).
+  std::unique_ptr<detail::FormatReader> (*open)(std::shared_ptr<const detail::ByteSource> source,
+                                                const ReadOptions& options);
   void (*write)(Source& source, const std::filesystem::path& path, const WriteOptions& options);
+  // What the writer honours: compressions besides `none`, and WriteOptions::max_shard_bytes.
+  // save() refuses other options rather than ignore them.
+  std::vector<Compression> compressions;
+  bool shards = false;
 };
 
 // Every registered format, in registration order.
@@ -138,6 +172,19 @@ const FormatHandler* format_for_extension(const std::filesystem::path& path);
 // Open any supported checkpoint (format detected by content).
 std::unique_ptr<Reader> open(const std::filesystem::path& path, const ReadOptions& options = {});
 StateDict load(const std::filesystem::path& path, const ReadOptions& options = {});
+
+// Open a checkpoint held in memory (received over the network, embedded in a program): `bytes`
+// must stay valid while `owner` lives; the Reader and every zero-copy tensor it hands out keep
+// `owner` alive. `name` stands for the file in messages and Reader::path(). Every format reads
+// from memory except sharded safetensors (its index names other files); ckpt-h5 is copied into an
+// anonymous memory file for HDF5.
+std::unique_ptr<Reader> open_memory(std::span<const std::byte> bytes, std::shared_ptr<const void> owner,
+                                    const ReadOptions& options = {}, std::string name = "<memory>");
+// The same, taking the bytes over.
+std::unique_ptr<Reader> open_memory(std::vector<std::byte> bytes, const ReadOptions& options = {},
+                                    std::string name = "<memory>");
+StateDict load_memory(std::span<const std::byte> bytes, const ReadOptions& options = {},
+                      std::string name = "<memory>");
 
 // Write a state dict; format from options.format or else the path's extension.
 void save(const StateDict& state, const std::filesystem::path& path,

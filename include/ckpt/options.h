@@ -18,8 +18,15 @@ using ProgressFn = std::function<void(std::uint64_t done, std::uint64_t total)>;
 struct ReadOptions {
   // Verify stored per-tensor checksums whenever tensor data is read.
   bool verify_checksums = true;
-  // Return zero-copy views into the mapped file where the layout allows it.
+  // Hand out zero-copy views of the file where a tensor's bytes lie as they are (one aligned,
+  // little-endian, contiguous run); otherwise every tensor is a copy in memory of its own.
   bool zero_copy = true;
+  // Tensors may be written (Tensor::mutable_bytes), as a user editing a loaded state expects.
+  // Zero-copy tensors of 256 KiB or more are then private copy-on-write mappings of their own
+  // bytes (a write copies the pages it touches; the file never changes), smaller ones copies.
+  // false: zero-copy tensors are read-only views sharing one mapping of the file (cheapest;
+  // mutable_bytes() throws; clone() to edit).
+  bool writable = true;
   // Formats without stored roles: tensors whose full name matches this ECMAScript regex are
   // buffers (in addition to the built-in rules; see format-spec/conventions.md).
   std::string buffer_regex;

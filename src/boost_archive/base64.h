@@ -33,6 +33,12 @@ class Base64Decoder {
   std::size_t feed(std::span<const char> text);
   bool bad() const noexcept { return bad_; }
   bool full() const noexcept { return done_ == out_.size(); }
+  std::size_t size() const noexcept { return out_.size(); }
+  // Goes on decoding into `out` (the bits of a partly decoded group carry over).
+  void retarget(std::span<std::byte> out) noexcept {
+    out_ = out;
+    done_ = 0;
+  }
 
  private:
   std::span<std::byte> out_;

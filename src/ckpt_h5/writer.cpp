@@ -11,7 +11,7 @@
 
 #include "ckpt/ckpt_h5.h"
 #include "ckpt/version.h"
-#include "ckpt_h5/chunks.h"
+#include "core/chunks.h"
 #include "ckpt_h5/index.h"
 #include "ckpt_h5/schema.h"
 #include "util/atomic_file.h"
@@ -127,16 +127,16 @@ class ChunkPipeline {
     // A chunk inside the tensor is one contiguous run of its bytes: used where it lies. An edge
     // chunk is copied and padded first.
     std::span<const std::byte> input;
-    if (const auto start = schema::interior_chunk_start(t.dims, t.chunk, origin)) {
+    if (const auto start = detail::interior_chunk_start(t.dims, t.chunk, origin)) {
       input = t.data.bytes().subspan(*start * t.itemsize, t.chunk_bytes);
     } else {
       scratch.padded.resize(t.chunk_bytes);
-      schema::copy_tensor_to_chunk(t.data.bytes(), scratch.padded, t.dims, t.chunk, origin, t.itemsize);
+      detail::copy_tensor_to_chunk(t.data.bytes(), scratch.padded, t.dims, t.chunk, origin, t.itemsize);
       input = scratch.padded;
     }
     if (t.itemsize > 1) {
       scratch.shuffled.resize(t.chunk_bytes);
-      schema::shuffle(input, scratch.shuffled, t.itemsize);
+      detail::shuffle(input, scratch.shuffled, t.itemsize);
       input = scratch.shuffled;
     }
     const std::size_t bound = ZSTD_compressBound(input.size());
@@ -250,7 +250,7 @@ class Writer {
       h5::DatasetLayout layout;
       if (compress) {
         layout.chunked = true;
-        layout.chunk = schema::choose_chunk(dims, itemsize, options_.chunk_bytes);
+        layout.chunk = detail::choose_chunk(dims, itemsize, options_.chunk_bytes);
         if (itemsize > 1) layout.filters.push_back({h5::kShuffleFilter, {}});
         layout.filters.push_back({h5::kZstdFilter, {static_cast<unsigned>(options_.zstd_level)}});
       }
@@ -278,7 +278,7 @@ class Writer {
     queued->dataset = std::move(dataset);
     queued->dims = dims;
     queued->chunk = chunk;
-    queued->origins = schema::chunk_origins(dims, chunk);
+    queued->origins = detail::chunk_origins(dims, chunk);
     queued->itemsize = dtype_size(info.dtype);
     queued->chunk_bytes = queued->itemsize;
     for (auto c : chunk) queued->chunk_bytes *= c;

@@ -1,84 +1,22 @@
 #include "ckpt/io.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 
-#include "boost_archive/boost_file.h"
-#include "ckpt/boost_archive.h"
-#include "ckpt/ckpt_h5.h"
-#include "ckpt/flax.h"
-#include "ckpt/numpy.h"
-#include "ckpt/pytorch.h"
-#include "ckpt/safetensors.h"
-#include "h5/h5.h"
-#include "flax/sniff.h"
-#include "numpy/sniff.h"
-#include "pytorch/sniff.h"
+#include "core/deliver.h"
+#include "core/format_reader.h"
 #include "core/keys.h"
 #include "util/bytes.h"
+#include "util/checksum.h"
 
 namespace ckpt {
-namespace {
 
 using detail::fail;
 using detail::quote;
-
-bool sniff_ckpt_h5(std::span<const std::byte> head, std::uint64_t) { return detail::h5::has_signature(head); }
-
-bool sniff_safetensors(std::span<const std::byte> head, std::uint64_t) {
-  if (head.size() < 9) return false;
-  // No magic: a u64 length, then a JSON object. A lying length is left for the reader to report.
-  return head[8] == std::byte{'{'} && detail::load_le<std::uint64_t>(head.data()) >= 2;
-}
-
-// An HF shard index: a JSON object naming a "weight_map" near its start.
-bool sniff_safetensors_index(std::span<const std::byte> head, std::uint64_t) {
-  const std::string_view text(reinterpret_cast<const char*>(head.data()), head.size());
-  const auto first = text.find_first_not_of(" \t\r\n");
-  return first != std::string_view::npos && text[first] == '{' && text.find("\"weight_map\"") != std::string_view::npos;
-}
-
-void write_safetensors_any(Source& source, const std::filesystem::path& path, const WriteOptions& options) {
-  if (options.max_shard_bytes) write_safetensors_sharded(source, path, options);
-  else write_safetensors(source, path, options);
-}
-
-template <detail::boost_file::Kind kind>
-bool sniff_boost(std::span<const std::byte> head, std::uint64_t) {
-  return detail::boost_file::sniff_kind(head) == kind;
-}
-
-std::vector<FormatHandler> make_registry() {
-  return {
-      {"ckpt-h5", "ckpt's HDF5 schema: parameters and buffers in separate sections (format-spec/ckpt-h5.md)",
-       {".ckpt.h5", ".h5", ".hdf5", ".ckpt"}, sniff_ckpt_h5, open_ckpt_h5, write_ckpt_h5},
-      {"safetensors", "huggingface safetensors; roles kept in __metadata__ (format-spec/conventions.md)",
-       {".safetensors"}, sniff_safetensors, open_safetensors, write_safetensors_any},
-      {"safetensors-sharded", "huggingface sharded safetensors: NAME.safetensors.index.json and its shards",
-       {".safetensors.index.json"}, sniff_safetensors_index, open_safetensors_index, write_safetensors_sharded},
-      {"pytorch", "torch.save and torch.jit.save files (zip and legacy; writes state_dicts and checkpoints)", {".pt", ".pth", ".bin"},
-       detail::pytorch::sniff, open_pytorch, write_pytorch},
-      {"flax", "Flax msgpack (flax.serialization.to_bytes); collections give roles (format-spec/conventions.md)",
-       {".msgpack", ".flax"}, detail::flax::sniff, open_flax, write_flax},
-      {"numpy", "NumPy .npz (and .npy); roles in zip comments (format-spec/conventions.md)", {".npz", ".npy"},
-       detail::numpy::sniff, open_numpy, write_numpy},
-      {"boost-text", "Boost.Serialization text archive of a ckpt StateDict (format-spec/conventions.md)",
-       {".boost.txt"}, sniff_boost<detail::boost_file::Kind::text>, open_boost, write_boost_text},
-      {"boost-xml", "Boost.Serialization xml archive of a ckpt StateDict", {".boost.xml"},
-       sniff_boost<detail::boost_file::Kind::xml>, open_boost, write_boost_xml},
-      {"boost-binary", "Boost.Serialization binary archive of a ckpt StateDict (not portable across architectures)",
-       {".boost.bin", ".boost"}, sniff_boost<detail::boost_file::Kind::binary>, open_boost, write_boost_binary},
-  };
-}
-
-}  // namespace
-
-std::string format_names() {
-  std::string out;
-  for (const auto& f : formats()) out += (out.empty() ? "" : ", ") + f.name;
-  return out;
-}
 
 // --- Source --------------------------------------------------------------------------------
 
@@ -101,86 +39,176 @@ StateDictSource::StateDictSource(const StateDict& state) : state_(state) {
 
 Tensor StateDictSource::read(std::size_t index) { return state_.entries().at(index).tensor; }
 
-// --- Reader --------------------------------------------------------------------------------
+// --- FormatReader --------------------------------------------------------------------------
 
-Reader::Reader(std::filesystem::path path, ReadOptions options)
-    : path_(std::move(path)), options_(std::move(options)) {}
+namespace detail {
 
-void Reader::finish_listing() {
+FormatReader::FormatReader(std::shared_ptr<const ByteSource> source, ReadOptions options)
+    : source_(std::move(source)), name_(source_->name()), options_(std::move(options)) {}
+
+void FormatReader::finish_listing() {
   by_key_.clear();
   by_key_.reserve(infos_.size());
   for (std::size_t i = 0; i < infos_.size(); ++i) {
     const auto& s = infos_[i];
     const std::string_view section = s.role == Role::extra ? std::string_view(s.section) : std::string_view();
-    if (!by_key_.emplace(detail::entry_key(section, s.name), i).second)
-      fail(ErrorCode::format, path_.string(), "duplicate tensor name {}", quote(s.name));
+    if (!by_key_.emplace(entry_key(section, s.name), i).second)
+      fail(ErrorCode::format, name_, "duplicate tensor name {}", quote(s.name));
   }
   if (infos_.empty()) role_source_ = RoleSource::none;
 }
 
-void Reader::check_index(std::size_t index) const {
+void FormatReader::check_index(std::size_t index) const {
   if (index >= infos_.size())
-    fail(ErrorCode::invalid_argument, path_.string(), "tensor index {} out of range ({} tensors)", index, infos_.size());
+    fail(ErrorCode::invalid_argument, name_, "tensor index {} out of range ({} tensors)", index, infos_.size());
 }
 
-std::optional<std::uint64_t> Reader::checksum(std::size_t index) const {
-  check_index(index);
-  return checksums_.empty() ? std::nullopt : checksums_[index];
-}
-
-std::size_t Reader::find(std::string_view name, std::string_view section) const {
+std::size_t FormatReader::find(std::string_view name, std::string_view section) const {
   if (section == kParametersSection || section == kBuffersSection) section = {};
-  auto it = by_key_.find(detail::entry_key(section, name));
+  auto it = by_key_.find(entry_key(section, name));
   if (it == by_key_.end())
-    fail(ErrorCode::invalid_argument, path_.string(), "no tensor named {}{}", quote(name),
+    fail(ErrorCode::invalid_argument, name_, "no tensor named {}{}", quote(name),
          section.empty() ? std::string() : " in section " + quote(section));
   return it->second;
 }
 
+Location FormatReader::location(std::size_t index) const {
+  Location l;
+  l.source = source_;
+  l.dtype = infos_[index].dtype;
+  l.shape = infos_[index].shape;
+  return l;
+}
+
+std::unique_ptr<Reader> make_reader(std::unique_ptr<FormatReader> format) {
+  return std::make_unique<Reader>(std::move(format));
+}
+
+}  // namespace detail
+
+// --- Reader --------------------------------------------------------------------------------
+
+Reader::Reader(std::unique_ptr<detail::FormatReader> format)
+    : format_(std::move(format)),
+      path_(format_->source_->is_file() ? format_->source_->path() : std::filesystem::path(format_->name_)),
+      located_(format_->infos_.size()),
+      scratch_(std::make_unique<detail::DeliveryScratch>()) {}
+
+Reader::~Reader() = default;
+
+const std::vector<TensorInfo>& Reader::tensors() const { return format_->infos_; }
+const Metadata& Reader::metadata() const { return format_->metadata_; }
+const std::string& Reader::format() const noexcept { return format_->format_; }
+const std::string& Reader::format_version() const noexcept { return format_->format_version_; }
+RoleSource Reader::role_source() const noexcept { return format_->role_source_; }
+const std::string& Reader::model_key() const noexcept { return format_->model_key_; }
+
+std::optional<std::uint64_t> Reader::checksum(std::size_t index) const {
+  format_->check_index(index);
+  return format_->checksums_.empty() ? std::nullopt : format_->checksums_[index];
+}
+
+std::size_t Reader::find(std::string_view name, std::string_view section) const { return format_->find(name, section); }
+
+// Errors on the way name the tensor: "FILE: tensor 'x': what".
+template <typename Fn>
+auto about_tensor(const detail::FormatReader& format, std::size_t index, Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const Error& e) {
+    throw Error(e.code(), e.file().empty() ? format.name_ : e.file(),
+                fmt::format("tensor {}: {}", quote(format.infos_[index].name), e.message()));
+  }
+}
+
+const detail::Location& Reader::located(std::size_t index) const {
+  format_->check_index(index);
+  if (!located_[index])
+    located_[index] = about_tensor(*format_, index, [&] {
+      return std::make_shared<const detail::Location>(format_->locate(index));
+    });
+  return *located_[index];
+}
+
+Tensor Reader::read_verified(std::size_t index, bool verify) {
+  const auto expected = checksum(index);
+  const detail::Location& location = located(index);
+  detail::Delivery how;
+  how.zero_copy = format_->options_.zero_copy;
+  how.writable = format_->options_.writable;
+  how.threads = format_->options_.threads;
+  how.hash = verify && expected.has_value();
+  detail::Delivered got = about_tensor(*format_, index, [&] { return detail::deliver(location, how, *scratch_); });
+  if (how.hash && *got.hash != *expected)
+    fail(ErrorCode::integrity, format_->name_, "tensor {}: checksum mismatch (stored {}, data has {})",
+         quote(format_->infos_[index].name), detail::format_checksum(*expected), detail::format_checksum(*got.hash));
+  return std::move(got.tensor);
+}
+
+Tensor Reader::read(std::size_t index) { return read_verified(index, format_->options_.verify_checksums); }
+
 Tensor Reader::read(std::string_view name, std::string_view section) { return read(find(name, section)); }
+
+Tensor Reader::read_slice(std::size_t index, const std::vector<std::uint64_t>& offsets,
+                          const std::vector<std::uint64_t>& sizes) {
+  const detail::Location& location = located(index);
+  detail::Delivery how;
+  how.zero_copy = format_->options_.zero_copy;
+  how.writable = format_->options_.writable;
+  how.threads = format_->options_.threads;
+  return about_tensor(*format_, index, [&] { return detail::deliver_slice(location, offsets, sizes, how, *scratch_); });
+}
+
+Tensor Reader::read_slice(std::string_view name, const std::vector<std::uint64_t>& offsets,
+                          const std::vector<std::uint64_t>& sizes, std::string_view section) {
+  return read_slice(find(name, section), offsets, sizes);
+}
+
+std::optional<Source::FileSpan> Reader::file_span(std::size_t index) const {
+  const auto span = detail::file_span(located(index));
+  if (!span) return std::nullopt;
+  return FileSpan{span->first, span->second};
+}
+
+void Reader::expect_full_read() { format_->prepare_full_read(); }
 
 StateDict Reader::read_all(const ProgressFn& progress) {
   StateDict state;
+  const auto& infos = tensors();
   std::uint64_t total = 0, done = 0;
-  for (const auto& info : infos_) total += info.nbytes();
-  prepare_full_read();
-  for (std::size_t i = 0; i < infos_.size(); ++i) {
-    state.add(infos_[i], read(i));
-    done += infos_[i].nbytes();
+  for (const auto& info : infos) total += info.nbytes();
+  format_->prepare_full_read();
+  for (std::size_t i = 0; i < infos.size(); ++i) {
+    state.add(infos[i], read(i));
+    done += infos[i].nbytes();
     if (progress) progress(done, total);
   }
-  state.metadata() = metadata_;
-  state.set_role_source(role_source_);
+  state.metadata() = metadata();
+  state.set_role_source(role_source());
   return state;
 }
 
 std::size_t Reader::verify(const ProgressFn& progress) {
   std::size_t checked = 0;
+  const auto& infos = tensors();
   std::uint64_t total = 0, done = 0;
-  for (const auto& info : infos_) total += info.nbytes();
-  const bool saved = options_.verify_checksums;
-  options_.verify_checksums = true;
-  prepare_full_read();
-  try {
-    for (std::size_t i = 0; i < infos_.size(); ++i) {
-      (void)read(i);
-      checked += checksum(i).has_value();
-      done += infos_[i].nbytes();
-      if (progress) progress(done, total);
-    }
-  } catch (...) {
-    options_.verify_checksums = saved;
-    throw;
+  for (const auto& info : infos) total += info.nbytes();
+  format_->prepare_full_read();
+  for (std::size_t i = 0; i < infos.size(); ++i) {
+    (void)read_verified(i, true);
+    checked += checksum(i).has_value();
+    done += infos[i].nbytes();
+    if (progress) progress(done, total);
   }
-  options_.verify_checksums = saved;
   return checked;
 }
 
-// --- registry ------------------------------------------------------------------------------
+// --- finding formats -----------------------------------------------------------------------
 
-const std::vector<FormatHandler>& formats() {
-  static const std::vector<FormatHandler> registry = make_registry();
-  return registry;
+std::string format_names() {
+  std::string out;
+  for (const auto& f : formats()) out += (out.empty() ? "" : ", ") + f.name;
+  return out;
 }
 
 const FormatHandler* find_format(std::string_view name) {
@@ -189,23 +217,26 @@ const FormatHandler* find_format(std::string_view name) {
   return nullptr;
 }
 
-const FormatHandler& detect_format(const std::filesystem::path& path) {
-  const std::string name = path.string();
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) fail(ErrorCode::io, name, "is a directory");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(ErrorCode::io, name, "cannot open: {}", std::strerror(errno));
-  const std::uint64_t size = std::filesystem::file_size(path, ec);
-  if (ec) fail(ErrorCode::io, name, "cannot stat: {}", ec.message());
-  std::vector<std::byte> head(4096);
-  in.read(reinterpret_cast<char*>(head.data()), static_cast<std::streamsize>(head.size()));
-  head.resize(static_cast<std::size_t>(in.gcount()));
+namespace {
+
+const FormatHandler& detect(const detail::ByteSource& source) {
+  std::vector<std::byte> head(static_cast<std::size_t>(std::min<std::uint64_t>(4096, source.size())));
+  (void)source.read(0, head);
   for (const auto& f : formats())
-    if (f.sniff(head, size)) return f;
-  std::string known;
-  for (const auto& f : formats()) known += (known.empty() ? "" : ", ") + f.name;
-  if (size == 0) fail(ErrorCode::format, name, "file is empty, expected a checkpoint ({})", known);
-  fail(ErrorCode::format, name, "unrecognized file format at offset 0, expected one of: {}", known);
+    if (f.sniff(head, source.size())) return f;
+  if (source.size() == 0) fail(ErrorCode::format, source.name(), "file is empty, expected a checkpoint ({})", format_names());
+  fail(ErrorCode::format, source.name(), "unrecognized file format at offset 0, expected one of: {}", format_names());
+}
+
+std::unique_ptr<Reader> open_source(std::shared_ptr<const detail::ByteSource> source, const ReadOptions& options) {
+  const FormatHandler& handler = detect(*source);
+  return detail::make_reader(handler.open(std::move(source), options));
+}
+
+}  // namespace
+
+const FormatHandler& detect_format(const std::filesystem::path& path) {
+  return detect(*detail::ByteSource::open_file(path));
 }
 
 const FormatHandler* format_for_extension(const std::filesystem::path& path) {
@@ -223,12 +254,45 @@ const FormatHandler* format_for_extension(const std::filesystem::path& path) {
 }
 
 std::unique_ptr<Reader> open(const std::filesystem::path& path, const ReadOptions& options) {
-  return detect_format(path).open(path, options);
+  return open_source(detail::ByteSource::open_file(path), options);
 }
 
 StateDict load(const std::filesystem::path& path, const ReadOptions& options) {
   return open(path, options)->read_all();
 }
+
+std::unique_ptr<Reader> open_memory(std::span<const std::byte> bytes, std::shared_ptr<const void> owner,
+                                    const ReadOptions& options, std::string name) {
+  return open_source(detail::ByteSource::from_memory(bytes, std::move(owner), std::move(name)), options);
+}
+
+std::unique_ptr<Reader> open_memory(std::vector<std::byte> bytes, const ReadOptions& options, std::string name) {
+  auto owner = std::make_shared<const std::vector<std::byte>>(std::move(bytes));
+  const std::span<const std::byte> view(*owner);
+  return open_memory(view, std::move(owner), options, std::move(name));
+}
+
+StateDict load_memory(std::span<const std::byte> bytes, const ReadOptions& options, std::string name) {
+  // The bytes are the caller's only for this call: every tensor is a copy.
+  ReadOptions copies = options;
+  copies.zero_copy = false;
+  return open_memory(bytes, nullptr, copies, std::move(name))->read_all();
+}
+
+// --- writing -------------------------------------------------------------------------------
+
+namespace {
+
+const char* compression_name(Compression c) {
+  switch (c) {
+    case Compression::none: return "none";
+    case Compression::zstd: return "zstd";
+    case Compression::deflate: return "deflate";
+  }
+  return "?";
+}
+
+}  // namespace
 
 void save(Source& source, const std::filesystem::path& path, const WriteOptions& options) {
   const FormatHandler* handler = nullptr;
@@ -243,6 +307,20 @@ void save(Source& source, const std::filesystem::path& path, const WriteOptions&
   }
   if (handler->write == nullptr)
     fail(ErrorCode::unsupported, path.string(), "ckpt cannot write {} files yet", handler->name);
+  // Options a format cannot honour are refused, never ignored.
+  if (options.compression != Compression::none &&
+      std::find(handler->compressions.begin(), handler->compressions.end(), options.compression) ==
+          handler->compressions.end()) {
+    std::string which;
+    for (const auto& f : formats())
+      if (std::find(f.compressions.begin(), f.compressions.end(), options.compression) != f.compressions.end())
+        which += (which.empty() ? "" : ", ") + f.name;
+    fail(ErrorCode::invalid_argument, path.string(), "{} cannot be compressed with {} (only {})", handler->name,
+         compression_name(options.compression), which);
+  }
+  if (options.max_shard_bytes != 0 && !handler->shards)
+    fail(ErrorCode::invalid_argument, path.string(), "{} cannot be written in shards (max_shard_bytes; safetensors can)",
+         handler->name);
   handler->write(source, path, options);
 }
 

@@ -183,12 +183,20 @@ Tensor Tensor::view(DType dtype, Shape shape, const std::byte* data,
   // Aliasing constructor: shares ownership of `owner`, points at `data`.
   t.data_ = std::shared_ptr<const std::byte>(std::move(owner), data);
   t.is_view_ = true;
+  t.writable_ = false;
+  return t;
+}
+
+Tensor Tensor::writable_view(DType dtype, Shape shape, std::byte* data, std::shared_ptr<void> owner) {
+  Tensor t = view(dtype, std::move(shape), data, std::move(owner));
+  t.writable_ = true;
   return t;
 }
 
 std::span<std::byte> Tensor::mutable_bytes() {
-  if (is_view_)
-    detail::fail(ErrorCode::invalid_argument, "", "tensor is a read-only view into a mapped file; clone() it first");
+  if (!writable_)
+    detail::fail(ErrorCode::invalid_argument, "",
+                 "tensor is a read-only view (Tensor::view, or read with ReadOptions::writable false); clone() it first");
   return {const_cast<std::byte*>(data_.get()), static_cast<std::size_t>(nbytes())};
 }
 
@@ -201,10 +209,10 @@ bool Tensor::equals(const Tensor& other) const noexcept {
   return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size()) == 0);
 }
 
-void Tensor::check_element_size(std::size_t size) const {
-  if (size != dtype_size(dtype_))
-    detail::fail(ErrorCode::invalid_argument, "", "element type of {} bytes requested from a {} tensor",
-                 size, dtype_name(dtype_));
+void Tensor::check_dtype(DType requested) const {
+  if (requested != dtype_)
+    detail::fail(ErrorCode::invalid_argument, "", "elements of {} requested from a {} tensor", dtype_name(requested),
+                 dtype_name(dtype_));
 }
 
 }  // namespace ckpt

@@ -1,5 +1,6 @@
 // Flax msgpack reader: the document is parsed into an inert tree (flax/msgpack.h) whose array
-// payloads stay in the mapped file; tensors are read from there (views when aligned).
+// payloads stay where they are: each tensor is one range of the file (several, concatenated, for
+// a chunked array).
 #include <algorithm>
 #include <cstring>
 #include <optional>
@@ -7,11 +8,10 @@
 #include <nlohmann/json.hpp>
 
 #include "ckpt/flax.h"
+#include "core/format_reader.h"
+#include "flax/format.h"
 #include "flax/msgpack.h"
-#include "flax/sniff.h"
 #include "util/bytes.h"
-#include "util/file_read.h"
-#include "util/mapped_file.h"
 
 namespace ckpt {
 namespace {
@@ -38,44 +38,20 @@ struct Pieces {
   std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;  // file offset, bytes
 };
 
-class FlaxReader final : public Reader {
+class FlaxReader final : public detail::FormatReader {
  public:
-  FlaxReader(const std::filesystem::path& path, const ReadOptions& options) : Reader(path, options) {
+  FlaxReader(std::shared_ptr<const detail::ByteSource> source, const ReadOptions& options)
+      : FormatReader(std::move(source), options) {
     format_ = "flax";
-    name_ = path.string();
-    fd_ = detail::open_readonly(path);
-    mapping_ = detail::MappedFile::from_fd(fd_.get(), path);
-    const mp::Tree tree(mapping_->bytes(), name_);
+    const mp::Tree tree(source_->bytes(), name_);
     interpret(tree);
     finish_listing();
   }
 
-  Tensor read(std::size_t index) override {
-    check_index(index);
-    const TensorInfo& info = infos_[index];
-    const Pieces& pieces = pieces_[index];
-    if (pieces.ranges.size() == 1) {
-      const auto [offset, bytes] = pieces.ranges.front();
-      const std::byte* at = mapping_->bytes().data() + offset;
-      if (options_.zero_copy && bytes > 0 && reinterpret_cast<std::uintptr_t>(at) % dtype_size(info.dtype) == 0) {
-        mapping_->prefetch(offset, bytes);
-        return Tensor::view(info.dtype, info.shape, at, mapping_);
-      }
-    }
-    Tensor out = Tensor::uninitialized(info.dtype, info.shape);
-    std::uint64_t done = 0;
-    for (const auto& [offset, bytes] : pieces.ranges) {
-      detail::read_at(fd_.get(), offset, out.mutable_bytes().subspan(static_cast<std::size_t>(done), bytes), false, name_);
-      done += bytes;
-    }
-    return out;
-  }
-
-  std::optional<FileSpan> file_span(std::size_t index) const override {
-    check_index(index);
-    const Pieces& pieces = pieces_[index];
-    if (pieces.ranges.size() != 1 || pieces.ranges.front().second == 0) return std::nullopt;
-    return FileSpan{fd_.get(), pieces.ranges.front().first};
+  detail::Location locate(std::size_t index) override {
+    detail::Location l = location(index);
+    for (const auto& [offset, bytes] : pieces_[index].ranges) l.extents.push_back({offset, bytes});
+    return l;
   }
 
  private:
@@ -328,9 +304,6 @@ class FlaxReader final : public Reader {
     }
   }
 
-  std::string name_;
-  detail::UniqueFd fd_;
-  std::shared_ptr<const detail::MappedFile> mapping_;
   std::vector<Pieces> pieces_;  // parallel to infos_
 };
 
@@ -359,10 +332,10 @@ bool sniff(std::span<const std::byte> head, std::uint64_t file_size) {
   return (k >= 0xa0 && k <= 0xbf) || (k >= 0xd9 && k <= 0xdb);
 }
 
-}  // namespace detail::flax
-
-std::unique_ptr<Reader> open_flax(const std::filesystem::path& path, const ReadOptions& options) {
-  return std::make_unique<FlaxReader>(path, options);
+std::unique_ptr<FormatReader> open_reader(std::shared_ptr<const ByteSource> source, const ReadOptions& options) {
+  return std::make_unique<FlaxReader>(std::move(source), options);
 }
+
+}  // namespace detail::flax
 
 }  // namespace ckpt

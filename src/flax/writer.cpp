@@ -4,7 +4,7 @@
 #include <msgpack.hpp>
 
 #include "ckpt/flax.h"
-#include "flax/writer.h"
+#include "flax/format.h"
 #include "util/atomic_file.h"
 #include "util/json_get.h"
 #include "util/bytes.h"

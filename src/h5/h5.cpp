@@ -361,21 +361,35 @@ void write_raw_chunk(Where w, const Handle& dataset, const std::vector<std::uint
                "cannot write chunk");
 }
 
-std::uint64_t raw_chunk_size(Where w, const Handle& dataset, const std::vector<std::uint64_t>& offset) {
+ChunkInfo chunk_info(Where w, const Handle& dataset, const std::vector<std::uint64_t>& offset) {
   const auto lock = lock_library();
   const auto off = to_hsize(offset);
+  unsigned mask = 0;
+  haddr_t address = HADDR_UNDEF;
   hsize_t size = 0;
-  check_status(H5Dget_chunk_storage_size(dataset.get(), off.data(), &size), w, "cannot find chunk");
-  return size;
+  check_status(H5Dget_chunk_info_by_coord(dataset.get(), off.data(), &mask, &address, &size), w, "cannot find chunk");
+  ChunkInfo info;
+  if (address != HADDR_UNDEF) info.address = address;
+  info.size = size;
+  info.filter_mask = mask;
+  return info;
 }
 
-std::uint32_t read_raw_chunk(Where w, const Handle& dataset, const std::vector<std::uint64_t>& offset,
-                             std::span<std::byte> buffer) {
+void read_region(Where w, const Handle& dataset, const Handle& mem_type, const std::vector<std::uint64_t>& offsets,
+                 const std::vector<std::uint64_t>& sizes, void* data) {
   const auto lock = lock_library();
-  const auto off = to_hsize(offset);
-  std::uint32_t mask = 0;
-  check_status(H5Dread_chunk(dataset.get(), H5P_DEFAULT, off.data(), &mask, buffer.data()), w, "cannot read chunk");
-  return mask;
+  if (sizes.empty()) {  // a scalar dataset: the whole of it
+    check_status(H5Dread(dataset.get(), mem_type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data), w, "cannot read dataset");
+    return;
+  }
+  const auto start = to_hsize(offsets), count = to_hsize(sizes);
+  Handle file_space(check(H5Dget_space(dataset.get()), w, "cannot read dataspace"));
+  check_status(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr), w,
+               "cannot select a slice");
+  Handle memory_space(check(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr), w,
+                            "cannot create a dataspace"));
+  check_status(H5Dread(dataset.get(), mem_type.get(), memory_space.get(), file_space.get(), H5P_DEFAULT, data), w,
+               "cannot read dataset");
 }
 
 void write_string_dataset(Where w, const Handle& parent, const std::string& name, const std::string& text) {

@@ -115,10 +115,18 @@ void read_all(Where w, const Handle& dataset, const Handle& mem_type, void* data
 // Raw (still filtered) chunks at element offset `offset`.
 void write_raw_chunk(Where w, const Handle& dataset, const std::vector<std::uint64_t>& offset,
                      std::uint32_t filter_mask, std::span<const std::byte> data);
-std::uint64_t raw_chunk_size(Where w, const Handle& dataset, const std::vector<std::uint64_t>& offset);
-// Reads a raw chunk into `buffer` (sized by raw_chunk_size); returns the filter mask.
-std::uint32_t read_raw_chunk(Where w, const Handle& dataset, const std::vector<std::uint64_t>& offset,
-                             std::span<std::byte> buffer);
+// Where the chunk at element offset `offset` is stored: its address (relative to the base
+// address, after any user block; nullopt when the chunk was never written), its stored size and
+// its filter mask (bit k set: filter k was skipped).
+struct ChunkInfo {
+  std::optional<std::uint64_t> address;
+  std::uint64_t size = 0;
+  std::uint32_t filter_mask = 0;
+};
+ChunkInfo chunk_info(Where w, const Handle& dataset, const std::vector<std::uint64_t>& offset);
+// Reads the hyperslab of `sizes` elements at `offsets` as `mem_type` into `data` (row-major).
+void read_region(Where w, const Handle& dataset, const Handle& mem_type, const std::vector<std::uint64_t>& offsets,
+                 const std::vector<std::uint64_t>& sizes, void* data);
 
 // A scalar fixed-length UTF-8 string dataset (used for the ckpt-h5 index).
 void write_string_dataset(Where w, const Handle& parent, const std::string& name, const std::string& text);

@@ -187,32 +187,4 @@ std::string make_header(DType dtype, const Shape& shape, std::uint64_t offset_in
   return out + header;
 }
 
-Tensor to_row_major(DType dtype, const Shape& shape, std::span<const std::byte> data, bool fortran_order,
-                    bool big_endian) {
-  Tensor out = Tensor::uninitialized(dtype, shape);
-  const std::size_t itemsize = dtype_size(dtype);
-  auto dst = out.mutable_bytes();
-  if (dst.empty()) return out;
-  if (!fortran_order) {
-    std::memcpy(dst.data(), data.data(), dst.size());
-  } else {  // column-major: element (i0, i1, ...) is at i0 + d0 * (i1 + d1 * ...)
-    std::vector<std::int64_t> index(shape.size(), 0);
-    const std::uint64_t numel = shape_numel(shape);
-    for (std::uint64_t n = 0; n < numel; ++n) {
-      std::uint64_t at = 0;
-      for (std::size_t k = shape.size(); k-- > 0;) at = at * static_cast<std::uint64_t>(shape[k]) + index[k];
-      std::memcpy(dst.data() + n * itemsize, data.data() + at * itemsize, itemsize);
-      for (std::size_t k = shape.size(); k-- > 0;) {
-        if (++index[k] < shape[k]) break;
-        index[k] = 0;
-      }
-    }
-  }
-  if (big_endian) {
-    const std::size_t unit = dtype_is_complex(dtype) ? itemsize / 2 : itemsize;
-    for (std::size_t i = 0; i + unit <= dst.size(); i += unit) std::reverse(dst.begin() + i, dst.begin() + i + unit);
-  }
-  return out;
-}
-
 }  // namespace ckpt::detail::npy

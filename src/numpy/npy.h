@@ -42,8 +42,4 @@ std::string descr(DType dtype);
 // padded so that `offset_in_file` + its length is a multiple of 64.
 std::string make_header(DType dtype, const Shape& shape, std::uint64_t offset_in_file = 0);
 
-// Makes `t` hold row-major data from bytes in numpy's layout (Fortran order and/or byte-swapped).
-Tensor to_row_major(DType dtype, const Shape& shape, std::span<const std::byte> data, bool fortran_order,
-                    bool big_endian);
-
 }  // namespace ckpt::detail::npy

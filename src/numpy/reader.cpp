@@ -1,5 +1,6 @@
-// NumPy reader: .npy (one array) and .npz (zip of .npy entries, stored or deflated). Stored
-// C-order little-endian arrays are read in place (views when aligned); others are converted.
+// NumPy reader: .npy (one array) and .npz (zip of .npy entries, stored or deflated). An array is
+// one range of the file (stored entries), or of its inflated entry, in C or Fortran order, either
+// byte order.
 #include <cstring>
 #include <optional>
 
@@ -8,11 +9,10 @@
 #include "ckpt/numpy.h"
 #include "ckpt/roles.h"
 #include "numpy/npy.h"
-#include "numpy/sniff.h"
+#include "numpy/format.h"
+#include "core/format_reader.h"
 #include "util/json_get.h"
 #include "util/bytes.h"
-#include "util/file_read.h"
-#include "util/mapped_file.h"
 #include "zip/zip.h"
 
 namespace ckpt {
@@ -29,21 +29,19 @@ struct Array {
   npy::Header header;
 };
 
-class NumpyReader final : public Reader {
+class NumpyReader final : public detail::FormatReader {
  public:
-  NumpyReader(const std::filesystem::path& path, const ReadOptions& options) : Reader(path, options) {
+  NumpyReader(std::shared_ptr<const detail::ByteSource> source, const ReadOptions& options)
+      : FormatReader(std::move(source), options) {
     format_ = "numpy";
-    name_ = path.string();
-    fd_ = detail::open_readonly(path);
-    mapping_ = detail::MappedFile::from_fd(fd_.get(), path);
-    const auto bytes = mapping_->bytes();
+    const auto bytes = source_->bytes();
     const BufferRule is_buffer(options_.buffer_regex);
     bool any_comment = false;
     if (bytes.size() >= 6 && std::memcmp(bytes.data(), "\x93NUMPY", 6) == 0) {
       Array a;
       a.header = npy::parse_header(bytes, name_, options_.max_rank);
       TensorInfo info;
-      info.name = path.stem().string();
+      info.name = source_->is_file() ? source_->path().stem().string() : std::string("array");
       add(std::move(info), a, name_, bytes.size(), std::nullopt);
     } else {
       archive_ = std::make_unique<detail::zip::Archive>(bytes, name_);
@@ -77,37 +75,31 @@ class NumpyReader final : public Reader {
     finish_listing();
   }
 
-  Tensor read(std::size_t index) override {
-    check_index(index);
-    const TensorInfo& info = infos_[index];
+  // The array's data: a range of the file, or of its inflated entry, in numpy's layout.
+  detail::Location locate(std::size_t index) override {
     const Array& a = arrays_[index];
     const npy::Header& h = a.header;
-    const std::uint64_t nbytes = info.nbytes();
-    const bool in_place = !a.entry || a.entry->method == 0;
-    if (in_place) {
-      const std::uint64_t at = (a.entry ? archive_->data_offset(*a.entry) : 0) + h.data_offset;
-      const auto data = mapping_->bytes().subspan(static_cast<std::size_t>(at), static_cast<std::size_t>(nbytes));
-      if (h.fortran_order || h.big_endian) return npy::to_row_major(info.dtype, info.shape, data, h.fortran_order, h.big_endian);
-      if (options_.zero_copy && nbytes > 0 &&
-          reinterpret_cast<std::uintptr_t>(data.data()) % dtype_size(info.dtype) == 0) {
-        mapping_->prefetch(at, nbytes);
-        return Tensor::view(info.dtype, info.shape, data.data(), mapping_);
-      }
-      Tensor out = Tensor::uninitialized(info.dtype, info.shape);
-      detail::read_at(fd_.get(), at, out.mutable_bytes(), false, name_);
-      return out;
+    detail::Location l = location(index);
+    if (!a.entry || a.entry->method == 0) {
+      const std::uint64_t start = a.entry ? archive_->data_offset(*a.entry) : 0;
+      l.extents = {{start, a.entry ? a.entry->size : source_->size()}};
+    } else {
+      const detail::zip::Entry* entry = a.entry;
+      const detail::zip::Archive* archive = archive_.get();
+      l.decoded = [archive, entry](std::uint64_t skip, std::span<std::byte> out) { archive->read_range(*entry, skip, out); };
+      l.decoded_size = entry->size;
     }
-    const auto bytes = archive_->read(*a.entry);  // CRC-32 checked
-    const auto data = std::span(bytes).subspan(static_cast<std::size_t>(h.data_offset), static_cast<std::size_t>(nbytes));
-    return npy::to_row_major(info.dtype, info.shape, data, h.fortran_order, h.big_endian);
-  }
-
-  std::optional<FileSpan> file_span(std::size_t index) const override {
-    check_index(index);
-    const Array& a = arrays_[index];
-    const bool in_place = !a.entry || a.entry->method == 0;
-    if (!in_place || a.header.fortran_order || a.header.big_endian || infos_[index].nbytes() == 0) return std::nullopt;
-    return FileSpan{fd_.get(), (a.entry ? archive_->data_offset(*a.entry) : 0) + a.header.data_offset};
+    l.first = h.data_offset;
+    l.big_endian = h.big_endian;
+    if (h.fortran_order) {  // column-major: element (i0, i1, ...) at i0 + d0 * (i1 + d1 * ...)
+      l.strides.resize(l.shape.size());
+      std::uint64_t stride = 1;
+      for (std::size_t k = 0; k < l.shape.size(); ++k) {
+        l.strides[k] = stride;
+        stride *= std::max<std::uint64_t>(static_cast<std::uint64_t>(l.shape[k]), 1);
+      }
+    }
+    return l;
   }
 
  private:
@@ -173,9 +165,6 @@ class NumpyReader final : public Reader {
     }
   }
 
-  std::string name_;
-  detail::UniqueFd fd_;
-  std::shared_ptr<const detail::MappedFile> mapping_;
   std::unique_ptr<detail::zip::Archive> archive_;
   std::vector<Array> arrays_;  // parallel to infos_
 };
@@ -192,10 +181,9 @@ bool sniff(std::span<const std::byte> head, std::uint64_t) {
   return std::string_view(reinterpret_cast<const char*>(head.data()) + 30, name_len).ends_with(".npy");
 }
 
-}  // namespace detail::numpy
-
-std::unique_ptr<Reader> open_numpy(const std::filesystem::path& path, const ReadOptions& options) {
-  return std::make_unique<NumpyReader>(path, options);
+std::unique_ptr<FormatReader> open_reader(std::shared_ptr<const ByteSource> source, const ReadOptions& options) {
+  return std::make_unique<NumpyReader>(std::move(source), options);
 }
 
+}  // namespace detail::numpy
 }  // namespace ckpt

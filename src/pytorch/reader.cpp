@@ -1,21 +1,15 @@
-// PyTorch zip checkpoints: data.pkl interpreted against an allow-list, storages read from the
-// zip entries data/<key> (in place when stored, as torch.save stores them, 64-byte aligned).
-
-#include <array>
+// PyTorch checkpoints: the zip format (torch.save since 1.6; torch.jit.save) and the legacy one
+// (pickles in a row, then the storages). The pickle is interpreted in interpret.h; here is where
+// each storage's bytes are: a zip entry data/<key> (in place when stored, as torch.save stores
+// them, 64-byte aligned; inflated when deflated) or a range after the legacy pickles. A tensor is
+// a view of its storage: offset, strides and the file's byte order.
 #include <cstring>
-#include <map>
-#include <optional>
-
-#include <nlohmann/json.hpp>
 
 #include "ckpt/pytorch.h"
-#include "ckpt/roles.h"
-#include "pickle/pickle.h"
-#include "pytorch/sniff.h"
-#include "util/json_get.h"
+#include "core/format_reader.h"
+#include "pytorch/format.h"
+#include "pytorch/interpret.h"
 #include "util/bytes.h"
-#include "util/file_read.h"
-#include "util/mapped_file.h"
 #include "zip/zip.h"
 
 namespace ckpt {
@@ -24,62 +18,8 @@ namespace {
 using detail::fail;
 using detail::quote;
 namespace pk = detail::pickle;
-
-constexpr std::array<std::pair<std::string_view, DType>, 12> kStorageTypes{{
-    {"torch.DoubleStorage", DType::float64},
-    {"torch.FloatStorage", DType::float32},
-    {"torch.HalfStorage", DType::float16},
-    {"torch.BFloat16Storage", DType::bfloat16},
-    {"torch.LongStorage", DType::int64},
-    {"torch.IntStorage", DType::int32},
-    {"torch.ShortStorage", DType::int16},
-    {"torch.CharStorage", DType::int8},
-    {"torch.ByteStorage", DType::uint8},
-    {"torch.BoolStorage", DType::bool_},
-    {"torch.ComplexFloatStorage", DType::complex64},
-    {"torch.ComplexDoubleStorage", DType::complex128},
-}};
-
-// The callables a pickle may call (REDUCE) for ckpt to read it. Classes it only instantiates
-// (NEWOBJ, such as the nn.Module classes of a pickled model) stay inert objects and need no
-// allow-listing: ckpt never constructs anything. Any other call is refused as unsafe.
-bool allowed_call(const std::string& name) {
-  return name == "collections.OrderedDict" || name == "torch._utils._rebuild_tensor_v2" ||
-         name == "torch._utils._rebuild_tensor_v3" || name == "torch._utils._rebuild_parameter" ||
-         name == "torch._utils._rebuild_parameter_with_state" || name == "builtins.set" ||
-         name == "__builtin__.set" || name == "_codecs.encode" ||
-         // TorchScript's typed containers (torch/jit/_pickle.py): pure data, lists and tags.
-         name == "torch.jit._pickle.build_intlist" || name == "torch.jit._pickle.build_doublelist" ||
-         name == "torch.jit._pickle.build_boollist" || name == "torch.jit._pickle.build_tensorlist" ||
-         name == "torch.jit._pickle.restore_type_tag";
-}
-
-// The dtypes _rebuild_tensor_v3 names (GLOBAL torch.<dtype>), for storages without a type.
-constexpr std::array<std::pair<std::string_view, DType>, 17> kTorchDtypes{{
-    {"torch.float64", DType::float64},   {"torch.float32", DType::float32},
-    {"torch.float16", DType::float16},   {"torch.bfloat16", DType::bfloat16},
-    {"torch.float8_e4m3fn", DType::float8_e4m3fn}, {"torch.float8_e5m2", DType::float8_e5m2},
-    {"torch.int64", DType::int64},       {"torch.int32", DType::int32},
-    {"torch.int16", DType::int16},       {"torch.int8", DType::int8},
-    {"torch.uint64", DType::uint64},     {"torch.uint32", DType::uint32},
-    {"torch.uint16", DType::uint16},     {"torch.uint8", DType::uint8},
-    {"torch.bool", DType::bool_},        {"torch.complex64", DType::complex64},
-    {"torch.complex128", DType::complex128},
-}};
-
-constexpr std::size_t kNoStorage = static_cast<std::size_t>(-1);
-
-struct Storage {
-  std::string key;  // data/<key> in the zip; the key in the legacy format's list
-  std::optional<DType> dtype;  // a typed storage; none for UntypedStorage (bytes)
-  std::uint64_t nbytes = 0;
-  const detail::zip::Entry* entry = nullptr;  // zip format
-  std::uint64_t data_offset = 0;              // legacy format: of the bytes in the file
-  bool located = false;
-  // A legacy storage view: a slice of another storage (root), starting root_offset bytes in.
-  std::size_t root = kNoStorage;
-  std::uint64_t root_offset = 0;
-};
+using detail::pytorch::Storage;
+using detail::pytorch::View;
 
 // Legacy files (before PyTorch 1.6, or _use_new_zipfile_serialization=False) start with the
 // pickled magic number 0x1950a86a20f9469cfc6c (protocol 2, LONG1 of 10 bytes).
@@ -90,141 +30,84 @@ bool is_legacy(std::span<const std::byte> file) {
   return file.size() >= sizeof kLegacyMagic && std::memcmp(file.data(), kLegacyMagic, sizeof kLegacyMagic) == 0;
 }
 
-// Where a tensor's elements are in its storage.
-struct View {
-  std::size_t storage;  // index into storages
-  std::uint64_t offset; // in elements
-  std::vector<std::uint64_t> stride;
-};
-
-class PytorchReader final : public Reader {
+class PytorchReader final : public detail::FormatReader {
  public:
-  PytorchReader(const std::filesystem::path& path, const ReadOptions& options) : Reader(path, options) {
+  PytorchReader(std::shared_ptr<const detail::ByteSource> source, const ReadOptions& options)
+      : FormatReader(std::move(source), options) {
     format_ = "pytorch";
-    name_ = path.string();
-    fd_ = detail::open_readonly(path);
-    mapping_ = detail::MappedFile::from_fd(fd_.get(), path);
-    if (is_legacy(mapping_->bytes())) {
+    if (is_legacy(source_->bytes())) {
       open_legacy();
       finish_listing();
       return;
     }
-    archive_ = std::make_unique<detail::zip::Archive>(mapping_->bytes(), name_);
+    archive_ = std::make_unique<detail::zip::Archive>(source_->bytes(), name_);
     // Every entry sits under one folder, named after the file when it was saved.
     const detail::zip::Entry* pickle_entry = nullptr;
+    std::string prefix;
     for (const auto& e : archive_->entries())
       if (e.name.size() >= 9 && e.name.ends_with("/data.pkl") && e.name.find('/') == e.name.size() - 9) {
         pickle_entry = &e;
-        prefix_ = e.name.substr(0, e.name.size() - 8);
+        prefix = e.name.substr(0, e.name.size() - 8);
       }
     if (!pickle_entry) fail(ErrorCode::format, name_, "zip has no <folder>/data.pkl: not a torch.save file");
-    if (const auto* order = archive_->find(prefix_ + "byteorder")) {
+    if (const auto* order = archive_->find(prefix + "byteorder")) {
       const auto bytes = archive_->read(*order);
       const std::string text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
       if (text != "little" && text != "big")
         fail(ErrorCode::format, name_, "byteorder entry is {}, expected 'little' or 'big'", quote(text));
       big_endian_ = text == "big";
     }
+    detail::pytorch::Interpreter pickle(name_, options_, archive_.get(), prefix);
     const auto pickle_bytes = archive_->read(*pickle_entry);
     const pk::Graph graph = pk::parse(pickle_bytes, name_ + ": " + pickle_entry->name);
-    refuse_unsafe(graph);
-    interpret(graph);
-    if (const auto* roles = archive_->find(prefix_ + "ckpt_roles.json"); roles && role_source_ == RoleSource::heuristic)
-      apply_roles(*roles);
+    pickle.refuse_unsafe(graph);
+    pickle.interpret(graph);
+    if (const auto* roles = archive_->find(prefix + "ckpt_roles.json"); roles && pickle.role_source_ == RoleSource::heuristic)
+      pickle.apply_roles(*roles);
+    take(std::move(pickle));
     finish_listing();
   }
 
-  std::optional<FileSpan> file_span(std::size_t index) const override {
-    check_index(index);
-    const TensorInfo& info = infos_[index];
+  // The tensor's storage is the stream: in place (stored entries, legacy files) or inflated.
+  detail::Location locate(std::size_t index) override {
     const View& view = views_[index];
     const Storage& storage = storages_[view.storage];
-    if (!in_place(storage) || big_endian_ || shape_numel(info.shape) == 0 || !contiguous(info.shape, view.stride))
-      return std::nullopt;
-    return FileSpan{fd_.get(), data_offset(storage) + view.offset * dtype_size(info.dtype)};
-  }
-
-  Tensor read(std::size_t index) override {
-    check_index(index);
-    const TensorInfo& info = infos_[index];
-    const View& view = views_[index];
-    const Storage& storage = storages_[view.storage];
-    const std::size_t itemsize = dtype_size(info.dtype);
-    const std::uint64_t numel = shape_numel(info.shape);
-    if (numel == 0) return Tensor::zeros(info.dtype, info.shape);
-    const bool in_place = this->in_place(storage);
-    const std::uint64_t data_offset = this->data_offset(storage);
-    std::span<const std::byte> bytes;
-    std::shared_ptr<const void> owner;
-    if (in_place) {
-      bytes = mapping_->bytes().subspan(static_cast<std::size_t>(data_offset),
-                                        static_cast<std::size_t>(storage.nbytes));
-      owner = mapping_;
+    detail::Location l = location(index);
+    const std::uint64_t itemsize = dtype_size(l.dtype);
+    l.first = storage.root_offset + view.offset * itemsize;
+    l.strides = view.stride;
+    l.big_endian = big_endian_;
+    if (storage.entry == nullptr) {  // legacy: data_offset includes the root offset of a view
+      l.first = view.offset * itemsize;
+      l.extents = {{storage.data_offset, storage.nbytes}};
+    } else if (storage.entry->method == 0) {
+      l.extents = {{archive_->data_offset(*storage.entry), storage.root_offset + storage.nbytes}};
     } else {
-      auto copy = std::make_shared<std::vector<std::byte>>(archive_->read(*storage.entry));
-      bytes = std::span<const std::byte>(*copy).subspan(static_cast<std::size_t>(storage.root_offset),
-                                                         static_cast<std::size_t>(storage.nbytes));
-      owner = copy;
+      const detail::zip::Entry* entry = storage.entry;
+      const detail::zip::Archive* archive = archive_.get();
+      l.decoded = [archive, entry](std::uint64_t skip, std::span<std::byte> out) { archive->read_range(*entry, skip, out); };
+      l.decoded_size = entry->size;
     }
-    const std::byte* base = bytes.data() + view.offset * itemsize;
-    if (contiguous(info.shape, view.stride) && !big_endian_) {
-      const bool aligned = reinterpret_cast<std::uintptr_t>(base) % itemsize == 0;
-      if (options_.zero_copy && aligned && in_place) {
-        mapping_->prefetch(data_offset + view.offset * itemsize, numel * itemsize);
-        return Tensor::view(info.dtype, info.shape, base, owner);
-      }
-      if (in_place) {  // pread: no page of the mapping is faulted in (and kept) for a copy
-        Tensor out = Tensor::uninitialized(info.dtype, info.shape);
-        detail::read_at(fd_.get(), data_offset + view.offset * itemsize, out.mutable_bytes(), false, name_);
-        return out;
-      }
-      return Tensor::copy_of(info.dtype, info.shape, {base, static_cast<std::size_t>(numel * itemsize)});
-    }
-    // Strided (transposed, sliced, expanded): gathered element by element into row-major order.
-    Tensor out = Tensor::uninitialized(info.dtype, info.shape);
-    std::byte* dst = out.mutable_bytes().data();
-    std::vector<std::uint64_t> index_at(info.shape.size(), 0);
-    for (std::uint64_t n = 0; n < numel; ++n) {
-      std::uint64_t element = 0;
-      for (std::size_t k = 0; k < index_at.size(); ++k) element += index_at[k] * view.stride[k];
-      std::memcpy(dst + n * itemsize, base + element * itemsize, itemsize);
-      for (std::size_t k = index_at.size(); k-- > 0;) {
-        if (++index_at[k] < static_cast<std::uint64_t>(info.shape[k])) break;
-        index_at[k] = 0;
-      }
-    }
-    if (big_endian_) swap_bytes(out);
-    return out;
+    return l;
   }
 
  private:
-  // Whether a storage's bytes lie in the file as they are (stored, not deflated), and where.
-  static bool in_place(const Storage& storage) { return storage.entry == nullptr || storage.entry->method == 0; }
-  std::uint64_t data_offset(const Storage& storage) const {
-    return storage.entry ? archive_->data_offset(*storage.entry) + storage.root_offset : storage.data_offset;
+  void take(detail::pytorch::Interpreter&& pickle) {
+    infos_ = std::move(pickle.infos_);
+    views_ = std::move(pickle.views_);
+    storages_ = std::move(pickle.storages_);
+    metadata_ = std::move(pickle.metadata_);
+    role_source_ = pickle.role_source_;
+    model_key_ = std::move(pickle.model_key_);
   }
 
-  static bool contiguous(const Shape& shape, const std::vector<std::uint64_t>& stride) {
-    std::uint64_t expected = 1;
-    for (std::size_t k = shape.size(); k-- > 0;) {
-      if (shape[k] != 1 && stride[k] != expected) return false;
-      expected *= static_cast<std::uint64_t>(shape[k]);
-    }
-    return true;
-  }
-
-  static void swap_bytes(Tensor& t) {
-    // Complex values are pairs of floats, each swapped on its own.
-    const std::size_t unit = dtype_is_complex(t.dtype()) ? dtype_size(t.dtype()) / 2 : dtype_size(t.dtype());
-    auto b = t.mutable_bytes();
-    for (std::size_t i = 0; i + unit <= b.size(); i += unit) std::reverse(b.begin() + i, b.begin() + i + unit);
-  }
+  static std::size_t element_size(const Storage& s) { return s.dtype ? dtype_size(*s.dtype) : 1; }
 
   // The legacy format: five pickles in a row (magic number, protocol version 1001, system info,
   // the object, the list of storage keys), then per key in that order an int64 element count and
   // the storage's bytes.
   void open_legacy() {
-    const auto file = mapping_->bytes();
+    const auto file = source_->bytes();
     std::size_t pos = 0;
     auto next = [&](const char* what) {
       std::size_t used = 0;
@@ -232,28 +115,33 @@ class PytorchReader final : public Reader {
       pos += used;
       return graph;
     };
+    using detail::pytorch::Interpreter;
     (void)next("magic number");
     const pk::Graph version = next("protocol version");
     if (version.at(version.root()).kind != pk::Kind::integer || version.at(version.root()).integer != 1001)
       fail(ErrorCode::unsupported, name_, "legacy protocol version {} is not 1001", pk::render(version, version.root(), 1));
     const pk::Graph info = next("system info");
-    if (is_dict(info, info.root()))
-      if (const pk::NodeId little = member(info, info.at(info.root()), "little_endian"); little != pk::kNoNode)
+    if (Interpreter::is_dict(info, info.root()))
+      if (const pk::NodeId little = Interpreter::member(info, info.at(info.root()), "little_endian"); little != pk::kNoNode)
         big_endian_ = info.at(little).kind == pk::Kind::boolean && info.at(little).integer == 0;
+    Interpreter pickle(name_, options_, nullptr, "");
     const pk::Graph object = next("object");
-    refuse_unsafe(object);
-    interpret(object);
+    pickle.refuse_unsafe(object);
+    pickle.interpret(object);
+    take(std::move(pickle));
     const pk::Graph keys = next("storage keys");
     const pk::Node& list = keys.at(keys.root());
     if (list.kind != pk::Kind::list) fail(ErrorCode::format, name_, "legacy storage key list is not a list");
+    std::map<std::string, std::size_t> storage_index;
+    for (std::size_t i = 0; i < storages_.size(); ++i) storage_index.emplace(storages_[i].key, i);
     for (const pk::NodeId item : list.items) {
       if (keys.at(item).kind != pk::Kind::string) fail(ErrorCode::format, name_, "legacy storage key is not a string");
       const std::string& key = keys.at(item).text;
-      auto it = storage_index_.find(key);
-      if (it == storage_index_.end())
+      auto it = storage_index.find(key);
+      if (it == storage_index.end())
         fail(ErrorCode::format, name_, "legacy storage {} at offset {} is not used by any tensor", quote(key), pos);
       Storage& s = storages_[it->second];
-      if (s.root != kNoStorage)
+      if (s.root != detail::pytorch::kNoStorage)
         fail(ErrorCode::format, name_, "legacy storage key {} names a view, not a storage", quote(key));
       if (file.size() - pos < 8) fail(ErrorCode::format, name_, "legacy storage {}: file ends at offset {}", quote(key), pos);
       std::uint64_t count = detail::load_le<std::uint64_t>(file.data() + pos);  // written in the saver's byte order
@@ -270,7 +158,7 @@ class PytorchReader final : public Reader {
       pos += 8 + static_cast<std::size_t>(s.nbytes);
     }
     for (auto& s : storages_) {
-      if (s.root == kNoStorage) continue;
+      if (s.root == detail::pytorch::kNoStorage) continue;
       const Storage& root = storages_[s.root];
       s.data_offset = root.data_offset + s.root_offset;
       s.located = root.located;
@@ -279,623 +167,10 @@ class PytorchReader final : public Reader {
       if (!s.located) fail(ErrorCode::format, name_, "legacy storage {} has no data", quote(s.key));
   }
 
-  static std::size_t element_size(const Storage& s) { return s.dtype ? dtype_size(*s.dtype) : 1; }
-
-  // Roles and metadata that ckpt wrote beside the pickle (format-spec/conventions.md §4).
-  void apply_roles(const detail::zip::Entry& entry) {
-    const auto bytes = archive_->read(entry);
-    Metadata roles;
-    try {
-      roles = Metadata::parse(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
-    } catch (const nlohmann::json::exception& e) {
-      fail(ErrorCode::format, name_, "{} is not valid JSON: {}", quote(entry.name), e.what());
-    }
-    if (!roles.is_object() || !roles.value("buffers", Metadata::object()).is_object())
-      fail(ErrorCode::format, name_, "{} is not a JSON object with a \"buffers\" object", quote(entry.name));
-    if (roles.contains("version") && detail::json_uint(roles, "version", 2) > 1)
-      fail(ErrorCode::unsupported, name_, "{} version {} is newer than this reader (1)", quote(entry.name),
-           roles["version"].dump());
-    const Metadata buffers = roles.value("buffers", Metadata::object());
-    for (auto& info : infos_) {
-      if (info.role == Role::extra) continue;
-      const auto it = buffers.find(info.name);
-      if (it == buffers.end() || !it->is_object()) {
-        info.role = Role::parameter;
-        info.collection.clear();
-        continue;
-      }
-      info.role = Role::buffer;
-      const auto collection = it->value("collection", Metadata(std::string(kDefaultBufferCollection)));
-      const auto persistent = it->value("persistent", Metadata(true));
-      info.collection = collection.is_string() ? collection.get<std::string>() : std::string(kDefaultBufferCollection);
-      info.persistent = !persistent.is_boolean() || persistent.get<bool>();
-    }
-    if (roles.contains("metadata") && roles["metadata"].is_object()) metadata_ = roles["metadata"];
-    role_source_ = RoleSource::metadata;
-    if (roles.contains("non_persistent")) add_non_persistent(roles["non_persistent"], entry.name);
-  }
-
-  // Non-persistent buffers that ckpt kept out of the state_dict: {"name": {"record": "7",
-  // "position": 7, "dtype": "float32", "shape": [4], "collection": "buffers"}, ...}, each the
-  // contiguous data of record data/<record>, put back at its position in the tensor order.
-  void add_non_persistent(const Metadata& listed, const std::string& where) {
-    auto bad_entry = [&](const std::string& key, const std::string& what) {
-      fail(ErrorCode::format, name_, "{}, non-persistent buffer {}: {}", quote(where), quote(key), what);
-    };
-    if (!listed.is_object()) fail(ErrorCode::format, name_, "{}: \"non_persistent\" is not an object", quote(where));
-    std::vector<std::pair<std::uint64_t, std::string>> order;
-    for (const auto& [key, value] : listed.items()) {
-      if (!value.is_object() || !value.contains("record") || !value["record"].is_string() ||
-          !value.contains("dtype") || !value["dtype"].is_string() || !value.contains("shape") ||
-          !value["shape"].is_array() || value["shape"].size() > options_.max_rank)
-        bad_entry(key, "needs a string \"record\", a string \"dtype\" and a \"shape\" array");
-      order.emplace_back(detail::json_uint(value, "position", UINT64_MAX), key);
-    }
-    std::stable_sort(order.begin(), order.end());
-    for (const auto& [position, key] : order) {
-      const Metadata& value = listed[key];
-      TensorInfo info;
-      info.name = key;
-      info.role = Role::buffer;
-      info.persistent = false;
-      info.collection = detail::json_string(value, "collection", std::string(kDefaultBufferCollection));
-      const auto dtype = dtype_from_name(value["dtype"].get<std::string>());
-      if (!dtype) bad_entry(key, fmt::format("unknown dtype {}", quote(value["dtype"].get<std::string>())));
-      info.dtype = *dtype;
-      for (const auto& d : value["shape"]) {
-        if (!d.is_number_unsigned() || d.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX))
-          bad_entry(key, "the shape holds a value that is not a size");
-        info.shape.push_back(d.get<std::int64_t>());
-      }
-      std::uint64_t nbytes = 0;
-      try {
-        nbytes = info.nbytes();
-      } catch (const Error&) {
-        bad_entry(key, fmt::format("shape {} overflows", shape_to_string(info.shape)));
-      }
-      for (const auto& other : infos_)
-        if (other.role != Role::extra && other.name == key) bad_entry(key, "the state_dict holds it too");
-      View view;
-      view.storage = find_or_add_storage(value["record"].get<std::string>(), info.dtype, nbytes, key);
-      view.offset = 0;
-      view.stride.assign(info.shape.size(), 1);
-      for (std::size_t k = info.shape.size(); k-- > 1;)
-        view.stride[k - 1] = view.stride[k] * std::max<std::uint64_t>(static_cast<std::uint64_t>(info.shape[k]), 1);
-      const std::size_t at = static_cast<std::size_t>(std::min<std::uint64_t>(position, infos_.size()));
-      infos_.insert(infos_.begin() + static_cast<std::ptrdiff_t>(at), std::move(info));
-      views_.insert(views_.begin() + static_cast<std::ptrdiff_t>(at), std::move(view));
-    }
-  }
-
-  void refuse_unsafe(const pk::Graph& graph) {
-    for (pk::NodeId id = 0; id < graph.size(); ++id) {
-      const pk::Node& n = graph.at(id);
-      if (n.kind != pk::Kind::object || n.newobj) continue;
-      const std::string name = graph.global_name(id);
-      if (!allowed_call(name))
-        fail(ErrorCode::unsupported, name_,
-             "unsafe pickle: it calls {} (ckpt never runs pickled code; it only reads tensors, dicts and modules)",
-             quote(name.empty() ? pk::render(graph, n.first, 2) : name));
-    }
-  }
-
-  [[noreturn]] void bad(const std::string& key, const std::string& what) {
-    fail(ErrorCode::format, name_, "data.pkl, value of {}: {}", quote(key), what);
-  }
-
-  std::int64_t integer(const pk::Graph& g, pk::NodeId id, const std::string& key, const char* what) {
-    const auto& n = g.at(id);
-    if (n.kind != pk::Kind::integer) bad(key, fmt::format("{} is not an integer", what));
-    return n.integer;
-  }
-
-  std::vector<std::int64_t> integers(const pk::Graph& g, pk::NodeId id, const std::string& key, const char* what) {
-    const auto& n = g.at(id);
-    if (n.kind != pk::Kind::tuple) bad(key, fmt::format("{} is not a tuple", what));
-    if (n.items.size() > options_.max_rank) bad(key, fmt::format("{} has more than {} dimensions", what, options_.max_rank));
-    std::vector<std::int64_t> out;
-    for (auto item : n.items) {
-      out.push_back(integer(g, item, key, what));
-      if (out.back() < 0) bad(key, fmt::format("{} holds a negative value", what));
-    }
-    return out;
-  }
-
-  // A storage: the persistent id ('storage', type, key, location, numel[, view]). Typed storages
-  // count elements; UntypedStorage counts bytes. The legacy format's sixth field, when not None,
-  // is (view_key, offset, size): the storage is a slice of the storage `key`, in its elements.
-  std::size_t storage(const pk::Graph& g, pk::NodeId id, const std::string& key) {
-    const auto& n = g.at(id);
-    if (n.kind != pk::Kind::persistent) bad(key, "the storage is not a persistent id");
-    const auto& pid = g.at(n.first);
-    if (pid.kind != pk::Kind::tuple || pid.items.size() < 5 || g.at(pid.items[0]).kind != pk::Kind::string ||
-        g.at(pid.items[0]).text != "storage")
-      bad(key, "the persistent id is not ('storage', type, key, location, numel)");
-    const std::string type = g.global_name(pid.items[1]);
-    std::optional<DType> dtype;
-    if (type != "torch.UntypedStorage") {
-      const auto found = std::find_if(kStorageTypes.begin(), kStorageTypes.end(), [&](auto& p) { return p.first == type; });
-      if (found == kStorageTypes.end())
-        fail(ErrorCode::unsupported, name_, "data.pkl, value of {}: storage type {} is not supported", quote(key), quote(type));
-      dtype = found->second;
-    }
-    const std::size_t itemsize = dtype ? dtype_size(*dtype) : 1;
-    const auto& storage_key = g.at(pid.items[2]);
-    if (storage_key.kind != pk::Kind::string) bad(key, "the storage key is not a string");
-    const std::int64_t numel = integer(g, pid.items[4], key, "the storage size");
-    if (numel < 0) bad(key, "the storage size is negative");
-    const auto nbytes = detail::checked_mul(static_cast<std::uint64_t>(numel), itemsize);
-    if (!nbytes) bad(key, fmt::format("storage {} of {} elements overflows", quote(storage_key.text), numel));
-    std::size_t index = find_or_add_storage(storage_key.text, dtype, *nbytes, key);
-    if (archive_ || pid.items.size() < 6 || g.at(pid.items[5]).kind == pk::Kind::none) {
-      if (archive_ && pid.items.size() > 5 && g.at(pid.items[5]).kind != pk::Kind::none)
-        bad(key, "a storage view in a zip checkpoint (only the legacy format has them)");
-      return index;
-    }
-    // A legacy storage view.
-    const auto& view = g.at(pid.items[5]);
-    if (view.kind != pk::Kind::tuple || view.items.size() != 3 || g.at(view.items[0]).kind != pk::Kind::string)
-      bad(key, "the storage view is not (key, offset, size)");
-    const std::int64_t offset = integer(g, view.items[1], key, "the storage view offset");
-    const std::int64_t size = integer(g, view.items[2], key, "the storage view size");
-    if (offset < 0 || size < 0 || static_cast<std::uint64_t>(offset) > static_cast<std::uint64_t>(numel) ||
-        static_cast<std::uint64_t>(size) > static_cast<std::uint64_t>(numel - offset))
-      bad(key, fmt::format("storage view {} (offset {}, size {}) lies outside storage {} of {} elements",
-                           quote(g.at(view.items[0]).text), offset, size, quote(storage_key.text), numel));
-    const std::size_t root = index;
-    index = find_or_add_storage(g.at(view.items[0]).text, dtype, static_cast<std::uint64_t>(size) * itemsize, key);
-    Storage& v = storages_[index];
-    const std::uint64_t root_offset = static_cast<std::uint64_t>(offset) * itemsize;
-    if (v.root == kNoStorage && index != root) {
-      v.root = root;
-      v.root_offset = root_offset;
-    } else if (v.root != root || v.root_offset != root_offset) {
-      bad(key, fmt::format("storage view {} is described twice, differently", quote(v.key)));
-    }
-    return index;
-  }
-
-  std::size_t find_or_add_storage(const std::string& storage_key, std::optional<DType> dtype, std::uint64_t nbytes,
-                                  const std::string& key) {
-    auto it = storage_index_.find(storage_key);
-    if (it != storage_index_.end()) {  // shared storage (tied weights): described once
-      const Storage& s = storages_[it->second];
-      if (s.dtype != dtype || s.nbytes != nbytes)
-        bad(key, fmt::format("storage {} is described twice, differently", quote(storage_key)));
-      return it->second;
-    }
-    Storage s{storage_key, dtype, nbytes};
-    if (archive_) {
-      s.entry = archive_->find(prefix_ + "data/" + s.key);
-      if (!s.entry) bad(key, fmt::format("storage {} has no zip entry {}data/{}", quote(s.key), prefix_, s.key));
-      if (nbytes > s.entry->size)
-        bad(key, fmt::format("storage {} claims {} bytes, but its entry holds {}", quote(s.key), nbytes, s.entry->size));
-      s.located = true;  // data_offset: from the local header, when first read
-    }
-    storages_.push_back(std::move(s));
-    storage_index_.emplace(storage_key, storages_.size() - 1);
-    return storages_.size() - 1;
-  }
-
-  // A tensor: _rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata])
-  // on a typed storage, or _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks,
-  // dtype[, metadata]) on an UntypedStorage; possibly wrapped in _rebuild_parameter(tensor,
-  // requires_grad, hooks) or _rebuild_parameter_with_state(tensor, requires_grad, hooks, state).
-  // Offsets and strides count elements of the tensor's dtype.
-  void add_tensor(const pk::Graph& g, pk::NodeId id, const std::string& key) {
-    const pk::Node* n = &g.at(id);
-    if (const std::string wrapper = g.global_name(id);
-        wrapper == "torch._utils._rebuild_parameter" || wrapper == "torch._utils._rebuild_parameter_with_state") {
-      const auto& args = g.at(n->args);
-      if (args.kind != pk::Kind::tuple || args.items.empty()) bad(key, "_rebuild_parameter without arguments");
-      id = args.items[0];
-      n = &g.at(id);
-    }
-    const std::string rebuild = g.global_name(id);
-    const bool v3 = rebuild == "torch._utils._rebuild_tensor_v3";
-    if (rebuild != "torch._utils._rebuild_tensor_v2" && !v3) bad(key, "not a tensor");
-    const auto& args = g.at(n->args);
-    if (args.kind != pk::Kind::tuple || args.items.size() < (v3 ? 7u : 4u))
-      bad(key, v3 ? "_rebuild_tensor_v3 needs at least 7 arguments" : "_rebuild_tensor_v2 needs at least 4 arguments");
-    View view;
-    view.storage = storage(g, args.items[0], key);
-    const Storage& storage = storages_[view.storage];
-    TensorInfo info;
-    info.name = key;
-    if (v3) {
-      const std::string dtype = g.global_name(args.items[6]);
-      const auto found = std::find_if(kTorchDtypes.begin(), kTorchDtypes.end(), [&](auto& p) { return p.first == dtype; });
-      if (g.at(args.items[6]).kind != pk::Kind::global || found == kTorchDtypes.end())
-        fail(ErrorCode::unsupported, name_, "data.pkl, value of {}: dtype {} is not supported", quote(key),
-             quote(dtype.empty() ? pk::render(g, args.items[6], 1) : dtype));
-      info.dtype = found->second;
-      if (storage.dtype && *storage.dtype != info.dtype)
-        bad(key, fmt::format("a {} tensor on a {} storage", dtype_name(info.dtype), dtype_name(*storage.dtype)));
-    } else {
-      if (!storage.dtype) bad(key, "_rebuild_tensor_v2 on an UntypedStorage (no dtype)");
-      info.dtype = *storage.dtype;
-    }
-    const std::int64_t offset = integer(g, args.items[1], key, "the storage offset");
-    if (offset < 0) bad(key, "the storage offset is negative");
-    view.offset = static_cast<std::uint64_t>(offset);
-    info.shape = integers(g, args.items[2], key, "the size");
-    const auto stride = integers(g, args.items[3], key, "the stride");
-    if (stride.size() != info.shape.size()) bad(key, "size and stride differ in rank");
-    view.stride.assign(stride.begin(), stride.end());
-    // The last element the view reaches must lie inside the storage (overflow-checked).
-    std::uint64_t numel = 0;
-    try {
-      numel = shape_numel(info.shape);
-      (void)info.nbytes();
-    } catch (const Error&) {
-      bad(key, fmt::format("size {} overflows", shape_to_string(info.shape)));
-    }
-    if (numel > 0) {
-      const std::uint64_t capacity = storage.nbytes / dtype_size(info.dtype);
-      std::uint64_t last = view.offset;
-      for (std::size_t k = 0; k < stride.size(); ++k) {
-        const auto step = detail::checked_mul(static_cast<std::uint64_t>(info.shape[k] - 1), view.stride[k]);
-        const auto sum = step ? detail::checked_add(last, *step) : std::nullopt;
-        if (!sum) bad(key, "the view overflows");
-        last = *sum;
-      }
-      if (last >= capacity)
-        bad(key, fmt::format("the view (offset {}, size {}, stride [{}]) reaches element {} of a storage of {}", offset,
-                             shape_to_string(info.shape), fmt::join(stride, ", "), last, capacity));
-    }
-    infos_.push_back(std::move(info));
-    views_.push_back(std::move(view));
-  }
-
-  static bool is_tensor(const pk::Graph& g, pk::NodeId id) {
-    const std::string callable = g.global_name(id);
-    return g.at(id).kind == pk::Kind::object &&
-           (callable == "torch._utils._rebuild_tensor_v2" || callable == "torch._utils._rebuild_tensor_v3" ||
-            callable == "torch._utils._rebuild_parameter" || callable == "torch._utils._rebuild_parameter_with_state");
-  }
-  static bool is_dict(const pk::Graph& g, pk::NodeId id) {
-    const auto& n = g.at(id);
-    return n.kind == pk::Kind::dict || (n.kind == pk::Kind::object && g.global_name(id) == "collections.OrderedDict");
-  }
-  std::string key_text(const pk::Graph& g, pk::NodeId id, const std::string& where) {
-    const auto& n = g.at(id);
-    if (n.kind == pk::Kind::string) return n.text;
-    if (n.kind == pk::Kind::integer) return std::to_string(n.integer);  // optimizer state is keyed by int
-    fail(ErrorCode::unsupported, name_, "data.pkl{}: a dict key is {}, not a string or integer", where,
-         pk::render(g, id, 1).substr(0, 40));
-  }
-  static std::size_t direct_tensors(const pk::Graph& g, pk::NodeId dict) {
-    std::size_t n = 0;
-    for (const auto& [k, v] : g.at(dict).entries) n += is_tensor(g, v);
-    return n;
-  }
-
-  // A value that is not a tensor, as metadata (lists and tuples as arrays, sets too).
-  // A value that is not a tensor, as metadata (lists, tuples and sets as arrays). `where` is its
-  // key path (dict keys, list indices); the paths of tuples are recorded so writers can restore them.
-  Metadata to_metadata(const pk::Graph& g, pk::NodeId id, const std::string& path, Metadata& where, std::size_t depth) {
-    const auto& n = g.at(id);
-    if (depth > 64) fail(ErrorCode::unsupported, name_, "data.pkl, {}: nested too deeply", quote(path));
-    switch (n.kind) {
-      case pk::Kind::none: return nullptr;
-      case pk::Kind::boolean: return n.integer != 0;
-      case pk::Kind::integer: return n.integer;
-      case pk::Kind::floating: return n.floating;
-      case pk::Kind::string: return n.text;
-      case pk::Kind::list:
-      case pk::Kind::tuple:
-      case pk::Kind::set: {
-        if (n.kind == pk::Kind::tuple) tuple_paths_.push_back(where);
-        Metadata array = Metadata::array();
-        for (std::size_t i = 0; i < n.items.size(); ++i) {
-          where.push_back(i);
-          array.push_back(to_metadata(g, n.items[i], path, where, depth + 1));
-          where.erase(where.size() - 1);
-        }
-        return array;
-      }
-      default:
-        if (is_dict(g, id)) {
-          Metadata object = Metadata::object();
-          for (const auto& [k, v] : n.entries) {
-            const std::string key = key_text(g, k, ", " + quote(path));
-            where.push_back(key);
-            object[key] = to_metadata(g, v, path, where, depth + 1);
-            where.erase(where.size() - 1);
-          }
-          return object;
-        }
-        fail(ErrorCode::unsupported, name_, "data.pkl, value of {} is {}, which ckpt does not read", quote(path),
-             pk::render(g, id, 1).substr(0, 60));
-    }
-  }
-
-  // Tensors of the model dict become parameters and buffers; tensors elsewhere go to an extra
-  // section named after their top-level key (the rest of the path is their name); everything
-  // else becomes metadata, nested as in the file.
-  void walk(const pk::Graph& g, pk::NodeId dict, const std::vector<std::string>& path, pk::NodeId model,
-            Metadata& metadata, const BufferRule& is_buffer) {
-    if (path.size() > 64) fail(ErrorCode::unsupported, name_, "data.pkl: dicts nested too deeply");
-    // Dicts keyed by integers (an optimizer's state) are recorded so that writers can restore them.
-    if (std::any_of(g.at(dict).entries.begin(), g.at(dict).entries.end(),
-                    [&](const auto& kv) { return g.at(kv.first).kind == pk::Kind::integer; }))
-      int_key_paths_.push_back(path);
-    for (const auto& [k, v] : g.at(dict).entries) {
-      std::vector<std::string> here = path;
-      here.push_back(key_text(g, k, ""));
-      const std::string dotted = fmt::format("{}", fmt::join(here, "."));
-      if (is_tensor(g, v)) {
-        add_tensor(g, v, dotted);
-        TensorInfo& info = infos_.back();
-        if (dict == model) {
-          info.name = here.back();
-          if (is_buffer(info.name, info.dtype)) {
-            info.role = Role::buffer;
-            info.collection = std::string(kDefaultBufferCollection);
-          }
-        } else {
-          info.role = Role::extra;
-          info.section = here.size() > 1 ? here.front() : "checkpoint";
-          info.name = here.size() > 1 ? fmt::format("{}", fmt::join(here.begin() + 1, here.end(), ".")) : here.front();
-        }
-      } else if (is_dict(g, v)) {
-        Metadata child = Metadata::object();
-        walk(g, v, here, model, child, is_buffer);
-        if (!child.empty() || g.at(v).entries.empty()) metadata[here.back()] = std::move(child);
-      } else {
-        Metadata where(here);
-        metadata[here.back()] = to_metadata(g, v, dotted, where, 0);
-      }
-    }
-  }
-
-  // A module's __dict__ entry `key`, or kNoNode.
-  static pk::NodeId member(const pk::Graph& g, const pk::Node& state, std::string_view key) {
-    for (const auto& [k, v] : state.entries)
-      if (g.at(k).kind == pk::Kind::string && g.at(k).text == key) return v;
-    return pk::kNoNode;
-  }
-
-  static bool is_module(const pk::Graph& g, pk::NodeId id) {
-    const pk::Node& n = g.at(id);
-    return n.kind == pk::Kind::object && n.newobj && n.state != pk::kNoNode && g.at(n.state).kind == pk::Kind::dict &&
-           member(g, g.at(n.state), "_parameters") != pk::kNoNode;
-  }
-
-  // A pickled nn.Module (torch.save(model)): exact roles from each module's _parameters,
-  // _buffers and _non_persistent_buffers_set, in state_dict order (a module's parameters, its
-  // buffers, then its children), non-persistent buffers included and marked.
-  void walk_module(const pk::Graph& g, pk::NodeId id, const std::string& prefix, std::size_t depth) {
-    if (depth > 256) fail(ErrorCode::unsupported, name_, "data.pkl: modules nested too deeply");
-    record_module_class(prefix, g.global_name(g.at(id).first));
-    const pk::Node& state = g.at(g.at(id).state);
-    auto entries = [&](const char* key) -> const std::vector<std::pair<pk::NodeId, pk::NodeId>>* {
-      const pk::NodeId v = member(g, state, key);
-      if (v == pk::kNoNode || !is_dict(g, v)) return nullptr;
-      return &g.at(v).entries;
-    };
-    std::vector<std::string> non_persistent;
-    if (const pk::NodeId set = member(g, state, "_non_persistent_buffers_set"); set != pk::kNoNode) {
-      const pk::Node& s = g.at(set);
-      std::vector<pk::NodeId> items = s.items;
-      if (s.kind == pk::Kind::object && s.args != pk::kNoNode) {  // set([...]) in protocol 2
-        const pk::Node& args = g.at(s.args);
-        if (args.kind == pk::Kind::tuple && !args.items.empty()) items = g.at(args.items[0]).items;
-      }
-      for (auto item : items)
-        if (g.at(item).kind == pk::Kind::string) non_persistent.push_back(g.at(item).text);
-    }
-    for (const char* section : {"_parameters", "_buffers"}) {
-      const auto* list = entries(section);
-      if (!list) continue;
-      for (const auto& [k, v] : *list) {
-        if (g.at(v).kind == pk::Kind::none) continue;  // e.g. bias=False
-        const std::string key = key_text(g, k, "");
-        add_tensor(g, v, prefix + key);
-        TensorInfo& info = infos_.back();
-        if (std::string_view(section) == "_buffers") {
-          info.role = Role::buffer;
-          info.collection = std::string(kDefaultBufferCollection);
-          info.persistent = std::find(non_persistent.begin(), non_persistent.end(), key) == non_persistent.end();
-        }
-      }
-    }
-    if (const auto* children = entries("_modules"))
-      for (const auto& [k, v] : *children) {
-        if (g.at(v).kind == pk::Kind::none) continue;
-        if (!is_module(g, v))
-          fail(ErrorCode::unsupported, name_, "data.pkl: submodule {} is not a module", quote(prefix + key_text(g, k, "")));
-        walk_module(g, v, prefix + key_text(g, k, "") + ".", depth + 1);
-      }
-  }
-
-  // TorchScript (torch.jit.save): data.pkl holds the module tree as objects of generated classes
-  // (__torch__.<module path>.<Class>) whose BUILD state maps attribute names to values. Which
-  // attributes are parameters and buffers is written only in the generated code,
-  // code/__torch__/<module path>.py:
-  //     class Linear(Module):
-  //       __parameters__ = ["weight", "bias", ]
-  //       __buffers__ = []
-  // That code is read as text for these two lines and never run. TorchScript does not record
-  // whether a buffer is persistent; its state_dict() holds them all, so all are marked persistent.
-  struct ScriptClass {
-    std::vector<std::string> parameters, buffers;
-  };
-
-  bool is_torchscript(const pk::Graph& g) const {
-    const pk::Node& root = g.at(g.root());
-    if (!archive_ || root.kind != pk::Kind::object || !root.newobj || !g.global_name(g.root()).starts_with("__torch__."))
-      return false;
-    return std::any_of(archive_->entries().begin(), archive_->entries().end(),
-                       [&](const auto& e) { return e.name.starts_with(prefix_ + "code/"); });
-  }
-
-  // The lists of a TorchScript class; nullptr when it has none (a scripted class, not a module).
-  const ScriptClass* script_class(const std::string& qualified) {
-    if (auto it = script_classes_.find(qualified); it != script_classes_.end()) return it->second ? &*it->second : nullptr;
-    const auto dot = qualified.rfind('.');
-    std::string module = qualified.substr(0, dot);
-    const std::string cls = qualified.substr(dot + 1);
-    std::replace(module.begin(), module.end(), '.', '/');
-    const std::string entry_name = prefix_ + "code/" + module + ".py";
-    const auto* entry = archive_->find(entry_name);
-    if (!entry) fail(ErrorCode::format, name_, "TorchScript class {} has no code entry {}", quote(qualified), quote(entry_name));
-    const auto bytes = archive_->read(*entry);
-    const std::string_view code(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-    const std::string header = "class " + cls + "(";
-    std::size_t at = code.starts_with(header) ? 0 : code.find("\n" + header);
-    if (at == std::string_view::npos) fail(ErrorCode::format, name_, "{} does not define class {}", quote(entry_name), quote(cls));
-    ScriptClass out;
-    bool seen_parameters = false, seen_buffers = false;
-    // The class body: the lines after its header that are indented.
-    for (std::size_t line = code.find('\n', at + 1); line != std::string_view::npos && line + 1 < code.size();) {
-      const std::size_t end = std::min(code.find('\n', line + 1), code.size());
-      const std::string_view text = code.substr(line + 1, end - line - 1);
-      if (!text.empty() && text[0] != ' ') break;
-      auto list = [&](std::string_view field, std::vector<std::string>& names, bool& seen) {
-        const std::string prefix = "  " + std::string(field) + " = [";
-        if (!text.starts_with(prefix)) return;
-        seen = true;
-        names = quoted_names(text.substr(prefix.size()), entry_name, field);
-      };
-      list("__parameters__", out.parameters, seen_parameters);
-      list("__buffers__", out.buffers, seen_buffers);
-      line = end;
-    }
-    auto& slot = script_classes_[qualified];
-    if (seen_parameters && seen_buffers) slot = std::move(out);
-    return slot ? &*slot : nullptr;
-  }
-
-  // The names of `"a", "b", ]`: the list as TorchScript prints it (identifiers, double quotes).
-  std::vector<std::string> quoted_names(std::string_view text, const std::string& entry, std::string_view field) {
-    std::vector<std::string> names;
-    for (std::size_t i = 0;;) {
-      while (i < text.size() && (text[i] == ' ' || text[i] == ',')) ++i;
-      if (i < text.size() && text[i] == ']') return names;
-      const std::size_t close = i < text.size() && text[i] == '"' ? text.find('"', i + 1) : std::string_view::npos;
-      if (close == std::string_view::npos || text.substr(i, close - i).find('\\') != std::string_view::npos)
-        fail(ErrorCode::format, name_, "{}: {} is not a list of quoted names", quote(entry), field);
-      names.emplace_back(text.substr(i + 1, close - i - 1));
-      i = close + 1;
-    }
-  }
-
-  // A scripted module's tensors in state_dict order: its parameters, its buffers, then its
-  // submodules (attributes holding objects of TorchScript module classes) in attribute order.
-  void walk_script_module(const pk::Graph& g, pk::NodeId id, const std::string& prefix, std::size_t depth) {
-    if (depth > 256) fail(ErrorCode::unsupported, name_, "data.pkl: modules nested too deeply");
-    const pk::Node& object = g.at(id);
-    const std::string cls = g.global_name(id);
-    record_module_class(prefix, cls);
-    if (object.state == pk::kNoNode || g.at(object.state).kind != pk::Kind::dict)
-      fail(ErrorCode::format, name_, "data.pkl: TorchScript module {} ({}) has no attribute dict", quote(prefix), quote(cls));
-    const pk::Node& state = g.at(object.state);
-    const ScriptClass* script = script_class(cls);
-    if (!script)
-      fail(ErrorCode::format, name_, "data.pkl: TorchScript class {} lists no __parameters__ and __buffers__", quote(cls));
-    for (const bool buffers : {false, true})
-      for (const std::string& name : buffers ? script->buffers : script->parameters) {
-        const pk::NodeId v = member(g, state, name);
-        if (v == pk::kNoNode) fail(ErrorCode::format, name_, "data.pkl: TorchScript module {} has no attribute {}",
-                                   quote(prefix.empty() ? cls : prefix), quote(name));
-        if (g.at(v).kind == pk::Kind::none) continue;  // e.g. bias=False
-        add_tensor(g, v, prefix + name);
-        if (buffers) {
-          infos_.back().role = Role::buffer;
-          infos_.back().collection = std::string(kDefaultBufferCollection);
-        }
-      }
-    for (const auto& [k, v] : state.entries) {
-      const pk::Node& child = g.at(v);
-      if (child.kind == pk::Kind::object && child.newobj && g.global_name(v).starts_with("__torch__.") &&
-          child.state != pk::kNoNode && g.at(child.state).kind == pk::Kind::dict && script_class(g.global_name(v)))
-        walk_script_module(g, v, prefix + key_text(g, k, "") + ".", depth + 1);
-    }
-  }
-
-  // metadata[kTorchModulesKey][module path] = the class's Python name (TorchScript's generated
-  // names brought back to it).
-  void record_module_class(const std::string& prefix, std::string cls) {
-    if (cls.starts_with("__torch__.")) cls.erase(0, std::string_view("__torch__.").size());
-    for (std::size_t at; (at = cls.find("___torch_mangle_")) != std::string::npos;) {
-      const auto dot = cls.find('.', at);
-      cls.erase(at, dot == std::string::npos ? std::string::npos : dot - at + 1);
-    }
-    const std::string path = prefix.empty() ? prefix : prefix.substr(0, prefix.size() - 1);  // "a.b." -> "a.b"
-    metadata_[std::string(kTorchModulesKey)][path] = cls;
-  }
-
-  void interpret(const pk::Graph& g) {
-    if (is_torchscript(g)) {
-      role_source_ = RoleSource::torchscript;
-      metadata_["module"] = g.global_name(g.root());
-      walk_script_module(g, g.root(), "", 0);
-      return;
-    }
-    if (is_module(g, g.root())) {
-      role_source_ = RoleSource::module;
-      metadata_["module"] = g.global_name(g.at(g.root()).first);
-      walk_module(g, g.root(), "", 0);
-      return;
-    }
-    role_source_ = RoleSource::heuristic;
-    if (!is_dict(g, g.root()))
-      fail(ErrorCode::unsupported, name_, "data.pkl holds {}, not a dict (a state_dict or a checkpoint)",
-           pk::render(g, g.root(), 2).substr(0, 80));
-    // The model: the dict named by options.model_key; else the top level if it holds tensors
-    // itself; else the top-level value that is a dict holding the most tensors.
-    pk::NodeId model = g.root();
-    if (!options_.model_key.empty()) {
-      for (std::size_t start = 0; start <= options_.model_key.size();) {
-        const auto dot = std::min(options_.model_key.find('.', start), options_.model_key.size());
-        const std::string part = options_.model_key.substr(start, dot - start);
-        pk::NodeId next = pk::kNoNode;
-        for (const auto& [k, v] : g.at(model).entries)
-          if ((g.at(k).kind == pk::Kind::string || g.at(k).kind == pk::Kind::integer) && key_text(g, k, "") == part)
-            next = v;
-        if (next == pk::kNoNode || !is_dict(g, next))
-          fail(ErrorCode::invalid_argument, name_, "no dict at key {} (asked for the model with {})", quote(part),
-               quote(options_.model_key));
-        model = next;
-        start = dot + 1;
-      }
-      model_key_ = options_.model_key;
-    } else if (direct_tensors(g, g.root()) == 0) {
-      std::size_t best = 0;
-      for (const auto& [k, v] : g.at(g.root()).entries)
-        if (is_dict(g, v) && direct_tensors(g, v) > best) {
-          best = direct_tensors(g, v);
-          model = v;
-          model_key_ = key_text(g, k, "");
-        }
-    }
-    const BufferRule is_buffer(options_.buffer_regex);
-    walk(g, g.root(), {}, model, metadata_, is_buffer);
-    // A checkpoint rather than a bare state_dict: record its shape so that it can be written back
-    // as torch had it (format-spec/conventions.md §4).
-    const bool extras = std::any_of(infos_.begin(), infos_.end(), [](auto& i) { return i.role == Role::extra; });
-    if (!model_key_.empty() || extras || !int_key_paths_.empty() || !tuple_paths_.empty()) {
-      Metadata shape = Metadata::object();
-      shape["model_key"] = model_key_;
-      shape["int_keys"] = int_key_paths_;
-      shape["tuples"] = tuple_paths_;
-      metadata_[std::string(kTorchCheckpointKey)] = std::move(shape);
-    }
-  }
-
-  std::string name_;
-  std::string prefix_;  // "<folder>/"
   bool big_endian_ = false;
-  std::shared_ptr<const detail::MappedFile> mapping_;
-  detail::UniqueFd fd_;  // copies of contiguous data come through pread, not the mapping
   std::unique_ptr<detail::zip::Archive> archive_;
   std::vector<Storage> storages_;
-  std::map<std::string, std::size_t> storage_index_;
   std::vector<View> views_;  // parallel to infos_
-  std::map<std::string, std::optional<ScriptClass>> script_classes_;
-  std::vector<std::vector<std::string>> int_key_paths_;
-  std::vector<Metadata> tuple_paths_;  // key paths of metadata arrays that were tuples
 };
 
 }  // namespace
@@ -917,10 +192,9 @@ bool sniff(std::span<const std::byte> head, std::uint64_t) {
          rest.starts_with(".data/") || rest.starts_with("code/") || rest == "constants.pkl" || rest == "version";
 }
 
-}  // namespace detail::pytorch
-
-std::unique_ptr<Reader> open_pytorch(const std::filesystem::path& path, const ReadOptions& options) {
-  return std::make_unique<PytorchReader>(path, options);
+std::unique_ptr<FormatReader> open_reader(std::shared_ptr<const ByteSource> source, const ReadOptions& options) {
+  return std::make_unique<PytorchReader>(std::move(source), options);
 }
 
+}  // namespace detail::pytorch
 }  // namespace ckpt

@@ -5,12 +5,7 @@
 #include <optional>
 #include <string_view>
 
-#include <cstddef>
-#include <string>
-#include <vector>
-
 #include "ckpt/dtype.h"
-#include "ckpt/io.h"
 
 namespace ckpt::detail::safetensors {
 
@@ -22,9 +17,5 @@ inline constexpr std::string_view kMetadataKey = "__metadata__";
 inline constexpr std::string_view kRolesKey = "ckpt.roles";
 inline constexpr std::string_view kCkptMetadataKey = "ckpt.metadata";
 inline constexpr std::uint64_t kRolesVersion = 1;
-
-// The tensors a safetensors file holds: all but non-persistent buffers, which a state_dict leaves
-// out (load_state_dict(strict=True) refuses them); those are named through options.notice.
-std::vector<std::size_t> kept_tensors(const Source& source, const WriteOptions& options, const std::string& file);
 
 }  // namespace ckpt::detail::safetensors

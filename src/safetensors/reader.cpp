@@ -1,6 +1,6 @@
 // safetensors reader: every check the reference implementation makes (header size cap, UTF-8
 // JSON, duplicate names, offsets contiguous and in bounds, sizes equal dtype x shape, buffer
-// length equal to the last offset), then zero-copy views into the mapped file.
+// length equal to the last offset); each tensor is one range of the data buffer.
 
 #include <algorithm>
 #include <set>
@@ -8,12 +8,11 @@
 #include <nlohmann/json.hpp>
 
 #include "ckpt/roles.h"
-#include "ckpt/safetensors.h"
+#include "core/format_reader.h"
 #include "safetensors/dtypes.h"
+#include "safetensors/format.h"
 #include "util/json_get.h"
 #include "util/bytes.h"
-#include "util/file_read.h"
-#include "util/mapped_file.h"
 
 namespace ckpt {
 namespace {
@@ -23,14 +22,12 @@ using detail::quote;
 using json = nlohmann::json;
 namespace st = detail::safetensors;
 
-class SafetensorsReader final : public Reader {
+class SafetensorsReader final : public detail::FormatReader {
  public:
-  SafetensorsReader(const std::filesystem::path& path, const ReadOptions& options) : Reader(path, options) {
+  SafetensorsReader(std::shared_ptr<const detail::ByteSource> source, const ReadOptions& options)
+      : FormatReader(std::move(source), options) {
     format_ = "safetensors";
-    name_ = path.string();
-    fd_ = detail::open_readonly(path);
-    mapping_ = detail::MappedFile::from_fd(fd_.get(), path);
-    const auto bytes = mapping_->bytes();
+    const auto bytes = source_->bytes();
     if (bytes.size() < 8)
       fail(ErrorCode::format, name_, "file is {} bytes, too short for the 8-byte header length", bytes.size());
     const auto header_len = detail::load_le<std::uint64_t>(bytes.data());
@@ -45,26 +42,11 @@ class SafetensorsReader final : public Reader {
     finish_listing();
   }
 
-  Tensor read(std::size_t index) override {
-    check_index(index);
-    const auto& info = infos_[index];
-    const std::uint64_t nbytes = info.nbytes();
-    if (nbytes == 0) return Tensor::zeros(info.dtype, info.shape);
-    const bool aligned = (data_start_ + begins_[index]) % dtype_size(info.dtype) == 0;
-    if (options_.zero_copy && aligned) {
-      mapping_->prefetch(data_start_ + begins_[index], nbytes);
-      return Tensor::view(info.dtype, info.shape, mapping_->bytes().data() + data_start_ + begins_[index], mapping_);
-    }
-    // Copies come through pread: cheaper than faulting the mapping in, then copying.
-    Tensor tensor = Tensor::uninitialized(info.dtype, info.shape);
-    detail::read_at(fd_.get(), data_start_ + begins_[index], tensor.mutable_bytes(), false, name_);
-    return tensor;
-  }
-
-  std::optional<FileSpan> file_span(std::size_t index) const override {
-    check_index(index);
-    if (infos_[index].nbytes() == 0) return std::nullopt;
-    return FileSpan{fd_.get(), data_start_ + begins_[index]};
+  // One range of the data buffer, little-endian, row-major.
+  detail::Location locate(std::size_t index) override {
+    detail::Location l = location(index);
+    l.extents = {{data_start_ + begins_[index], infos_[index].nbytes()}};
+    return l;
   }
 
  private:
@@ -117,7 +99,7 @@ class SafetensorsReader final : public Reader {
              expected);
       expected = t.end;
     }
-    const std::uint64_t buffer = mapping_->size() - data_start_;
+    const std::uint64_t buffer = source_->size() - data_start_;
     if (expected != buffer)
       fail(ErrorCode::format, name_, "data buffer (offset {}) is {} bytes but the tensors cover {} bytes: {}",
            data_start_, buffer, expected, expected > buffer ? "file is truncated" : "trailing bytes after the data");
@@ -237,17 +219,17 @@ class SafetensorsReader final : public Reader {
     }
   }
 
-  std::string name_;
-  detail::UniqueFd fd_;
-  std::shared_ptr<const detail::MappedFile> mapping_;
   std::uint64_t data_start_ = 0;
   std::vector<std::uint64_t> begins_;  // parallel to infos_
 };
 
 }  // namespace
 
-std::unique_ptr<Reader> open_safetensors(const std::filesystem::path& path, const ReadOptions& options) {
-  return std::make_unique<SafetensorsReader>(path, options);
+namespace detail::safetensors {
+
+std::unique_ptr<FormatReader> open_reader(std::shared_ptr<const ByteSource> source, const ReadOptions& options) {
+  return std::make_unique<SafetensorsReader>(std::move(source), options);
 }
 
+}  // namespace detail::safetensors
 }  // namespace ckpt

@@ -9,7 +9,9 @@
 #include <nlohmann/json.hpp>
 
 #include "ckpt/safetensors.h"
+#include "core/format_reader.h"
 #include "core/subset.h"
+#include "safetensors/format.h"
 #include "safetensors/dtypes.h"
 #include "util/atomic_file.h"
 #include "util/bytes.h"
@@ -22,18 +24,19 @@ using detail::quote;
 
 constexpr std::uint64_t kMaxIndexBytes = 256u << 20;
 
-class ShardedReader final : public Reader {
+class ShardedReader final : public detail::FormatReader {
  public:
-  ShardedReader(const std::filesystem::path& path, const ReadOptions& options) : Reader(path, options) {
+  ShardedReader(std::shared_ptr<const detail::ByteSource> source, const ReadOptions& options)
+      : FormatReader(std::move(source), options) {
     format_ = "safetensors-sharded";
-    const std::string name = path.string();
-    std::error_code ec;
-    const auto size = std::filesystem::file_size(path, ec);
-    if (ec) fail(ErrorCode::io, name, "cannot open: {}", ec.message());
+    const std::string& name = name_;
+    if (!source_->is_file())
+      fail(ErrorCode::unsupported, name, "a sharded safetensors index names its shard files: open it by path");
+    const auto path = source_->path();
+    const auto size = source_->size();
     if (size > kMaxIndexBytes) fail(ErrorCode::format, name, "index of {} bytes is over the {} byte limit", size, kMaxIndexBytes);
-    std::ifstream in(path, std::ios::binary);
-    std::string text(static_cast<std::size_t>(size), '\0');
-    in.read(text.data(), static_cast<std::streamsize>(size));
+    const auto bytes = source_->bytes();
+    const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
     Metadata index;
     try {
       index = Metadata::parse(text);
@@ -56,18 +59,18 @@ class ShardedReader final : public Reader {
     const auto dir = path.parent_path();
     bool all_metadata = true;
     for (const auto& [file, tensors] : by_shard) {
-      auto shard = open_safetensors(dir / file, options);
+      auto shard = detail::safetensors::open_reader(detail::ByteSource::open_file(dir / file), options);
       std::map<std::string, std::size_t> in_shard;
-      for (std::size_t i = 0; i < shard->tensors().size(); ++i) in_shard.emplace(shard->tensors()[i].name, i);
+      for (std::size_t i = 0; i < shard->infos_.size(); ++i) in_shard.emplace(shard->infos_[i].name, i);
       for (const auto& t : tensors)
         if (!in_shard.count(t) && !has_extra(*shard, t))
           fail(ErrorCode::format, name, "weight_map puts {} in {}, which does not hold it", quote(t), quote(file));
-      for (std::size_t i = 0; i < shard->tensors().size(); ++i) {
-        infos_.push_back(shard->tensors()[i]);
+      for (std::size_t i = 0; i < shard->infos_.size(); ++i) {
+        infos_.push_back(shard->infos_[i]);
         where_.emplace_back(shards_.size(), i);
       }
-      all_metadata = all_metadata && shard->role_source() == RoleSource::metadata;
-      if (shards_.empty()) metadata_ = shard->metadata();
+      all_metadata = all_metadata && shard->role_source_ == RoleSource::metadata;
+      if (shards_.empty()) metadata_ = shard->metadata_;
       shards_.push_back(std::move(shard));
     }
     role_source_ = all_metadata && !shards_.empty() ? RoleSource::metadata : RoleSource::heuristic;
@@ -77,26 +80,22 @@ class ShardedReader final : public Reader {
     finish_listing();
   }
 
-  Tensor read(std::size_t index) override {
-    check_index(index);
+
+  // The shard's own location of the tensor.
+  detail::Location locate(std::size_t index) override {
     const auto [shard, i] = where_[index];
-    return shards_[shard]->read(i);
-  }
-  std::optional<FileSpan> file_span(std::size_t index) const override {
-    check_index(index);
-    const auto [shard, i] = where_[index];
-    return shards_[shard]->file_span(i);
+    return shards_[shard]->locate(i);
   }
 
  private:
   // Extra-section tensors are named "section/name" in safetensors files (conventions §2).
-  static bool has_extra(const Reader& shard, const std::string& key) {
-    for (const auto& t : shard.tensors())
+  static bool has_extra(const detail::FormatReader& shard, const std::string& key) {
+    for (const auto& t : shard.infos_)
       if (t.role == Role::extra && t.section + "/" + t.name == key) return true;
     return false;
   }
 
-  std::vector<std::unique_ptr<Reader>> shards_;
+  std::vector<std::unique_ptr<detail::FormatReader>> shards_;
   std::vector<std::pair<std::size_t, std::size_t>> where_;  // parallel to infos_
 };
 
@@ -122,9 +121,13 @@ std::uint64_t parse_size(const std::string& text) {
   return *bytes;
 }
 
-std::unique_ptr<Reader> open_safetensors_index(const std::filesystem::path& index_path, const ReadOptions& options) {
-  return std::make_unique<ShardedReader>(index_path, options);
+namespace detail::safetensors {
+
+std::unique_ptr<FormatReader> open_index_reader(std::shared_ptr<const ByteSource> source, const ReadOptions& options) {
+  return std::make_unique<ShardedReader>(std::move(source), options);
 }
+
+}  // namespace detail::safetensors
 
 void write_safetensors_sharded(Source& source, const std::filesystem::path& path, const WriteOptions& options) {
   // NAME from NAME.safetensors or NAME.safetensors.index.json.

@@ -7,6 +7,7 @@
 #include "ckpt/safetensors.h"
 #include "core/subset.h"
 #include "safetensors/dtypes.h"
+#include "safetensors/format.h"
 #include "util/atomic_file.h"
 #include "util/bytes.h"
 

@@ -139,37 +139,16 @@ std::span<const std::byte> Archive::stored(const Entry& entry) const {
   return file_.subspan(static_cast<std::size_t>(data_offset(entry)), static_cast<std::size_t>(entry.size));
 }
 
-std::vector<std::byte> Archive::read_prefix(const Entry& entry, std::size_t max_bytes) const {
-  const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(max_bytes, entry.size));
+void Archive::read_range(const Entry& entry, std::uint64_t skip, std::span<std::byte> out) const {
+  if (skip > entry.size || out.size() > entry.size - skip)
+    fail(ErrorCode::invalid_argument, name_, "zip entry {}: bytes {}..{} asked of {}", quote(entry.name), skip,
+         skip + out.size(), entry.size);
+  const bool complete = skip + out.size() == entry.size;  // then the CRC-32 is checked
+  const std::uint64_t offset = data_offset(entry);          // may throw: before zlib holds memory
+  std::uint32_t crc = 0;
   if (entry.method == 0) {
-    const auto data = stored(entry).first(n);
-    return {data.begin(), data.end()};
-  }
-  const std::uint64_t offset = data_offset(entry);  // may throw: before zlib holds memory
-  std::vector<std::byte> out(n);
-  z_stream z{};
-  if (inflateInit2(&z, -MAX_WBITS) != Z_OK) fail(ErrorCode::io, name_, "zlib cannot start inflating");
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<std::byte*>(file_.data() + offset));
-  z.avail_in = static_cast<uInt>(std::min<std::uint64_t>(entry.compressed_size, 1u << 30));
-  z.next_out = reinterpret_cast<Bytef*>(out.data());
-  z.avail_out = static_cast<uInt>(n);
-  int rc = Z_OK;
-  while (rc == Z_OK && z.avail_out > 0) {
-    const uInt before = z.avail_out;
-    rc = inflate(&z, Z_NO_FLUSH);
-    if (rc == Z_OK && z.avail_out == before) rc = Z_BUF_ERROR;
-  }
-  const std::size_t got = n - z.avail_out;
-  inflateEnd(&z);
-  if (got != n) fail(ErrorCode::format, name_, "zip entry {}: deflate data is corrupt or too short", quote(entry.name));
-  return out;
-}
-
-std::vector<std::byte> Archive::read(const Entry& entry) const {
-  std::vector<std::byte> out;
-  if (entry.method == 0) {
-    const auto data = stored(entry);
-    out.assign(data.begin(), data.end());
+    if (!out.empty()) std::memcpy(out.data(), file_.data() + offset + skip, out.size());
+    if (complete) crc = detail::crc32(0, file_.subspan(static_cast<std::size_t>(offset), static_cast<std::size_t>(entry.size)));
   } else {
     if (entry.size > limits_.max_inflated_bytes)
       fail(ErrorCode::format, name_, "zip entry {} claims {} bytes, more than the limit of {}", quote(entry.name),
@@ -177,34 +156,68 @@ std::vector<std::byte> Archive::read(const Entry& entry) const {
     if (entry.size / kMaxDeflateRatio > entry.compressed_size)
       fail(ErrorCode::format, name_, "zip entry {} claims {} bytes from {} compressed bytes, more than deflate can give",
            quote(entry.name), entry.size, entry.compressed_size);
-    const std::uint64_t offset = data_offset(entry);  // may throw: before zlib holds memory
-    out.resize(static_cast<std::size_t>(entry.size));
     z_stream z{};
     if (inflateInit2(&z, -MAX_WBITS) != Z_OK) fail(ErrorCode::io, name_, "zlib cannot start inflating");
-    z.next_in = reinterpret_cast<Bytef*>(const_cast<std::byte*>(file_.data() + offset));
-    z.next_out = reinterpret_cast<Bytef*>(out.data());
-    std::uint64_t in_left = entry.compressed_size, out_left = entry.size;
+    // The bytes before `skip` are inflated into a scratch block and dropped (hashed if complete).
+    std::vector<std::byte> dropped(static_cast<std::size_t>(std::min<std::uint64_t>(skip, 1u << 20)));
+    const std::byte* in = file_.data() + offset;
+    std::uint64_t in_left = entry.compressed_size, produced = 0;
+    const std::uint64_t end = skip + out.size();
     int rc = Z_OK;
-    while (rc == Z_OK) {
-      // zlib counts in 32 bits: feed it in pieces.
-      const uInt in_now = static_cast<uInt>(std::min<std::uint64_t>(in_left, 1u << 30));
-      const uInt out_now = static_cast<uInt>(std::min<std::uint64_t>(out_left, 1u << 30));
-      z.avail_in = in_now;
-      z.avail_out = out_now;
+    while (rc == Z_OK && produced < end) {
+      if (z.avail_in == 0 && in_left > 0) {  // zlib counts in 32 bits: feed it in pieces
+        z.next_in = reinterpret_cast<Bytef*>(const_cast<std::byte*>(in));
+        z.avail_in = static_cast<uInt>(std::min<std::uint64_t>(in_left, 1u << 30));
+        in += z.avail_in;
+        in_left -= z.avail_in;
+      }
+      std::byte* target = produced < skip ? dropped.data() : out.data() + (produced - skip);
+      const std::uint64_t room = produced < skip ? std::min<std::uint64_t>(dropped.size(), skip - produced) : end - produced;
+      z.next_out = reinterpret_cast<Bytef*>(target);
+      z.avail_out = static_cast<uInt>(std::min<std::uint64_t>(room, 1u << 30));
+      const uInt before_out = z.avail_out, before_in = z.avail_in;
       rc = inflate(&z, Z_NO_FLUSH);
-      in_left -= in_now - z.avail_in;
-      out_left -= out_now - z.avail_out;
-      if (rc == Z_OK && z.avail_in == in_now && z.avail_out == out_now) rc = Z_BUF_ERROR;  // no progress
+      const std::size_t n = before_out - z.avail_out;
+      if (complete) crc = detail::crc32(crc, std::span<const std::byte>(target, n));
+      produced += n;
+      if (rc == Z_OK && n == 0 && z.avail_in == before_in && in_left == 0) rc = Z_BUF_ERROR;  // no progress
+    }
+    if (complete && rc == Z_OK) {  // all bytes produced: the stream must end here
+      std::byte extra{};
+      z.next_out = reinterpret_cast<Bytef*>(&extra);
+      z.avail_out = 1;
+      if (z.avail_in == 0 && in_left > 0) {
+        z.next_in = reinterpret_cast<Bytef*>(const_cast<std::byte*>(in));
+        z.avail_in = static_cast<uInt>(std::min<std::uint64_t>(in_left, 1u << 30));
+      }
+      rc = inflate(&z, Z_NO_FLUSH);
+      if (z.avail_out == 0) rc = Z_DATA_ERROR;  // more bytes than the entry claims
     }
     inflateEnd(&z);
-    if (rc != Z_STREAM_END || out_left != 0)
+    if (produced != end || (complete ? rc != Z_STREAM_END : rc != Z_OK && rc != Z_STREAM_END))
       fail(ErrorCode::format, name_, "zip entry {}: deflate data is corrupt or not {} bytes long", quote(entry.name),
            entry.size);
   }
-  const std::uint32_t crc = detail::crc32(0, out);
-  if (crc != entry.crc32)
+  if (complete && crc != entry.crc32)
     fail(ErrorCode::integrity, name_, "zip entry {}: CRC-32 {:08x} does not match the stored {:08x}", quote(entry.name),
          crc, entry.crc32);
+}
+
+std::vector<std::byte> Archive::read_prefix(const Entry& entry, std::size_t max_bytes) const {
+  std::vector<std::byte> out(static_cast<std::size_t>(std::min<std::uint64_t>(max_bytes, entry.size)));
+  read_range(entry, 0, out);
+  return out;
+}
+
+std::vector<std::byte> Archive::read(const Entry& entry) const {
+  if (entry.size > limits_.max_inflated_bytes)
+    fail(ErrorCode::format, name_, "zip entry {} claims {} bytes, more than the limit of {}", quote(entry.name),
+         entry.size, limits_.max_inflated_bytes);
+  if (entry.method != 0 && entry.size / kMaxDeflateRatio > entry.compressed_size)
+    fail(ErrorCode::format, name_, "zip entry {} claims {} bytes from {} compressed bytes, more than deflate can give",
+         quote(entry.name), entry.size, entry.compressed_size);
+  std::vector<std::byte> out(static_cast<std::size_t>(entry.size));
+  read_range(entry, 0, out);
   return out;
 }
 

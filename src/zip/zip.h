@@ -57,8 +57,11 @@ class Archive {
 
   // The bytes of a stored entry, in place (no CRC check: that would read them all).
   std::span<const std::byte> stored(const Entry& entry) const;
-  // The first `max_bytes` bytes of an entry (all of it when shorter), inflating no more than
-  // that; no CRC check (it covers the whole entry).
+  // Bytes [skip, skip + out.size()) of an entry, inflated if need be (inflating no further, and
+  // dropping the first `skip` bytes). When they run to the entry's end, the CRC-32 of the whole
+  // entry is checked (integrity error) and so is the end of its deflate stream.
+  void read_range(const Entry& entry, std::uint64_t skip, std::span<std::byte> out) const;
+  // The first `max_bytes` bytes of an entry (all of it when shorter, then CRC-checked).
   std::vector<std::byte> read_prefix(const Entry& entry, std::size_t max_bytes) const;
   // The bytes of any entry, inflated if need be; the CRC-32 is checked.
   std::vector<std::byte> read(const Entry& entry) const;

@@ -1,10 +1,10 @@
-#include "ckpt_h5/chunks.h"
+#include "core/chunks.h"
 
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
 
-namespace ckpt::detail::ckpt_h5 {
+namespace ckpt::detail {
 
 std::vector<std::uint64_t> choose_chunk(const std::vector<std::uint64_t>& shape, std::size_t itemsize,
                                         std::uint64_t target_bytes) {
@@ -161,4 +161,4 @@ void copy_tensor_to_chunk(std::span<const std::byte> tensor, std::span<std::byte
   });
 }
 
-}  // namespace ckpt::detail::ckpt_h5
+}  // namespace ckpt::detail

@@ -1,4 +1,5 @@
-// Chunk geometry and the byte-shuffle transform used by ckpt-h5's compressed layout.
+// Chunk geometry and the byte-shuffle transform of compressed chunks (ckpt-h5 §8): shared by the
+// ckpt-h5 writer and the delivery of chunked data (core/deliver.h).
 #pragma once
 
 #include <cstddef>
@@ -7,7 +8,7 @@
 #include <span>
 #include <vector>
 
-namespace ckpt::detail::ckpt_h5 {
+namespace ckpt::detail {
 
 // Chunk dims for a tensor: whole trailing dimensions while they fit in `target_bytes`, a part of
 // the next one, 1 for the rest, so each chunk is one contiguous run of the row-major bytes.
@@ -45,4 +46,4 @@ void copy_tensor_to_chunk(std::span<const std::byte> tensor, std::span<std::byte
                           const std::vector<std::uint64_t>& shape, const std::vector<std::uint64_t>& chunk,
                           const std::vector<std::uint64_t>& origin, std::size_t itemsize);
 
-}  // namespace ckpt::detail::ckpt_h5
+}  // namespace ckpt::detail

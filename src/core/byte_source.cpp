@@ -1,0 +1,108 @@
+#include "core/byte_source.h"
+
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "util/bytes.h"
+#include "util/checksum.h"
+#include "util/file_read.h"
+
+namespace ckpt::detail {
+namespace {
+
+std::uint64_t page_size() {
+  static const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  return page;
+}
+
+}  // namespace
+
+std::shared_ptr<const ByteSource> ByteSource::open_file(const std::filesystem::path& path) {
+  return from_fd(open_readonly(path), path);
+}
+
+std::shared_ptr<const ByteSource> ByteSource::from_fd(UniqueFd fd, const std::filesystem::path& path, std::string name) {
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) fail(ErrorCode::io, path.string(), "cannot stat: {}", std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) fail(ErrorCode::io, path.string(), "is a directory");
+  std::shared_ptr<ByteSource> source(new ByteSource());
+  source->name_ = name.empty() ? path.string() : std::move(name);
+  source->path_ = path;
+  source->fd_ = std::move(fd);
+  source->size_ = static_cast<std::uint64_t>(st.st_size);
+  return source;
+}
+
+std::shared_ptr<const ByteSource> ByteSource::from_memory(std::span<const std::byte> bytes,
+                                                          std::shared_ptr<const void> owner, std::string name) {
+  std::shared_ptr<ByteSource> source(new ByteSource());
+  source->name_ = std::move(name);
+  source->memory_ = bytes;
+  source->owner_ = std::move(owner);
+  source->size_ = bytes.size();
+  return source;
+}
+
+std::span<const std::byte> ByteSource::bytes() const {
+  if (!is_file()) return memory_;
+  std::call_once(mapped_once_, [&] { mapping_ = MappedFile::from_fd(fd_.get(), path_); });
+  // A file that changed size since it was opened is read only as far as both agree.
+  return mapping_->bytes().first(static_cast<std::size_t>(std::min<std::uint64_t>(mapping_->size(), size_)));
+}
+
+void ByteSource::check_range(std::uint64_t offset, std::uint64_t length, const char* what) const {
+  if (offset > size_ || length > size_ - offset)
+    fail(ErrorCode::format, name_, "{} at offset {} with {} bytes extends past the end of the data ({} bytes)", what,
+         offset, length, size_);
+}
+
+std::optional<std::uint64_t> ByteSource::read(std::uint64_t offset, std::span<std::byte> out, bool hash) const {
+  check_range(offset, out.size(), "data");
+  if (is_file()) return read_at(fd_.get(), offset, out, hash, name_);
+  if (!out.empty()) std::memcpy(out.data(), memory_.data() + offset, out.size());
+  if (hash) return xxh3_64(out);
+  return std::nullopt;
+}
+
+bool ByteSource::aligned(std::uint64_t offset, std::size_t alignment) const {
+  // A mapping starts on a page boundary: the file offset decides. Memory is where it is.
+  const std::uint64_t base = is_file() ? 0 : reinterpret_cast<std::uintptr_t>(memory_.data());
+  return (base + offset) % alignment == 0;
+}
+
+void ByteSource::prefetch(std::uint64_t offset, std::uint64_t length) const {
+  if (is_file() && mapping_) mapping_->prefetch(offset, length);
+}
+
+Tensor ByteSource::view(DType dtype, Shape shape, std::uint64_t offset) const {
+  const std::uint64_t nbytes = shape_nbytes(dtype, shape);
+  check_range(offset, nbytes, "tensor data");
+  const std::byte* at = bytes().data() + offset;
+  prefetch(offset, nbytes);
+  std::shared_ptr<const void> owner = is_file() ? std::shared_ptr<const void>(mapping_) : owner_;
+  return Tensor::view(dtype, std::move(shape), at, std::move(owner));
+}
+
+std::optional<Tensor> ByteSource::private_view(DType dtype, Shape shape, std::uint64_t offset) const {
+  const std::uint64_t nbytes = shape_nbytes(dtype, shape);
+  check_range(offset, nbytes, "tensor data");
+  if (!is_file() || nbytes == 0) return std::nullopt;
+  const std::uint64_t start = offset / page_size() * page_size();
+  const std::uint64_t length = offset - start + nbytes;
+  void* p = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd_.get(), static_cast<off_t>(start));
+  if (p == MAP_FAILED) return std::nullopt;  // out of mappings (vm.max_map_count) or address space
+#ifdef MADV_POPULATE_READ
+  // One call instead of a fault per page; ignored by kernels that lack it.
+  if (::madvise(p, length, MADV_POPULATE_READ) != 0) ::madvise(p, length, MADV_WILLNEED);
+#else
+  ::madvise(p, length, MADV_WILLNEED);
+#endif
+  std::shared_ptr<void> owner(p, [length](void* q) { ::munmap(q, length); });
+  return Tensor::writable_view(dtype, std::move(shape), static_cast<std::byte*>(p) + (offset - start), std::move(owner));
+}
+
+}  // namespace ckpt::detail

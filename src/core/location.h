@@ -1,0 +1,79 @@
+// Where a tensor's bytes are: what every format's reader says about each tensor, and all that the
+// one delivery routine (core/deliver.h) needs to hand the tensor, or a slice of it, out.
+//
+// A tensor's elements lie in a *stream* of bytes: ranges of the source (a file or memory), or the
+// output of a decoder (an inflated zip entry, base64 text), at a first byte offset with strides
+// and a byte order. Two layouts are not streams: ckpt-h5's compressed chunks (decoded here, from
+// where each chunk lies in the file) and anything the format's library must read itself (HDF5
+// converting a type, filters ckpt does not know): a region reader.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "core/byte_source.h"
+#include "ckpt/tensor.h"
+
+namespace ckpt::detail {
+
+// A byte range of the source.
+struct Extent {
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+};
+
+// Produces bytes [skip, skip + out.size()) of a decoded stream into `out` (decoding and dropping
+// the first `skip` bytes). Errors are thrown as ckpt::Error naming the source and the place.
+using StreamDecoder = std::function<void(std::uint64_t skip, std::span<std::byte> out)>;
+
+// ckpt-h5's compressed layout (format-spec/ckpt-h5.md §8): a row-major little-endian tensor cut
+// into chunks of `chunk` elements, each stored through a filter pipeline.
+struct ChunkedData {
+  enum class Filter { shuffle, zstd };
+  std::vector<std::uint64_t> chunk;  // chunk dimensions, one per tensor dimension
+  std::vector<Filter> filters;       // in the order they were applied when writing
+  struct Chunk {
+    std::vector<std::uint64_t> origin;  // element offset of the chunk in the tensor
+    Extent extent;                      // the stored (filtered) bytes in the source
+    std::uint32_t skipped = 0;          // bit k set: filters[k] was not applied to this chunk
+  };
+  std::vector<Chunk> chunks;  // every chunk of the grid, in row-major order of the grid
+  // Largest stored size a chunk may claim (a bound from the filters; checked before reading).
+  std::uint64_t max_stored_bytes = 0;
+};
+
+// Reads the region of `sizes` elements at `offsets` into `out` (row-major, little-endian).
+using RegionReader = std::function<void(const std::vector<std::uint64_t>& offsets,
+                                        const std::vector<std::uint64_t>& sizes, std::span<std::byte> out)>;
+
+struct Location {
+  std::shared_ptr<const ByteSource> source;
+  DType dtype = DType::float32;
+  Shape shape;
+
+  // --- a stream: exactly one of `extents` and `decoded` ---------------------------------------
+  // The source's bytes in these ranges, concatenated (usually one range; several for Flax's
+  // chunked arrays).
+  std::vector<Extent> extents;
+  // Or the stream a decoder produces, of `decoded_size` bytes.
+  StreamDecoder decoded;
+  std::uint64_t decoded_size = 0;
+  // The elements in the stream: element [0, ..., 0] at byte `first`; element strides per
+  // dimension (empty: row-major contiguous); stored big-endian (delivered little-endian).
+  std::uint64_t first = 0;
+  std::vector<std::uint64_t> strides;
+  bool big_endian = false;
+
+  // --- or not a stream ---------------------------------------------------------------------
+  std::shared_ptr<const ChunkedData> chunked;
+  RegionReader read_region;
+
+  bool is_stream() const { return !chunked && !read_region; }
+};
+
+}  // namespace ckpt::detail
