@@ -4,10 +4,12 @@
 
 #include <cstddef>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "ckpt/options.h"
+#include "core/byte_source.h"
 
 namespace ckpt::detail::ckpt_h5 {
 
@@ -28,8 +30,9 @@ std::vector<std::string> encode_check(const CheckRequest& request);
 // Throws invalid_argument on a request it does not understand.
 CheckRequest decode_check(const std::vector<std::string>& words);
 
-// Runs the check in this process (may crash on a malformed file; errors are thrown).
-void check_structure(const CheckRequest& request);
+// Runs the check in this process (may crash on a malformed file; errors are thrown): on the file
+// at request.path, or on `memory` (a checkpoint held in memory; its path is empty).
+void check_structure(const CheckRequest& request, std::shared_ptr<const ByteSource> memory = nullptr);
 
 // The helper's loop: serves requests from stdin, answers on stdout, keeps the last file open
 // while it is unchanged (so one_dataset checks do not parse the index again).

@@ -10,8 +10,7 @@
 
 namespace ckpt::detail::ckpt_h5 {
 
-// Opens a ckpt-h5 file; a checkpoint given in memory is copied into an anonymous memory file
-// first (HDF5 and the isolation helper open files by path).
+// Opens a ckpt-h5 file, or a checkpoint held in memory (read in place through HDF5's core driver).
 std::unique_ptr<FormatReader> open_reader(std::shared_ptr<const ByteSource> source, const ReadOptions& options);
 
 }  // namespace ckpt::detail::ckpt_h5

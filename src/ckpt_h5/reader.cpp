@@ -5,11 +5,8 @@
 // user block) HDF5 reads itself, slices as hyperslabs (format-spec/ckpt-h5.md §8).
 #include <zstd.h>
 
-#include <cerrno>
-#include <cstring>
 #include <map>
 
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -33,22 +30,25 @@ namespace schema = detail::ckpt_h5;
 
 class CkptH5Reader final : public detail::FormatReader {
  public:
-  // `hdf5_path` is the path HDF5 and the isolation helper open: the file's own, or
-  // /proc/PID/fd/N of an anonymous memory file holding a checkpoint that was given in memory.
-  CkptH5Reader(std::shared_ptr<const detail::ByteSource> source, const ReadOptions& options,
-               std::filesystem::path hdf5_path)
-      : FormatReader(std::move(source), options), hdf5_path_(std::move(hdf5_path)) {
+  // A file is opened by HDF5 by its path; a checkpoint held in memory in place, through HDF5's
+  // core driver.
+  CkptH5Reader(std::shared_ptr<const detail::ByteSource> source, const ReadOptions& options)
+      : FormatReader(std::move(source), options) {
     format_ = schema::kFormatName;
     h5::register_zstd_filter();
     // What HDF5 parses to list the file (superblock, root group, attributes, index) is parsed
     // first in a child process; a dataset's header and chunk index likewise before it is read.
     if (options_.isolate_hdf5) isolate(schema::CheckStage::listing);
     const h5::Where w{name_};
-    file_ = h5::open_file_readonly(w, hdf5_path_);
-    // From here on the bytes are read through the very file HDF5 has open (a dup of its
-    // descriptor), whatever happens to the path.
-    source_ = detail::ByteSource::from_fd(detail::UniqueFd(h5::duplicate_file_descriptor(w, file_)), source_->path(),
-                                          name_);
+    if (source_->is_file()) {
+      file_ = h5::open_file_readonly(w, source_->path());
+      // From here on the bytes are read through the very file HDF5 has open (a dup of its
+      // descriptor), whatever happens to the path.
+      source_ = detail::ByteSource::from_fd(detail::UniqueFd(h5::duplicate_file_descriptor(w, file_)), source_->path(),
+                                            name_);
+    } else {
+      file_ = h5::open_image_readonly(w, source_->bytes());
+    }
     file_size_ = source_->size();
     check_identity();
     schema::Index index = schema::parse_index(
@@ -77,9 +77,13 @@ class CkptH5Reader final : public detail::FormatReader {
   }
 
  private:
+  // Files go to the helper by path; memory is checked in a fork() of this process, which has it.
   void isolate(schema::CheckStage stage, std::size_t tensor = 0) {
-    const schema::CheckRequest request{hdf5_path_, stage, tensor, options_};
-    detail::run_isolated(name_, schema::encode_check(request), [&] { schema::check_structure(request); });
+    const schema::CheckRequest request{source_->path(), stage, tensor, options_};
+    if (source_->is_file())
+      detail::run_isolated(name_, schema::encode_check(request), [&] { schema::check_structure(request); });
+    else
+      detail::run_isolated(name_, {}, [&] { schema::check_structure(request, source_); });
   }
 
   // Reading everything: one check of every dataset instead of one per tensor.
@@ -177,7 +181,8 @@ class CkptH5Reader final : public detail::FormatReader {
     }
     // Anything else: HDF5 reads it (converting the type), whole or as a hyperslab.
     const std::string name = name_;
-    l.read_region = [dataset, expected, name](const std::vector<std::uint64_t>& offsets,
+    // The source too: a file held in memory must outlive the dataset HDF5 reads from it.
+    l.read_region = [dataset, expected, name, source = source_](const std::vector<std::uint64_t>& offsets,
                                               const std::vector<std::uint64_t>& sizes, std::span<std::byte> out) {
       h5::read_region({name}, *dataset, *expected, offsets, sizes, out.data());
     };
@@ -215,7 +220,6 @@ class CkptH5Reader final : public detail::FormatReader {
     return *userblock_ != 0;
   }
 
-  std::filesystem::path hdf5_path_;
   std::uint64_t file_size_ = 0;
   h5::Handle file_;
   std::map<std::string, h5::Handle> groups_;
@@ -271,10 +275,10 @@ void check_datasets(CkptH5Reader& reader, const CheckRequest& request) {
 
 }  // namespace
 
-void check_structure(const CheckRequest& request) {
+void check_structure(const CheckRequest& request, std::shared_ptr<const ByteSource> memory) {
   ReadOptions direct = request.options;
   direct.isolate_hdf5 = false;
-  CkptH5Reader reader(ByteSource::open_file(request.path), direct, request.path);
+  CkptH5Reader reader(memory ? std::move(memory) : ByteSource::open_file(request.path), direct);
   check_datasets(reader, request);
 }
 
@@ -293,32 +297,15 @@ void serve_checks() {
     // A listing is what the reader is about to parse afresh: the helper parses afresh too.
     if (request.stage == CheckStage::listing || !cached || id.empty() || id != cached_identity) {
       cached.reset();
-      cached = std::make_unique<CkptH5Reader>(ByteSource::open_file(request.path), request.options, request.path);
+      cached = std::make_unique<CkptH5Reader>(ByteSource::open_file(request.path), request.options);
       cached_identity = id;
     }
     check_datasets(*cached, request);
   });
 }
 
-// A checkpoint given in memory goes to HDF5 (and to the isolation helper, another process) as
-// an anonymous memory file, by the path /proc/PID/fd/N.
 std::unique_ptr<FormatReader> open_reader(std::shared_ptr<const ByteSource> source, const ReadOptions& options) {
-  if (source->is_file()) {
-    const auto path = source->path();
-    return std::make_unique<CkptH5Reader>(std::move(source), options, path);
-  }
-  UniqueFd memory(::memfd_create("ckpt-h5", MFD_CLOEXEC));
-  if (!memory.valid()) fail(ErrorCode::io, source->name(), "cannot create a memory file: {}", std::strerror(errno));
-  const auto bytes = source->bytes();
-  for (std::size_t done = 0; done < bytes.size();) {
-    const ssize_t n = ::write(memory.get(), bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail(ErrorCode::io, source->name(), "cannot fill a memory file: {}", std::strerror(errno));
-    done += static_cast<std::size_t>(n);
-  }
-  const std::filesystem::path path = fmt::format("/proc/{}/fd/{}", ::getpid(), memory.get());
-  auto file = ByteSource::from_fd(std::move(memory), path, source->name());
-  return std::make_unique<CkptH5Reader>(std::move(file), options, path);
+  return std::make_unique<CkptH5Reader>(std::move(source), options);
 }
 
 }  // namespace detail::ckpt_h5

@@ -1,6 +1,7 @@
 #include "h5/h5.h"
 
 #include <hdf5.h>
+#include <hdf5_hl.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -107,6 +108,15 @@ Handle open_file_readonly(Where w, const std::filesystem::path& path) {
   const auto lock = lock_library();
   init_library();
   return Handle(check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), w, "cannot open as HDF5"));
+}
+
+Handle open_image_readonly(Where w, std::span<const std::byte> image) {
+  const auto lock = lock_library();
+  init_library();
+  // Read-only: HDF5 never writes through the pointer it is given.
+  void* data = const_cast<std::byte*>(image.data());
+  return Handle(check(H5LTopen_file_image(data, image.size(), H5LT_FILE_IMAGE_DONT_COPY | H5LT_FILE_IMAGE_DONT_RELEASE), w,
+                      "cannot open as HDF5"));
 }
 
 void close_file(Where w, Handle& file) {

@@ -52,6 +52,9 @@ struct CreateSettings {
 };
 Handle create_file(Where w, const std::filesystem::path& path, const CreateSettings& settings);
 Handle open_file_readonly(Where w, const std::filesystem::path& path);
+// A file held in memory, read in place (HDF5's core driver through H5LTopen_file_image, neither
+// copied nor freed): `image` must outlive the file and everything opened in it.
+Handle open_image_readonly(Where w, std::span<const std::byte> image);
 void close_file(Where w, Handle& file);  // close and report errors (Handle's destructor is silent)
 // dup() of the file descriptor HDF5 reads through (sec2 driver), for mapping the same file.
 int duplicate_file_descriptor(Where w, const Handle& file);

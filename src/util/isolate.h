@@ -15,6 +15,8 @@ namespace ckpt::detail {
 // check is then a request over a socket, and costs the same whatever the size of this process.
 // Otherwise (or with CKPT_H5_CHECK=-) a fork() running `fn`. Death of the child by a signal
 // becomes a format error naming `file`; the helper is restarted for the next check.
+// An empty `request` (what is checked is in this process's memory, where the helper cannot see it)
+// always forks.
 void run_isolated(const std::string& file, const std::vector<std::string>& request, const std::function<void()>& fn);
 
 // The helper's side: reads requests from `in`, calls `handle` for each (its exceptions are
