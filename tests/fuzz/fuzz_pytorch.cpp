@@ -1,11 +1,10 @@
 // libFuzzer target: the PyTorch reader (zip, restricted pickle, tensor views) on
-// arbitrary files, fed through a memfd so the real file path is exercised.
+// arbitrary files, held in memory (the same reader and byte path as for files).
 #include <cstddef>
 #include <cstdint>
 
-#include "ckpt/pytorch.h"
-#include "memfd_input.h"
+#include "fuzz_input.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  return fuzz_reader(data, size, [](const std::string& path) { return ckpt::open_pytorch(path); });
+  return fuzz_format(data, size, "pytorch");
 }
