@@ -82,7 +82,7 @@ TEST_CASE("Boost archives from a newer Tensor version are refused", "[boost]") {
   CHECK_THROWS_WITH(in >> t, "Boost archive: Tensor version 9 is newer than this reader (2)");
 }
 
-TEST_CASE("Boost loads allocate only within the budget a file reader sets", "[boost]") {
+TEST_CASE("Boost loads allocate only within the limit set (BoostLoadLimit, which file readers set)", "[boost]") {
   std::stringstream stream;
   {
     boost::archive::binary_oarchive out(stream);
@@ -92,19 +92,26 @@ TEST_CASE("Boost loads allocate only within the budget a file reader sets", "[bo
   auto load_with_budget = [&](std::uint64_t budget) {
     std::stringstream in_stream(bytes);
     boost::archive::binary_iarchive in(in_stream);
-    detail::boost_load_budget = budget;
+    const BoostLoadLimit limit(budget);
     Tensor t;
-    try {
-      in >> t;
-    } catch (...) {
-      detail::boost_load_budget = UINT64_MAX;
-      throw;
-    }
-    detail::boost_load_budget = UINT64_MAX;
+    in >> t;
     return t;
   };
   CHECK(load_with_budget(bytes.size()).nbytes() == 4000);
   CHECK_THROWS_WITH(load_with_budget(100), "Boost archive: tensor data claims 4000 bytes, more than the archive holds");
+  {  // Limits nest and end with their scope.
+    const BoostLoadLimit outer(100);
+    CHECK(load_with_budget(bytes.size()).nbytes() == 4000);
+    std::stringstream in_stream(bytes);
+    boost::archive::binary_iarchive in(in_stream);
+    Tensor t;
+    CHECK_THROWS_AS(in >> t, Error);
+  }
+  std::stringstream in_stream(bytes);
+  boost::archive::binary_iarchive in(in_stream);
+  Tensor unlimited;
+  in >> unlimited;
+  CHECK(unlimited.nbytes() == 4000);
 }
 
 TEST_CASE("Boost archive files: save, detect by content, load, for text, xml and binary", "[boost]") {

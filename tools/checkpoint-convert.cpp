@@ -58,7 +58,7 @@ int convert_files(const Options& o) {
   options.write.threads = o.threads;
   options.read.threads = o.threads;
   parse_compression(o.compression, options.write);
-  if (!o.max_shard_size.empty()) options.write.max_shard_bytes = parse_size(o.max_shard_size);
+  if (!o.max_shard_size.empty()) options.write.max_shard_bytes = cli::parse_size(o.max_shard_size);
   if (!o.to.empty() && !find_format(o.to))
     throw Error(ErrorCode::invalid_argument, "", fmt::format("--to '{}': unknown format ({})", o.to, format_names()));
   if (o.to.empty() && !format_for_extension(o.output))

@@ -2,8 +2,10 @@
 
 #include <unistd.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <memory>
 
 #include <fmt/format.h>
@@ -11,6 +13,26 @@
 #include "ckpt/error.h"
 
 namespace ckpt::cli {
+
+std::uint64_t parse_size(const std::string& text) {
+  std::uint64_t value = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (ec != std::errc() || ptr == text.data())
+    throw Error(ErrorCode::invalid_argument, "", fmt::format("size '{}': expected a number with an optional unit", text));
+  const std::string unit(ptr, end);
+  static const std::map<std::string, std::uint64_t> units = {
+      {"", 1},          {"B", 1},           {"KB", 1000},       {"MB", 1000000},     {"GB", 1000000000},
+      {"TB", 1000000000000}, {"KiB", 1ull << 10}, {"MiB", 1ull << 20}, {"GiB", 1ull << 30}, {"TiB", 1ull << 40}};
+  const auto it = units.find(unit);
+  if (it == units.end() || value == 0)
+    throw Error(ErrorCode::invalid_argument, "",
+                fmt::format("size '{}': expected a positive number and one of B, KB, MB, GB, TB, KiB, MiB, GiB, TiB",
+                            text));
+  std::uint64_t bytes = 0;
+  if (__builtin_mul_overflow(value, it->second, &bytes)) throw Error(ErrorCode::invalid_argument, "", fmt::format("size '{}' is too large", text));
+  return bytes;
+}
 
 std::string human_bytes(std::uint64_t bytes) {
   if (bytes < 1024) return fmt::format("{} B", bytes);

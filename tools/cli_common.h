@@ -20,6 +20,10 @@ enum Exit : int {
   kDiffer = 4,     // checkpoint-inspect --diff: the checkpoints differ
 };
 
+// "5GB" (10^9), "500MiB" (2^20), "1024" (bytes): a size for --max-shard-size. Throws
+// invalid_argument naming the text.
+std::uint64_t parse_size(const std::string& text);
+
 // "1.5 MiB", "512 B".
 std::string human_bytes(std::uint64_t bytes);
 

@@ -22,14 +22,35 @@
 
 #include "ckpt/state_dict.h"
 
+namespace ckpt {
+
+// While one exists, loading Tensors and StateDicts from Boost archives on this thread allocates at
+// most `bytes` in all (strings, shapes, tensor data): a claim beyond what is left throws
+// ckpt::Error (format) before anything is allocated. Boost itself trusts every size it reads; set
+// a limit (the archive's size: every allocated byte must also be in it) when loading archives
+// you did not write. ckpt::open sets one for Boost archive files. Limits nest: the innermost
+// applies until it ends.
+class BoostLoadLimit {
+ public:
+  explicit BoostLoadLimit(std::uint64_t bytes);
+  ~BoostLoadLimit();
+  BoostLoadLimit(const BoostLoadLimit&) = delete;
+  BoostLoadLimit& operator=(const BoostLoadLimit&) = delete;
+
+ private:
+  std::uint64_t saved_;
+};
+
+}  // namespace ckpt
+
 namespace ckpt::detail {
 inline constexpr unsigned kBoostTensorVersion = 2;
 inline constexpr unsigned kBoostStateDictVersion = 2;
 
-// Bytes that loading may still allocate (strings, shapes, tensor data). Unbounded for archives a
-// program made itself; readers of untrusted files (ckpt::open on a Boost archive) set it to the
-// file's size, which bounds every claim, since each allocated byte must also be in the archive.
-inline thread_local std::uint64_t boost_load_budget = UINT64_MAX;
+// The load limit of this thread (ckpt::BoostLoadLimit): take `bytes` from it, or throw format
+// naming `what` when they are more than it holds; whether a limit is set.
+void boost_spend(std::uint64_t bytes, const char* what);
+bool boost_limited() noexcept;
 
 [[noreturn]] inline void boost_version_error(const char* what, unsigned found, unsigned supported) {
   throw Error(ErrorCode::unsupported, "",
@@ -37,16 +58,8 @@ inline thread_local std::uint64_t boost_load_budget = UINT64_MAX;
                   " is newer than this reader (" + std::to_string(supported) + ")");
 }
 
-inline void boost_spend(std::uint64_t bytes, const char* what) {
-  if (bytes > boost_load_budget)
-    throw Error(ErrorCode::format, "",
-                std::string("Boost archive: ") + what + " claims " + std::to_string(bytes) +
-                    " bytes, more than the archive holds");
-  if (boost_load_budget != UINT64_MAX) boost_load_budget -= bytes;
-}
-
 inline void boost_refuse_v1(const char* what) {
-  if (boost_load_budget != UINT64_MAX)
+  if (boost_limited())
     throw Error(ErrorCode::unsupported, "",
                 std::string("Boost archive: ") + what +
                     " version 1 is not read from files (its sizes cannot be checked before allocating); "

@@ -1,6 +1,6 @@
 // safetensors (huggingface): u64 little-endian header length, a JSON header, then the data.
 // Roles survive through `__metadata__` by the convention in format-spec/conventions.md; a file
-// without it gets inferred roles (see infer_roles in ckpt/roles.h).
+// without it gets inferred roles (BufferRule in ckpt/roles.h; format-spec/conventions.md §1).
 #pragma once
 
 #include <filesystem>
@@ -30,8 +30,5 @@ std::unique_ptr<Reader> open_safetensors_index(const std::filesystem::path& inde
 // NAME.safetensors and no index, as huggingface does. Shards written before a failure are
 // removed.
 void write_safetensors_sharded(Source& source, const std::filesystem::path& path, const WriteOptions& options = {});
-
-// "5GB" (10^9), "500MiB" (2^20), "1024" (bytes): a size for --max-shard-size.
-std::uint64_t parse_size(const std::string& text);
 
 }  // namespace ckpt

@@ -99,11 +99,16 @@ class StateDict {
   std::size_t size() const noexcept { return entries_.size(); }
   bool empty() const noexcept { return entries_.empty(); }
 
-  // Model entry (parameter or buffer) by name, or an extra section's entry.
+  // Model entry (parameter or buffer) by name, or an extra section's entry; nullptr if absent.
+  // The mutable forms let a caller edit an entry's tensor (or replace it) in place; names, roles
+  // and sections are changed by building a new StateDict.
   const Entry* find(std::string_view name) const;
   const Entry* find(std::string_view section, std::string_view name) const;
+  Entry* find(std::string_view name);
+  Entry* find(std::string_view section, std::string_view name);
   // Like find but throws invalid_argument naming the missing key.
   const Tensor& at(std::string_view name) const;
+  Tensor& at(std::string_view name);
 
   std::size_t count(Role role) const;
   // Extra section names in first-appearance order.

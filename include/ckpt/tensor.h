@@ -98,16 +98,4 @@ class Tensor {
   bool writable_ = true;
 };
 
-namespace detail {
-// While one exists, freed tensor buffers of 1 MiB or more (up to 64 MiB in all) are reused for
-// new tensors instead of returned to the system; convert() holds one. Internal.
-class BufferReuse {
- public:
-  BufferReuse();
-  ~BufferReuse();
-  BufferReuse(const BufferReuse&) = delete;
-  BufferReuse& operator=(const BufferReuse&) = delete;
-};
-}  // namespace detail
-
 }  // namespace ckpt

@@ -30,12 +30,6 @@ namespace {
 
 using detail::fail;
 
-class BudgetGuard {
- public:
-  explicit BudgetGuard(std::uint64_t budget) { detail::boost_load_budget = budget; }
-  ~BudgetGuard() { detail::boost_load_budget = UINT64_MAX; }
-};
-
 // Listing pass: the archive is loaded through stand-ins for StateDict and Tensor, saved-compatible
 // with them (same class versions and levels, the same fields), which read every field except
 // tensor data: DataSkipper steps over the data and says where it starts. Tensors are then
@@ -265,7 +259,7 @@ class BoostReader final : public detail::FormatReader {
     Base64Skipper base64(buffer, *source_);
     StateDictListing listing{kind_ == detail::boost_file::Kind::binary ? static_cast<DataSkipper*>(&binary) : &base64, {}, {}};
     try {
-      const BudgetGuard budget(file_size);
+      const BoostLoadLimit budget(file_size);
       switch (kind_) {
         case detail::boost_file::Kind::text: {
           boost::archive::text_iarchive archive(in);

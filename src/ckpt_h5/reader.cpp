@@ -167,7 +167,7 @@ class CkptH5Reader final : public detail::FormatReader {
       std::uint64_t chunk_bytes = dtype_size(info.dtype);
       for (auto c : layout.chunk) {
         const auto m = c == 0 ? std::nullopt : detail::checked_mul(chunk_bytes, c);
-        if (!m || *m > h5::kMaxChunkBytes)
+        if (!m || *m > detail::kMaxChunkBytes)
           fail(ErrorCode::format, name_, "chunk dims [{}] are invalid or over HDF5's 4 GiB limit", fmt::join(layout.chunk, ", "));
         chunk_bytes = *m;
       }
@@ -191,7 +191,7 @@ class CkptH5Reader final : public detail::FormatReader {
 
   static bool ckpt_filters_only(const h5::DatasetLayout& layout) {
     for (const auto& f : layout.filters)
-      if (f.id != h5::kShuffleFilter && f.id != h5::kZstdFilter) return false;
+      if (f.id != h5::kShuffleFilter && f.id != kZstdFilterId) return false;
     return true;
   }
 
@@ -203,8 +203,8 @@ class CkptH5Reader final : public detail::FormatReader {
     c->chunk = layout.chunk;
     bool zstd = false;
     for (const auto& f : layout.filters) {
-      zstd = zstd || f.id == h5::kZstdFilter;
-      c->filters.push_back(f.id == h5::kZstdFilter ? detail::ChunkedData::Filter::zstd : detail::ChunkedData::Filter::shuffle);
+      zstd = zstd || f.id == kZstdFilterId;
+      c->filters.push_back(f.id == kZstdFilterId ? detail::ChunkedData::Filter::zstd : detail::ChunkedData::Filter::shuffle);
     }
     c->max_stored_bytes = zstd ? ZSTD_compressBound(chunk_bytes) + 4096 : chunk_bytes;
     for (auto& origin : detail::chunk_origins(dims, layout.chunk)) {

@@ -252,7 +252,7 @@ class Writer {
         layout.chunked = true;
         layout.chunk = detail::choose_chunk(dims, itemsize, options_.chunk_bytes);
         if (itemsize > 1) layout.filters.push_back({h5::kShuffleFilter, {}});
-        layout.filters.push_back({h5::kZstdFilter, {static_cast<unsigned>(options_.zstd_level)}});
+        layout.filters.push_back({kZstdFilterId, {static_cast<unsigned>(options_.zstd_level)}});
       }
       layout.allocate_early = !compress && from && tensor.nbytes() > 0;
       h5::Handle dataset = h5::create_dataset(w, group, link, type, dims, layout);

@@ -10,6 +10,9 @@
 
 namespace ckpt::detail {
 
+// HDF5 limits one chunk to 4 GiB.
+inline constexpr std::uint64_t kMaxChunkBytes = 0xffffffffull;
+
 // Chunk dims for a tensor: whole trailing dimensions while they fit in `target_bytes`, a part of
 // the next one, 1 for the rest, so each chunk is one contiguous run of the row-major bytes.
 std::vector<std::uint64_t> choose_chunk(const std::vector<std::uint64_t>& shape, std::size_t itemsize,

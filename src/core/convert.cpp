@@ -1,5 +1,6 @@
 #include "ckpt/convert.h"
 
+#include "core/buffer_reuse.h"
 #include "core/read_ahead.h"
 
 namespace ckpt {

@@ -16,8 +16,6 @@ namespace {
 // Runs of at least this many bytes are read with pread; shorter ones (strided gathers) are copied
 // from the file's mapping.
 constexpr std::uint64_t kPreadMinBytes = 64u << 10;
-// HDF5 limits one chunk to 4 GiB.
-constexpr std::uint64_t kMaxChunkBytes = 0xffffffffull;
 
 std::vector<std::uint64_t> dims_of(const Shape& shape) { return {shape.begin(), shape.end()}; }
 

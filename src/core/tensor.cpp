@@ -8,6 +8,7 @@
 #include <new>
 #include <vector>
 
+#include "core/buffer_reuse.h"
 #include "util/bytes.h"
 
 namespace ckpt {

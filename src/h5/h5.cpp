@@ -24,12 +24,15 @@ std::unique_lock<std::recursive_mutex> lock_library() {
   return std::unique_lock(mutex);
 }
 
+// Errors of calls that are about no file (building types, the filter registry).
+const std::string kNoFile;
+
 void init_library() {
   static std::once_flag once;
   std::call_once(once, [] {
-    H5open();
+    if (H5open() < 0) throw Error(ErrorCode::io, "", "the HDF5 library cannot start");
     // HDF5 prints its error stack to stderr by default; errors reach users through ours.
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    if (H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr) < 0) throw Error(ErrorCode::io, "", "cannot silence HDF5's error printing");
   });
 }
 
@@ -61,8 +64,28 @@ hid_t check(hid_t id, Where w, const std::string& what) {
 void check_status(herr_t status, Where w, const std::string& what) {
   if (status < 0) raise(w, what);
 }
+// For calls that signal failure with 0 (sizes) or a negative enum (classes, layouts).
+std::size_t check_size(std::size_t size, Where w, const std::string& what) {
+  if (size == 0) raise(w, what);
+  return size;
+}
+H5T_class_t check_class(H5T_class_t cls, Where w) {
+  if (cls == H5T_NO_CLASS) raise(w, "cannot read a type's class");
+  return cls;
+}
 
-Handle property_list(hid_t cls) { return Handle(H5Pcreate(cls)); }
+Handle property_list(hid_t cls, Where w) {
+  return Handle(check(H5Pcreate(cls), w, "cannot create an HDF5 property list"));
+}
+
+// A fixed-length UTF-8 string type of `size` bytes (at least 1), NUL-padded.
+Handle string_type(std::size_t size, Where w) {
+  Handle type(check(H5Tcopy(H5T_C_S1), w, "cannot create a string type"));
+  check_status(H5Tset_size(type.get(), std::max<std::size_t>(size, 1)), w, "cannot size a string type");
+  check_status(H5Tset_cset(type.get(), H5T_CSET_UTF8), w, "cannot set a string type's character set");
+  check_status(H5Tset_strpad(type.get(), H5T_STR_NULLPAD), w, "cannot set a string type's padding");
+  return type;
+}
 
 std::vector<hsize_t> to_hsize(const std::vector<std::uint64_t>& v) { return {v.begin(), v.end()}; }
 
@@ -89,7 +112,7 @@ void Handle::reset() noexcept {
 Handle create_file(Where w, const std::filesystem::path& path, const CreateSettings& settings) {
   const auto lock = lock_library();
   init_library();
-  Handle fapl = property_list(H5P_FILE_ACCESS);
+  Handle fapl = property_list(H5P_FILE_ACCESS, w);
   // v1.8 object formats: compact/dense link storage, so groups with many links stay fast, while
   // HDF5 1.8 tools can still read the file.
   check_status(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_LATEST), w, "cannot set format bounds");
@@ -97,7 +120,7 @@ Handle create_file(Where w, const std::filesystem::path& path, const CreateSetti
   // pack small tensors at unaligned offsets, so it is switched off.
   check_status(H5Pset_alignment(fapl.get(), 1, settings.alignment), w, "cannot set alignment");
   check_status(H5Pset_small_data_block_size(fapl.get(), 0), w, "cannot set small data block size");
-  Handle fcpl = property_list(H5P_FILE_CREATE);
+  Handle fcpl = property_list(H5P_FILE_CREATE, w);
   check_status(H5Pset_link_creation_order(fcpl.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED), w,
                "cannot track creation order");
   return Handle(check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get()), w,
@@ -128,7 +151,8 @@ void close_file(Where w, Handle& file) {
 int duplicate_file_descriptor(Where w, const Handle& file) {
   const auto lock = lock_library();
   Handle fapl(check(H5Fget_access_plist(file.get()), w, "cannot query file access"));
-  if (H5Pget_driver(fapl.get()) != H5FD_SEC2) throw Error(ErrorCode::unsupported, w.file, "file driver is not sec2");
+  const hid_t driver = check(H5Pget_driver(fapl.get()), w, "cannot query the file driver");
+  if (driver != H5FD_SEC2) throw Error(ErrorCode::unsupported, w.file, "file driver is not sec2");
   void* handle = nullptr;
   check_status(H5Fget_vfd_handle(file.get(), fapl.get(), &handle), w, "cannot get file descriptor");
   const int fd = ::dup(*static_cast<int*>(handle));
@@ -144,8 +168,7 @@ std::uint64_t userblock_size(Where w, const Handle& file) {
   return size;
 }
 
-bool has_signature(std::span<const std::byte> head) {
-  const auto lock = lock_library();
+bool has_signature(std::span<const std::byte> head) {  // no HDF5 call
   static constexpr unsigned char kSignature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
   for (std::size_t offset = 0; offset + 8 <= head.size(); offset = offset == 0 ? 512 : offset * 2)
     if (std::memcmp(head.data() + offset, kSignature, 8) == 0) return true;
@@ -156,11 +179,11 @@ bool has_signature(std::span<const std::byte> head) {
 
 Handle create_group(Where w, const Handle& parent, const std::string& name) {
   const auto lock = lock_library();
-  Handle gcpl = property_list(H5P_GROUP_CREATE);
+  Handle gcpl = property_list(H5P_GROUP_CREATE, w);
   check_status(H5Pset_link_creation_order(gcpl.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED), w,
                "cannot track creation order");
-  Handle lcpl = property_list(H5P_LINK_CREATE);
-  H5Pset_char_encoding(lcpl.get(), H5T_CSET_UTF8);
+  Handle lcpl = property_list(H5P_LINK_CREATE, w);
+  check_status(H5Pset_char_encoding(lcpl.get(), H5T_CSET_UTF8), w, "cannot set link names to UTF-8");
   return Handle(check(H5Gcreate2(parent.get(), name.c_str(), lcpl.get(), gcpl.get(), H5P_DEFAULT), w,
                       "cannot create group " + quote(name)));
 }
@@ -202,38 +225,49 @@ Handle custom_float(std::size_t size, std::size_t sign_pos, std::size_t exp_pos,
                     std::size_t mant_bits, std::size_t ebias) {
   const auto lock = lock_library();
   init_library();
+  const Where w{kNoFile};
   // The order matters: move the fields into the low bits first, then shrink (as h5py does).
-  Handle t(H5Tcopy(H5T_IEEE_F32LE));
-  H5Tset_fields(t.get(), sign_pos, exp_pos, exp_bits, 0, mant_bits);
-  H5Tset_size(t.get(), size);
-  H5Tset_ebias(t.get(), ebias);
+  Handle t(check(H5Tcopy(H5T_IEEE_F32LE), w, "cannot copy a float type"));
+  check_status(H5Tset_fields(t.get(), sign_pos, exp_pos, exp_bits, 0, mant_bits), w, "cannot set float fields");
+  check_status(H5Tset_size(t.get(), size), w, "cannot size a float type");
+  check_status(H5Tset_ebias(t.get(), ebias), w, "cannot set a float exponent bias");
   return t;
 }
 
 Handle bool_enum() {
   const auto lock = lock_library();
   init_library();
-  Handle t(H5Tenum_create(H5T_STD_I8LE));
+  const Where w{kNoFile};
+  Handle t(check(H5Tenum_create(H5T_STD_I8LE), w, "cannot create an enum type"));
   const std::int8_t no = 0, yes = 1;
-  H5Tenum_insert(t.get(), "FALSE", &no);
-  H5Tenum_insert(t.get(), "TRUE", &yes);
+  check_status(H5Tenum_insert(t.get(), "FALSE", &no), w, "cannot build the bool enum");
+  check_status(H5Tenum_insert(t.get(), "TRUE", &yes), w, "cannot build the bool enum");
   return t;
 }
 
 Handle complex_compound(const Handle& part) {
   const auto lock = lock_library();
-  const std::size_t size = H5Tget_size(part.get());
-  Handle t(H5Tcreate(H5T_COMPOUND, 2 * size));
-  H5Tinsert(t.get(), "r", 0, part.get());
-  H5Tinsert(t.get(), "i", size, part.get());
+  const Where w{kNoFile};
+  const std::size_t size = check_size(H5Tget_size(part.get()), w, "cannot read a type's size");
+  Handle t(check(H5Tcreate(H5T_COMPOUND, 2 * size), w, "cannot create a compound type"));
+  check_status(H5Tinsert(t.get(), "r", 0, part.get()), w, "cannot build the complex compound");
+  check_status(H5Tinsert(t.get(), "i", size, part.get()), w, "cannot build the complex compound");
   return t;
 }
 
-bool types_equal(const Handle& a, const Handle& b) { return H5Tequal(a.get(), b.get()) > 0; }
+bool types_equal(const Handle& a, const Handle& b) {
+  const auto lock = lock_library();
+  const htri_t equal = H5Tequal(a.get(), b.get());
+  if (equal < 0) raise({kNoFile}, "cannot compare types");
+  return equal > 0;
+}
 
 bool types_compatible(const Handle& a, const Handle& b) {
   const auto lock = lock_library();
-  return H5Tget_class(a.get()) == H5Tget_class(b.get()) && H5Tget_size(a.get()) == H5Tget_size(b.get());
+  const Where w{kNoFile};
+  return check_class(H5Tget_class(a.get()), w) == check_class(H5Tget_class(b.get()), w) &&
+         check_size(H5Tget_size(a.get()), w, "cannot read a type's size") ==
+             check_size(H5Tget_size(b.get()), w, "cannot read a type's size");
 }
 
 std::string describe_type(const Handle& type) {
@@ -250,7 +284,9 @@ std::string describe_type(const Handle& type) {
     case H5T_VLEN: cls = "variable-length"; break;
     default: break;
   }
-  return fmt::format("{} of {} bytes", cls, H5Tget_size(type.get()));
+  const std::size_t size = H5Tget_size(type.get());  // for a message: 0 if unknown
+  H5Eclear2(H5E_DEFAULT);
+  return fmt::format("{} of {} bytes", cls, size);
 }
 
 // --- datasets ------------------------------------------------------------------------------
@@ -262,9 +298,10 @@ Handle create_dataset(Where w, const Handle& parent, const std::string& name, co
   Handle space(shape.empty() ? H5Screate(H5S_SCALAR)
                              : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
   check(space.get(), w, "cannot create dataspace for " + quote(name));
-  Handle dcpl = property_list(H5P_DATASET_CREATE);
-  H5Pset_obj_track_times(dcpl.get(), false);  // byte-identical files for identical input
-  H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER);
+  Handle dcpl = property_list(H5P_DATASET_CREATE, w);
+  // Byte-identical files for identical input; no fill values written.
+  check_status(H5Pset_obj_track_times(dcpl.get(), false), w, "cannot switch off modification times");
+  check_status(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER), w, "cannot switch off fill values");
   if (!layout.chunked && layout.allocate_early)
     check_status(H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_EARLY), w, "cannot set allocation time for " + quote(name));
   if (layout.chunked) {
@@ -279,8 +316,8 @@ Handle create_dataset(Where w, const Handle& parent, const std::string& name, co
                      fmt::format("cannot set filter {} for {}", f.id, quote(name)));
     }
   }
-  Handle lcpl = property_list(H5P_LINK_CREATE);
-  H5Pset_char_encoding(lcpl.get(), H5T_CSET_UTF8);
+  Handle lcpl = property_list(H5P_LINK_CREATE, w);
+  check_status(H5Pset_char_encoding(lcpl.get(), H5T_CSET_UTF8), w, "cannot set link names to UTF-8");
   return Handle(check(H5Dcreate2(parent.get(), name.c_str(), type.get(), space.get(), lcpl.get(), dcpl.get(),
                                  H5P_DEFAULT),
                       w, "cannot create dataset " + quote(name)));
@@ -307,12 +344,13 @@ std::vector<std::uint64_t> dataset_shape(Where w, const Handle& dataset) {
   const auto lock = lock_library();
   Handle space(check(H5Dget_space(dataset.get()), w, "cannot read dataspace"));
   const H5S_class_t cls = H5Sget_simple_extent_type(space.get());
+  if (cls == H5S_NO_CLASS) raise(w, "cannot read dataspace class");
   if (cls == H5S_SCALAR) return {};
   if (cls != H5S_SIMPLE) throw Error(ErrorCode::format, w.file, "dataset has a null dataspace");
   const int rank = H5Sget_simple_extent_ndims(space.get());
   if (rank < 0) raise(w, "cannot read dataspace rank");
   std::vector<hsize_t> dims(static_cast<std::size_t>(rank));
-  H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+  if (H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr) < 0) raise(w, "cannot read dataspace dims");
   return {dims.begin(), dims.end()};
 }
 
@@ -320,14 +358,17 @@ DatasetLayout dataset_layout(Where w, const Handle& dataset) {
   const auto lock = lock_library();
   DatasetLayout layout;
   Handle dcpl(check(H5Dget_create_plist(dataset.get()), w, "cannot read dataset properties"));
-  if (H5Pget_layout(dcpl.get()) != H5D_CHUNKED) return layout;
+  const H5D_layout_t kind = H5Pget_layout(dcpl.get());
+  if (kind == H5D_LAYOUT_ERROR) raise(w, "cannot read dataset layout");
+  if (kind != H5D_CHUNKED) return layout;
   layout.chunked = true;
   const int rank = H5Pget_chunk(dcpl.get(), 0, nullptr);
   if (rank < 0) raise(w, "cannot read chunk dims");
   std::vector<hsize_t> chunk(static_cast<std::size_t>(rank));
-  H5Pget_chunk(dcpl.get(), rank, chunk.data());
+  if (H5Pget_chunk(dcpl.get(), rank, chunk.data()) != rank) raise(w, "cannot read chunk dims");
   layout.chunk.assign(chunk.begin(), chunk.end());
   const int nfilters = H5Pget_nfilters(dcpl.get());
+  if (nfilters < 0) raise(w, "cannot read filter pipeline");
   for (int i = 0; i < nfilters; ++i) {
     unsigned flags = 0, config = 0;
     std::size_t n = 8;
@@ -349,7 +390,12 @@ std::optional<std::uint64_t> contiguous_offset(const Handle& dataset) {
   return addr;
 }
 
-std::uint64_t storage_size(const Handle& dataset) { return H5Dget_storage_size(dataset.get()); }
+std::uint64_t storage_size(const Handle& dataset) {
+  const auto lock = lock_library();
+  const hsize_t size = H5Dget_storage_size(dataset.get());  // 0 on failure, as for no storage
+  H5Eclear2(H5E_DEFAULT);
+  return size;
+}
 
 void write_all(Where w, const Handle& dataset, const Handle& mem_type, const void* data) {
   const auto lock = lock_library();
@@ -404,13 +450,10 @@ void read_region(Where w, const Handle& dataset, const Handle& mem_type, const s
 
 void write_string_dataset(Where w, const Handle& parent, const std::string& name, const std::string& text) {
   const auto lock = lock_library();
-  Handle type(H5Tcopy(H5T_C_S1));
-  H5Tset_size(type.get(), std::max<std::size_t>(text.size(), 1));
-  H5Tset_cset(type.get(), H5T_CSET_UTF8);
-  H5Tset_strpad(type.get(), H5T_STR_NULLPAD);
-  Handle space(H5Screate(H5S_SCALAR));
-  Handle dcpl = property_list(H5P_DATASET_CREATE);
-  H5Pset_obj_track_times(dcpl.get(), false);
+  Handle type = string_type(text.size(), w);
+  Handle space(check(H5Screate(H5S_SCALAR), w, "cannot create a dataspace"));
+  Handle dcpl = property_list(H5P_DATASET_CREATE, w);
+  check_status(H5Pset_obj_track_times(dcpl.get(), false), w, "cannot switch off modification times");
   Handle dataset(check(H5Dcreate2(parent.get(), name.c_str(), type.get(), space.get(), H5P_DEFAULT, dcpl.get(),
                                   H5P_DEFAULT),
                        w, "cannot create dataset " + quote(name)));
@@ -426,11 +469,14 @@ std::string read_string_dataset(Where w, const Handle& parent, const std::string
   Handle dataset = open_dataset(w, parent, name);
   Handle type = dataset_type(w, dataset);
   const auto shape = dataset_shape(w, dataset);
-  const H5T_class_t cls = H5Tget_class(type.get());
+  const H5T_class_t cls = check_class(H5Tget_class(type.get()), w);
+  const htri_t variable = cls == H5T_STRING ? H5Tis_variable_str(type.get()) : 0;
+  if (variable < 0) raise(w, "cannot read a string type");
+  const std::size_t type_size = check_size(H5Tget_size(type.get()), w, "cannot read a type's size");
   std::uint64_t nbytes = 0;
-  if (cls == H5T_STRING && shape.empty() && H5Tis_variable_str(type.get()) == 0) {
-    nbytes = H5Tget_size(type.get());
-  } else if (cls == H5T_INTEGER && H5Tget_size(type.get()) == 1 && shape.size() == 1) {
+  if (cls == H5T_STRING && shape.empty() && variable == 0) {
+    nbytes = type_size;
+  } else if (cls == H5T_INTEGER && type_size == 1 && shape.size() == 1) {
     nbytes = shape[0];
   } else {
     throw Error(ErrorCode::format, w.file,
@@ -461,11 +507,8 @@ bool attribute_exists(Where w, const Handle& object, const std::string& name) {
 
 void write_string_attribute(Where w, const Handle& object, const std::string& name, const std::string& value) {
   const auto lock = lock_library();
-  Handle type(H5Tcopy(H5T_C_S1));
-  H5Tset_size(type.get(), std::max<std::size_t>(value.size(), 1));
-  H5Tset_cset(type.get(), H5T_CSET_UTF8);
-  H5Tset_strpad(type.get(), H5T_STR_NULLPAD);
-  Handle space(H5Screate(H5S_SCALAR));
+  Handle type = string_type(value.size(), w);
+  Handle space(check(H5Screate(H5S_SCALAR), w, "cannot create a dataspace"));
   Handle attr(check(H5Acreate2(object.get(), name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), w,
                     "cannot create attribute " + quote(name)));
   std::string padded = value;
@@ -477,7 +520,7 @@ void write_uint_array_attribute(Where w, const Handle& object, const std::string
                                 const std::vector<std::uint32_t>& values) {
   const auto lock = lock_library();
   const hsize_t n = values.size();
-  Handle space(H5Screate_simple(1, &n, nullptr));
+  Handle space(check(H5Screate_simple(1, &n, nullptr), w, "cannot create a dataspace"));
   Handle attr(check(H5Acreate2(object.get(), name.c_str(), H5T_STD_U32LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), w,
                     "cannot create attribute " + quote(name)));
   check_status(H5Awrite(attr.get(), H5T_NATIVE_UINT32, values.data()), w, "cannot write attribute " + quote(name));
@@ -488,23 +531,28 @@ std::optional<std::string> read_string_attribute(Where w, const Handle& object, 
   if (!attribute_exists(w, object, name)) return std::nullopt;
   Handle attr(check(H5Aopen(object.get(), name.c_str(), H5P_DEFAULT), w, "cannot open attribute " + quote(name)));
   Handle type(check(H5Aget_type(attr.get()), w, "cannot read attribute type"));
-  if (H5Tget_class(type.get()) != H5T_STRING)
+  if (check_class(H5Tget_class(type.get()), w) != H5T_STRING)
     throw Error(ErrorCode::format, w.file,
                 fmt::format("attribute {} is a {}, expected a string", quote(name), describe_type(type)));
-  Handle space(H5Aget_space(attr.get()));
-  if (H5Sget_simple_extent_npoints(space.get()) != 1)
-    throw Error(ErrorCode::format, w.file, fmt::format("attribute {} is not a single string", quote(name)));
-  if (H5Tis_variable_str(type.get()) > 0) {
-    Handle mem(H5Tcopy(H5T_C_S1));
-    H5Tset_size(mem.get(), H5T_VARIABLE);
-    H5Tset_cset(mem.get(), H5Tget_cset(type.get()));
+  Handle space(check(H5Aget_space(attr.get()), w, "cannot read attribute dataspace"));
+  const hssize_t points = H5Sget_simple_extent_npoints(space.get());
+  if (points < 0) raise(w, "cannot read attribute dataspace");
+  if (points != 1) throw Error(ErrorCode::format, w.file, fmt::format("attribute {} is not a single string", quote(name)));
+  const htri_t variable = H5Tis_variable_str(type.get());
+  if (variable < 0) raise(w, "cannot read attribute type");
+  if (variable > 0) {
+    const H5T_cset_t cset = H5Tget_cset(type.get());
+    if (cset == H5T_CSET_ERROR) raise(w, "cannot read attribute character set");
+    Handle mem(check(H5Tcopy(H5T_C_S1), w, "cannot create a string type"));
+    check_status(H5Tset_size(mem.get(), H5T_VARIABLE), w, "cannot size a string type");
+    check_status(H5Tset_cset(mem.get(), cset), w, "cannot set a string type's character set");
     char* text = nullptr;
     check_status(H5Aread(attr.get(), mem.get(), &text), w, "cannot read attribute " + quote(name));
     std::string value = text ? text : "";
     H5free_memory(text);
     return value;
   }
-  const std::size_t size = H5Tget_size(type.get());
+  const std::size_t size = check_size(H5Tget_size(type.get()), w, "cannot read attribute type size");
   std::string value(size, '\0');
   check_status(H5Aread(attr.get(), type.get(), value.data()), w, "cannot read attribute " + quote(name));
   value.resize(std::strlen(value.c_str()));  // NUL padding
@@ -517,10 +565,10 @@ std::optional<std::vector<std::int64_t>> read_int_array_attribute(Where w, const
   if (!attribute_exists(w, object, name)) return std::nullopt;
   Handle attr(check(H5Aopen(object.get(), name.c_str(), H5P_DEFAULT), w, "cannot open attribute " + quote(name)));
   Handle type(check(H5Aget_type(attr.get()), w, "cannot read attribute type"));
-  if (H5Tget_class(type.get()) != H5T_INTEGER)
+  if (check_class(H5Tget_class(type.get()), w) != H5T_INTEGER)
     throw Error(ErrorCode::format, w.file,
                 fmt::format("attribute {} is a {}, expected integers", quote(name), describe_type(type)));
-  Handle space(H5Aget_space(attr.get()));
+  Handle space(check(H5Aget_space(attr.get()), w, "cannot read attribute dataspace"));
   const hssize_t n = H5Sget_simple_extent_npoints(space.get());
   if (n < 0 || n > 64)
     throw Error(ErrorCode::format, w.file, fmt::format("attribute {} has {} values", quote(name), n));
@@ -538,6 +586,8 @@ void register_zstd_filter() {
   const auto lock = lock_library();
   init_library();
   static std::once_flag once;
-  std::call_once(once, [] { H5Zregister(&kZstdFilterClass); });
+  std::call_once(once, [] {
+    if (H5Zregister(&kZstdFilterClass) < 0) raise({kNoFile}, "cannot register the zstd filter");
+  });
 }
 }  // namespace ckpt::detail::h5

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "ckpt/ckpt_h5.h"
 #include "ckpt/error.h"
 
 namespace ckpt::detail::h5 {
@@ -150,9 +151,7 @@ std::optional<std::vector<std::int64_t>> read_int_array_attribute(Where w, const
 
 // --- filters -------------------------------------------------------------------------------
 inline constexpr int kShuffleFilter = 2;
-// HDF5 limits one chunk to 4 GiB.
-inline constexpr std::uint64_t kMaxChunkBytes = 0xffffffffull;
-inline constexpr int kZstdFilter = 32015;
+// The zstd filter's id is ckpt::kZstdFilterId (ckpt/ckpt_h5.h).
 void register_zstd_filter();
 
 }  // namespace ckpt::detail::h5

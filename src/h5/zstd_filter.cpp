@@ -45,7 +45,7 @@ std::size_t zstd_filter(unsigned flags, std::size_t cd_nelmts, const unsigned cd
 
 const H5Z_class2_t kZstdFilterClass = {
     H5Z_CLASS_T_VERS,
-    static_cast<H5Z_filter_t>(32015),
+    static_cast<H5Z_filter_t>(kZstdFilterId),
     1,  // encoder present
     1,  // decoder present
     "zstd (ckpt)",

@@ -5,6 +5,7 @@
 
 #include <hdf5.h>
 
+#include "core/chunks.h"
 #include "h5/h5.h"
 
 namespace ckpt::detail::h5 {
