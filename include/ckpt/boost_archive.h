@@ -8,10 +8,14 @@
 // (Boost writes native sizes and byte order).
 #pragma once
 
+#include "ckpt/api.h"
+
 #include <filesystem>
 #include <memory>
 
 #include "ckpt/io.h"
+
+CKPT_API_BEGIN
 
 namespace ckpt {
 
@@ -21,3 +25,5 @@ void write_boost_xml(Source& source, const std::filesystem::path& path, const Wr
 void write_boost_binary(Source& source, const std::filesystem::path& path, const WriteOptions& options = {});
 
 }  // namespace ckpt
+
+CKPT_API_END

@@ -13,6 +13,8 @@
 // the program if the closing </boost_serialization> tag is malformed (format-spec §3).
 #pragma once
 
+#include "ckpt/api.h"
+
 #include <boost/serialization/binary_object.hpp>
 #include <boost/serialization/nvp.hpp>
 #include <boost/serialization/split_free.hpp>
@@ -21,6 +23,8 @@
 #include <boost/serialization/version.hpp>
 
 #include "ckpt/state_dict.h"
+
+CKPT_API_BEGIN
 
 namespace ckpt {
 
@@ -246,3 +250,5 @@ void serialize(Archive& ar, ckpt::StateDict& state, unsigned version) {
 
 BOOST_CLASS_VERSION(ckpt::Tensor, ckpt::detail::kBoostTensorVersion)
 BOOST_CLASS_VERSION(ckpt::StateDict, ckpt::detail::kBoostStateDictVersion)
+
+CKPT_API_END

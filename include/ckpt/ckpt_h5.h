@@ -14,10 +14,14 @@
 // mmap); compressed data is chunked, byte-shuffled, then zstd (HDF5 filter 32015).
 #pragma once
 
+#include "ckpt/api.h"
+
 #include <filesystem>
 #include <memory>
 
 #include "ckpt/io.h"
+
+CKPT_API_BEGIN
 
 namespace ckpt {
 
@@ -36,3 +40,5 @@ void write_ckpt_h5(Source& source, const std::filesystem::path& path,
 void register_zstd_filter();
 
 }  // namespace ckpt
+
+CKPT_API_END

@@ -1,11 +1,15 @@
 // Any supported format to any other, streaming one tensor at a time.
 #pragma once
 
+#include "ckpt/api.h"
+
 #include <filesystem>
 #include <optional>
 
 #include "ckpt/io.h"
 #include "ckpt/layout.h"
+
+CKPT_API_BEGIN
 
 namespace ckpt {
 
@@ -24,3 +28,5 @@ std::size_t convert(const std::filesystem::path& input, const std::filesystem::p
                     const ConvertOptions& options = {});
 
 }  // namespace ckpt
+
+CKPT_API_END

@@ -2,12 +2,16 @@
 // mismatches, and per tensor the largest absolute and relative difference of the values.
 #pragma once
 
+#include "ckpt/api.h"
+
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "ckpt/io.h"
+
+CKPT_API_BEGIN
 
 namespace ckpt {
 
@@ -41,3 +45,5 @@ struct DiffResult {
 DiffResult diff(Source& a, Source& b, const DiffOptions& options = {});
 
 }  // namespace ckpt
+
+CKPT_API_END

@@ -1,12 +1,16 @@
 // Element types a checkpoint tensor can have. Names are spelled as numpy and torch spell them.
 #pragma once
 
+#include "ckpt/api.h"
+
 #include <complex>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
 #include <string_view>
+
+CKPT_API_BEGIN
 
 namespace ckpt {
 
@@ -87,3 +91,5 @@ CKPT_DTYPE_OF(std::complex<float>, complex64);
 CKPT_DTYPE_OF(std::complex<double>, complex128);
 #undef CKPT_DTYPE_OF
 }  // namespace ckpt
+
+CKPT_API_END

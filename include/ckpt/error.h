@@ -2,8 +2,12 @@
 // format throws ckpt::Error; its what() is one line: "FILE: what, where".
 #pragma once
 
+#include "ckpt/api.h"
+
 #include <stdexcept>
 #include <string>
+
+CKPT_API_BEGIN
 
 namespace ckpt {
 
@@ -35,3 +39,5 @@ class Error : public std::runtime_error {
 };
 
 }  // namespace ckpt
+
+CKPT_API_END

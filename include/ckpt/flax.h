@@ -10,10 +10,14 @@
 // ("Dense_0.kernel"); writing splits them on dots again.
 #pragma once
 
+#include "ckpt/api.h"
+
 #include <filesystem>
 #include <memory>
 
 #include "ckpt/io.h"
+
+CKPT_API_BEGIN
 
 namespace ckpt {
 
@@ -28,3 +32,5 @@ void write_flax(Source& source, const std::filesystem::path& path, const WriteOp
 inline constexpr std::string_view kFlaxShapeKey = "ckpt.flax";
 
 }  // namespace ckpt
+
+CKPT_API_END

@@ -5,6 +5,8 @@
 // never holds two copies of the state. Formats are detected by content, never by extension.
 #pragma once
 
+#include "ckpt/api.h"
+
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -17,14 +19,17 @@
 #include "ckpt/options.h"
 #include "ckpt/state_dict.h"
 
-namespace ckpt {
-
-namespace detail {
+// Internals the public classes hold by pointer (declared outside the exported API).
+namespace ckpt::detail {
 class ByteSource;
 class FormatReader;
 struct Location;
 struct DeliveryScratch;
-}  // namespace detail
+}  // namespace ckpt::detail
+
+CKPT_API_BEGIN
+
+namespace ckpt {
 
 // Tensors to be written, pulled one at a time. A Reader is a Source, and so is a StateDict
 // (through StateDictSource).
@@ -192,3 +197,5 @@ void save(const StateDict& state, const std::filesystem::path& path,
 void save(Source& source, const std::filesystem::path& path, const WriteOptions& options = {});
 
 }  // namespace ckpt
+
+CKPT_API_END

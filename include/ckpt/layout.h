@@ -23,11 +23,15 @@
 // recorded in metadata, so flax -> torch gives every tensor back bit-identical.
 #pragma once
 
+#include "ckpt/api.h"
+
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "ckpt/io.h"
+
+CKPT_API_BEGIN
 
 namespace ckpt {
 
@@ -63,3 +67,5 @@ std::unique_ptr<Source> map_layout(Source& inner, const LayoutOptions& options, 
 inline constexpr std::string_view kLayoutKey = "ckpt.layout";
 
 }  // namespace ckpt
+
+CKPT_API_END

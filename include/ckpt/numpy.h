@@ -8,10 +8,14 @@
 // A .npy file holds one array, read as a parameter named after the file's stem.
 #pragma once
 
+#include "ckpt/api.h"
+
 #include <filesystem>
 #include <memory>
 
 #include "ckpt/io.h"
+
+CKPT_API_BEGIN
 
 namespace ckpt {
 
@@ -23,3 +27,5 @@ std::unique_ptr<Reader> open_numpy(const std::filesystem::path& path, const Read
 void write_numpy(Source& source, const std::filesystem::path& path, const WriteOptions& options = {});
 
 }  // namespace ckpt
+
+CKPT_API_END

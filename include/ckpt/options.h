@@ -2,10 +2,14 @@
 // hostile files (a size read from a file is checked against the file and against these caps).
 #pragma once
 
+#include "ckpt/api.h"
+
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
+
+CKPT_API_BEGIN
 
 namespace ckpt {
 
@@ -78,3 +82,5 @@ struct WriteOptions {
 };
 
 }  // namespace ckpt
+
+CKPT_API_END

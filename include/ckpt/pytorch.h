@@ -12,10 +12,14 @@
 // storage views, big-endian files. State_dicts get inferred roles (ckpt/roles.h).
 #pragma once
 
+#include "ckpt/api.h"
+
 #include <filesystem>
 #include <memory>
 
 #include "ckpt/io.h"
+
+CKPT_API_BEGIN
 
 namespace ckpt {
 
@@ -41,3 +45,5 @@ std::unique_ptr<Reader> open_pytorch(const std::filesystem::path& path, const Re
 void write_pytorch(Source& source, const std::filesystem::path& path, const WriteOptions& options = {});
 
 }  // namespace ckpt
+
+CKPT_API_END

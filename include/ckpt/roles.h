@@ -1,10 +1,14 @@
 // Inferring parameter/buffer roles for files that do not record them.
 #pragma once
 
+#include "ckpt/api.h"
+
 #include <string>
 #include <string_view>
 
 #include "ckpt/state_dict.h"
+
+CKPT_API_BEGIN
 
 namespace ckpt {
 
@@ -25,3 +29,5 @@ class BufferRule {
 };
 
 }  // namespace ckpt
+
+CKPT_API_END

@@ -3,10 +3,14 @@
 // without it gets inferred roles (BufferRule in ckpt/roles.h; format-spec/conventions.md §1).
 #pragma once
 
+#include "ckpt/api.h"
+
 #include <filesystem>
 #include <memory>
 
 #include "ckpt/io.h"
+
+CKPT_API_BEGIN
 
 namespace ckpt {
 
@@ -32,3 +36,5 @@ std::unique_ptr<Reader> open_safetensors_index(const std::filesystem::path& inde
 void write_safetensors_sharded(Source& source, const std::filesystem::path& path, const WriteOptions& options = {});
 
 }  // namespace ckpt
+
+CKPT_API_END

@@ -2,6 +2,8 @@
 // sections for state that is neither (optimizer moments, step counts), and metadata.
 #pragma once
 
+#include "ckpt/api.h"
+
 #include <cstddef>
 #include <optional>
 #include <string>
@@ -12,6 +14,8 @@
 #include <nlohmann/json.hpp>
 
 #include "ckpt/tensor.h"
+
+CKPT_API_BEGIN
 
 namespace ckpt {
 
@@ -129,3 +133,5 @@ class StateDict {
 };
 
 }  // namespace ckpt
+
+CKPT_API_END

@@ -1,9 +1,13 @@
 // Summary statistics of a tensor's values (for checkpoint-inspect --stats).
 #pragma once
 
+#include "ckpt/api.h"
+
 #include <cstdint>
 
 #include "ckpt/tensor.h"
+
+CKPT_API_BEGIN
 
 namespace ckpt {
 
@@ -21,3 +25,5 @@ TensorStats compute_stats(const Tensor& tensor);
 double element_as_double(const Tensor& tensor, std::uint64_t index);
 
 }  // namespace ckpt
+
+CKPT_API_END

@@ -7,6 +7,8 @@
 // mapping of the tensor's own bytes: a write copies the pages it touches, the file never changes).
 #pragma once
 
+#include "ckpt/api.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -16,6 +18,8 @@
 
 #include "ckpt/dtype.h"
 #include "ckpt/error.h"
+
+CKPT_API_BEGIN
 
 namespace ckpt {
 
@@ -99,3 +103,5 @@ class Tensor {
 };
 
 }  // namespace ckpt
+
+CKPT_API_END

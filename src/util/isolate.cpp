@@ -63,15 +63,18 @@ int wait_for(pid_t pid) {
   return status;
 }
 
-// The helper program: $CKPT_H5_CHECK, else beside this library (build tree) or in ../libexec
-// (installed). Empty when not found, or when CKPT_H5_CHECK is "-" (use fork).
+// The helper program: $CKPT_H5_CHECK, else beside this library (build tree), in ../libexec
+// (installed) or in the install's libexec directory. Empty when not found, or when CKPT_H5_CHECK
+// is "-" (use fork).
 std::string find_helper() {
   if (const char* env = std::getenv("CKPT_H5_CHECK"); env != nullptr && *env != '\0')
     return std::string(env) == "-" ? std::string() : std::string(env);
   Dl_info info{};
   if (dladdr(reinterpret_cast<void*>(&find_helper), &info) == 0 || info.dli_fname == nullptr) return {};
   const std::filesystem::path library_dir = std::filesystem::path(info.dli_fname).parent_path();
-  for (const auto& candidate : {library_dir / "ckpt-h5-check", library_dir / ".." / "libexec" / "ckpt-h5-check"})
+  // A program linking libckpt.a finds the helper where the install put it.
+  for (const auto& candidate : {library_dir / "ckpt-h5-check", library_dir / ".." / "libexec" / "ckpt-h5-check",
+                                std::filesystem::path(CKPT_INSTALL_LIBEXECDIR) / "ckpt-h5-check"})
     if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
   return {};
 }

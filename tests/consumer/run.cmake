@@ -1,14 +1,22 @@
 # Installs the build into a scratch prefix, then configures, builds and runs tests/consumer
-# against it with find_package(ckpt).
-file(REMOVE_RECURSE ${WORK_DIR})
-foreach(step
-    "${CMAKE_COMMAND};--install;${BUILD_DIR};--prefix;${WORK_DIR}/prefix"
-    "${CMAKE_COMMAND};-S;${SOURCE_DIR};-B;${WORK_DIR}/build;-DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix"
-    "${CMAKE_COMMAND};--build;${WORK_DIR}/build"
-    "${WORK_DIR}/build/consumer;${WORK_DIR}/out.ckpt.h5")
-  execute_process(COMMAND ${step} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+# against it with find_package(ckpt): once linking libckpt.so, once linking libckpt.a.
+function(run)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
   if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "step failed (${rc}): ${step}\n${out}\n${err}")
+    message(FATAL_ERROR "step failed (${rc}): ${ARGN}\n${out}\n${err}")
   endif()
+  message(STATUS "${out}")
+endfunction()
+
+file(REMOVE_RECURSE ${WORK_DIR})
+run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${WORK_DIR}/prefix)
+foreach(variant shared static)
+  if(variant STREQUAL "static")
+    set(static ON)
+  else()
+    set(static OFF)
+  endif()
+  run(${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK_DIR}/${variant} -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DCKPT_STATIC=${static})
+  run(${CMAKE_COMMAND} --build ${WORK_DIR}/${variant})
+  run(${WORK_DIR}/${variant}/consumer ${WORK_DIR}/out-${variant}.ckpt.h5)
 endforeach()
-message(STATUS "${out}")
