@@ -24,6 +24,7 @@ struct Options {
   bool verify = false;
   std::string buffer_regex;
   std::string model_key;
+  std::vector<std::string> slices;
 };
 
 struct Totals {
@@ -75,11 +76,110 @@ std::string stats_text(const TensorStats& s) {
   return text;
 }
 
+// A --slice: "NAME" (the whole tensor) or "NAME[r0, r1, ...]" with one range per leading dimension
+// (the rest whole): "a:b" (elements a to b-1), "a:", ":b", ":", or "i" (element i, keeping its
+// dimension of size 1); negative numbers count from the end, as in Python.
+struct SliceRequest {
+  std::size_t index = 0;  // of the tensor in the reader
+  std::string name;       // as asked for
+  std::vector<std::uint64_t> offsets, sizes;
+};
+
+SliceRequest parse_slice(const std::string& text, Reader& reader) {
+  auto bad = [&](const std::string& why) {
+    throw Error(ErrorCode::invalid_argument, "", fmt::format("--slice '{}': {}", cli::one_line(text), why));
+  };
+  SliceRequest r;
+  std::string ranges;
+  const auto open_bracket = text.rfind('[');
+  if (!text.empty() && text.back() == ']' && open_bracket != std::string::npos) {
+    r.name = text.substr(0, open_bracket);
+    ranges = text.substr(open_bracket + 1, text.size() - open_bracket - 2);
+  } else {
+    r.name = text;
+  }
+  try {
+    r.index = reader.find(r.name);
+  } catch (const Error&) {  // a tensor of an extra section: SECTION/NAME
+    const auto slash = r.name.find('/');
+    if (slash == std::string::npos) throw;
+    r.index = reader.find(r.name.substr(slash + 1), r.name.substr(0, slash));
+  }
+  const Shape& shape = reader.tensors()[r.index].shape;
+  std::vector<std::string> parts;
+  for (std::size_t start = 0; !ranges.empty();) {
+    const auto comma = ranges.find(',', start);
+    parts.push_back(ranges.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  if (parts.size() > shape.size()) bad(fmt::format("{} ranges for a tensor of rank {}", parts.size(), shape.size()));
+  for (std::size_t k = 0; k < shape.size(); ++k) {
+    const auto dim = shape[k];
+    auto number = [&](std::string v, std::int64_t otherwise) -> std::int64_t {
+      v.erase(0, v.find_first_not_of(' '));
+      v.erase(v.find_last_not_of(' ') + 1);
+      if (v.empty()) return otherwise;
+      std::size_t used = 0;
+      std::int64_t n = 0;
+      try {
+        n = std::stoll(v, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != v.size()) bad(fmt::format("'{}' is not an index", v));
+      if (n < 0) n += dim;
+      return std::clamp<std::int64_t>(n, 0, dim);
+    };
+    std::int64_t begin = 0, end = dim;
+    if (k < parts.size()) {
+      parts[k].erase(0, parts[k].find_first_not_of(' '));
+      parts[k].erase(parts[k].find_last_not_of(' ') + 1);
+      const auto colon = parts[k].find(':');
+      if (colon == std::string::npos) {
+        begin = number(parts[k], 0);
+        if (begin >= dim) bad(fmt::format("index {} is outside dimension {} of size {}", parts[k], k, dim));
+        end = begin + 1;
+      } else {
+        begin = number(parts[k].substr(0, colon), 0);
+        end = std::max(begin, number(parts[k].substr(colon + 1), dim));
+      }
+    }
+    r.offsets.push_back(static_cast<std::uint64_t>(begin));
+    r.sizes.push_back(static_cast<std::uint64_t>(end - begin));
+  }
+  return r;
+}
+
+int print_slices(const Options& options, Reader& reader) {
+  json all = json::array();
+  for (const auto& text : options.slices) {
+    const SliceRequest r = parse_slice(text, reader);
+    const Tensor t = reader.read_slice(r.index, r.offsets, r.sizes);
+    const std::string where = fmt::format("{}[{}]", r.name, fmt::join([&] {
+      std::vector<std::string> out;
+      for (std::size_t k = 0; k < r.offsets.size(); ++k) out.push_back(fmt::format("{}:{}", r.offsets[k], r.offsets[k] + r.sizes[k]));
+      return out;
+    }(), ", "));
+    if (options.json_output) {
+      std::string hex;
+      for (const std::byte b : t.bytes()) hex += fmt::format("{:02x}", static_cast<unsigned>(b));
+      all.push_back({{"name", r.name}, {"offsets", r.offsets}, {"sizes", r.sizes}, {"dtype", dtype_name(t.dtype())},
+                     {"values", tensor_values(t)}, {"hex", hex}});
+    } else {
+      fmt::print("{} {} {}\n{}\n", where, dtype_name(t.dtype()), shape_to_string(t.shape()), tensor_values(t).dump());
+    }
+  }
+  if (options.json_output) fmt::print("{}\n", all.dump(2));
+  return cli::kOk;
+}
+
 int inspect(const Options& options) {
   ReadOptions read_options;
   read_options.buffer_regex = options.buffer_regex;
   read_options.model_key = options.model_key;
   auto reader = open(options.file, read_options);
+  if (!options.slices.empty()) return print_slices(options, *reader);
   const auto& tensors = reader->tensors();
 
   std::size_t verified = 0;
@@ -282,6 +382,11 @@ int main(int argc, char** argv) {
   app.add_option("--buffers", options.buffer_regex,
                  "Files without stored roles: tensors whose full name matches this regex are buffers "
                  "(besides integer/bool tensors and running_mean/running_var/num_batches_tracked)");
+  app.add_option("--slice", options.slices,
+                 "Print the values of NAME or NAME[a:b, i, :] (one range per leading dimension, the rest whole; a "
+                 "single index keeps its dimension; negative numbers count from the end), reading only what the slice "
+                 "needs; repeatable; with --json: name, offsets, sizes, dtype, values (nested; NaN and Inf as strings) "
+                 "and hex (the little-endian bytes)");
   app.add_option("--key", options.model_key,
                  "Nested .pt checkpoints: dotted key of the dict holding the model (default: found automatically)");
   app.set_version_flag("--version", CKPT_VERSION);

@@ -69,4 +69,45 @@ TensorStats compute_stats(const Tensor& tensor) {
   return s;
 }
 
+namespace {
+
+Metadata real_value(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  return v;
+}
+
+Metadata value_at(const Tensor& t, std::uint64_t i) {
+  const std::byte* p = t.bytes().data();
+  switch (t.dtype()) {
+    case DType::int64: return load<std::int64_t>(p, i);
+    case DType::int32: return load<std::int32_t>(p, i);
+    case DType::int16: return load<std::int16_t>(p, i);
+    case DType::int8: return load<std::int8_t>(p, i);
+    case DType::uint64: return load<std::uint64_t>(p, i);
+    case DType::uint32: return load<std::uint32_t>(p, i);
+    case DType::uint16: return load<std::uint16_t>(p, i);
+    case DType::uint8: return load<std::uint8_t>(p, i);
+    case DType::bool_: return load<std::uint8_t>(p, i) != 0;
+    case DType::complex64: return Metadata::array({real_value(load<float>(p, 2 * i)), real_value(load<float>(p, 2 * i + 1))});
+    case DType::complex128:
+      return Metadata::array({real_value(load<double>(p, 2 * i)), real_value(load<double>(p, 2 * i + 1))});
+    default: return real_value(element_as_double(t, i));
+  }
+}
+
+// The values of dimensions [k, rank) from element `first` on, as nested arrays.
+Metadata nested(const Tensor& t, std::size_t k, std::uint64_t first, std::uint64_t stride) {
+  if (k == t.rank()) return value_at(t, first);
+  const auto n = static_cast<std::uint64_t>(t.shape()[k]);
+  const std::uint64_t inner = n == 0 ? 0 : stride / n;
+  Metadata out = Metadata::array();
+  for (std::uint64_t i = 0; i < n; ++i) out.push_back(nested(t, k + 1, first + i * inner, inner));
+  return out;
+}
+
+}  // namespace
+
+Metadata tensor_values(const Tensor& tensor) { return nested(tensor, 0, 0, tensor.numel()); }
+
 }  // namespace ckpt
