@@ -28,7 +28,13 @@ const Golden kGolden[] = {
     {"bad/lying_shape.ckpt.h5", ErrorCode::format,
      "tensor 'conv.weight': dataset shape [2, 3, 4] does not match the index shape [2, 3, 5]"},
     {"bad/lying_dtype.ckpt.h5", ErrorCode::format,
-     "tensor 'a/b': dataset type (float of 8 bytes) cannot hold index dtype int8 (integer of 1 bytes)"},
+     "tensor 'a/b': dataset type (float (11 exponent, 52 mantissa bits) of 8 bytes) cannot hold index dtype int8 "
+     "(signed integer of 1 byte)"},
+    // Spec §5: types may differ in byte order only (uint8 read as int8 would clamp 200 to 127).
+    {"bad/signedness.ckpt.h5", ErrorCode::format,
+     "tensor 'w': dataset type (unsigned integer of 1 byte) cannot hold index dtype int8 (signed integer of 1 byte)"},
+    {"bad/missing_group.ckpt.h5", ErrorCode::format, "tensor 'b': group /buffers is missing"},
+    {"bad/duplicate_member.ckpt.h5", ErrorCode::format, "/index tensors[0]: member 'dtype' appears twice in one object"},
     {"bad/unknown_dtype.ckpt.h5", ErrorCode::unsupported, "tensor 'conv.weight': unknown dtype 'float4_e2m1'"},
     {"bad/flipped_byte.ckpt.h5", ErrorCode::integrity,
      "tensor 'conv.weight': checksum mismatch (stored xxh3-64:a5772a1cbae99a5a, data has xxh3-64:f906695369fe54c7)"},
@@ -104,6 +110,16 @@ TEST_CASE("golden bad files are refused with the exact error", "[golden]") {
       }
     }
   }
+}
+
+TEST_CASE("spec edges: empty groups left out, unlisted datasets ignored, big-endian types converted", "[golden]") {
+  auto reader = open("good/spec_edges.ckpt.h5");
+  REQUIRE(reader->tensors().size() == 2);  // not_in_index is not part of the checkpoint
+  CHECK(reader->verify() == 2);
+  const Tensor big = reader->read("big_endian");
+  const std::vector<float> want = {0.5f, -1.0f, 7.25f, 1e-30f};
+  CHECK(std::vector<float>(big.as<float>().begin(), big.as<float>().end()) == want);
+  CHECK(reader->read_slice("big_endian", {1, 0}, {1, 2}).as<float>()[1] == 1e-30f);
 }
 
 TEST_CASE("the ckpt-h5 reader names the problem when opened directly", "[golden]") {

@@ -1,5 +1,7 @@
 #include "ckpt_h5/index.h"
 
+#include <set>
+
 #include <nlohmann/json.hpp>
 
 #include "util/bytes.h"
@@ -22,19 +24,42 @@ class IndexHandler final : public nlohmann::json_sax<json> {
   bool boolean(bool v) override { return scalar(json(v)); }
   bool number_integer(number_integer_t v) override { return scalar(json(v)); }
   bool number_unsigned(number_unsigned_t v) override { return scalar(json(v)); }
-  bool number_float(number_float_t v, const string_t&) override { return scalar(json(v)); }
+  // nlohmann reads an integer beyond 64 bits as a float: a changed value, refused in shapes and
+  // metadata (not in unknown fields, which a newer minor version may fill as it likes).
+  bool number_float(number_float_t v, const string_t& text) override {
+    if ((mode_ == Mode::capture || mode_ == Mode::shape) && text.find_first_of(".eE") == string_t::npos)
+      return fail_with(fmt::format("integer {} does not fit in 64 bits", text));
+    return scalar(json(v));
+  }
   bool string(string_t& v) override { return scalar(json(std::move(v))); }
   bool binary(binary_t&) override { return fail_with("binary values are not JSON"); }
 
+  // A member named twice would be read as one or the other: refused in every object.
   bool key(string_t& k) override {
+    if (!members_.back().insert(k).second) {
+      const std::string what = fmt::format("member {} appears twice in one object", quote(k));
+      return mode_ == Mode::entry ? entry_error(what) : fail_with(what);
+    }
     key_ = std::move(k);
     return true;
   }
 
-  bool start_object(std::size_t) override { return start_container(true); }
-  bool start_array(std::size_t) override { return start_container(false); }
-  bool end_object() override { return end_container(); }
-  bool end_array() override { return end_container(); }
+  bool start_object(std::size_t) override {
+    members_.emplace_back();
+    return start_container(true);
+  }
+  bool start_array(std::size_t) override {
+    members_.emplace_back();
+    return start_container(false);
+  }
+  bool end_object() override {
+    members_.pop_back();
+    return end_container();
+  }
+  bool end_array() override {
+    members_.pop_back();
+    return end_container();
+  }
 
   bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
     return fail_with(std::string("is not valid JSON: ") + e.what());
@@ -123,9 +148,12 @@ class IndexHandler final : public nlohmann::json_sax<json> {
       const auto* s = text("checksum");
       if (!s) return false;
       std::uint64_t sum = 0;
-      if (!parse_checksum(*s, sum))
-        return entry_error(fmt::format("checksum {} is not \"xxh3-64:\" and 16 hex digits", quote(*s)));
-      index_.checksums.back() = sum;
+      switch (parse_checksum(*s, sum)) {
+        case ChecksumText::xxh3_64: index_.checksums.back() = sum; break;
+        case ChecksumText::unknown_algorithm: break;  // unverifiable here, not corrupt (§7)
+        case ChecksumText::malformed:
+          return entry_error(fmt::format("checksum {} is not \"ALGORITHM:DIGITS\" (xxh3-64: 16 hex digits)", quote(*s)));
+      }
     } else if (key_ == "shape") {
       return entry_error("\"shape\" must be an array");
     }
@@ -265,11 +293,20 @@ class IndexHandler final : public nlohmann::json_sax<json> {
   Fields fields_;
   bool saw_tensors_ = false;
   std::vector<json*> stack_;
+  std::vector<std::set<std::string>> members_{1};  // of each open container (arrays: unused)
 };
 
 }  // namespace
 
 Index parse_index(std::string_view text, const ReadOptions& options, const std::string& file) {
+  // The text ends at its first NUL; what follows must be NUL padding (fixed-length strings are
+  // padded so), never more data.
+  if (const auto nul = text.find('\0'); nul != std::string_view::npos) {
+    if (text.find_first_not_of('\0', nul) != std::string_view::npos)
+      fail(ErrorCode::format, file, "/index has bytes after its NUL padding (at offset {})", text.find_first_not_of('\0', nul));
+    text = text.substr(0, nul);
+  }
+  if (text.starts_with("\xEF\xBB\xBF")) fail(ErrorCode::format, file, "/index starts with a byte order mark, which JSON text must not");
   Index index;
   IndexHandler handler(options, index);
   const bool ok = json::sax_parse(text.begin(), text.end(), &handler) && handler.finished();

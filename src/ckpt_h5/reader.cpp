@@ -116,10 +116,16 @@ class CkptH5Reader final : public detail::FormatReader {
     auto it = groups_.find(section);
     if (it != groups_.end()) return it->second;
     const h5::Where w{name_};
+    // A group a writer left out because it holds no tensors is fine (spec §3); one that the
+    // index needs is not.
+    auto open = [&](const h5::Handle& parent, const std::string& link, const std::string& path) {
+      if (!h5::link_exists(w, parent, link)) fail(ErrorCode::format, name_, "group {} is missing", path);
+      return h5::open_group(w, parent, link);
+    };
     h5::Handle group = info.role == Role::extra
-                           ? h5::open_group(w, h5::open_group(w, file_, schema::kSectionsGroup),
-                                            schema::encode_link_name(section))
-                           : h5::open_group(w, file_, section);
+                           ? open(open(file_, schema::kSectionsGroup, "/sections"), schema::encode_link_name(section),
+                                  "/sections/" + schema::encode_link_name(section))
+                           : open(file_, section, "/" + section);
     return groups_.emplace(section, std::move(group)).first->second;
   }
 

@@ -262,31 +262,86 @@ bool types_equal(const Handle& a, const Handle& b) {
   return equal > 0;
 }
 
+namespace {
+
+// Whether `a` and `b` hold the same values and differ at most in byte order (spec §5): integers
+// of the same sign, precision and offset; floats of the same fields and exponent bias; compounds
+// of the same members at the same offsets, each so; anything else only when equal.
+bool same_but_order(hid_t a, hid_t b, Where w, int depth = 0) {
+  const H5T_class_t cls = check_class(H5Tget_class(a), w);
+  if (cls != check_class(H5Tget_class(b), w)) return false;
+  if (check_size(H5Tget_size(a), w, "cannot read a type's size") != check_size(H5Tget_size(b), w, "cannot read a type's size"))
+    return false;
+  auto same = [&](auto get) { return get(a) == get(b); };
+  switch (cls) {
+    case H5T_INTEGER: {
+      const H5T_sign_t sa = H5Tget_sign(a), sb = H5Tget_sign(b);
+      if (sa == H5T_SGN_ERROR || sb == H5T_SGN_ERROR) raise(w, "cannot read an integer type's sign");
+      return sa == sb && same(H5Tget_precision) && same(H5Tget_offset);
+    }
+    case H5T_FLOAT: {
+      std::size_t fa[5], fb[5];
+      check_status(H5Tget_fields(a, &fa[0], &fa[1], &fa[2], &fa[3], &fa[4]), w, "cannot read a float type's fields");
+      check_status(H5Tget_fields(b, &fb[0], &fb[1], &fb[2], &fb[3], &fb[4]), w, "cannot read a float type's fields");
+      return std::equal(fa, fa + 5, fb) && same(H5Tget_ebias) && same(H5Tget_precision) && same(H5Tget_offset) &&
+             same(H5Tget_norm);
+    }
+    case H5T_COMPOUND: {
+      const int n = H5Tget_nmembers(a);
+      if (n < 0 || H5Tget_nmembers(b) != n || depth > 4) return false;
+      for (unsigned k = 0; k < static_cast<unsigned>(n); ++k) {
+        char* na = H5Tget_member_name(a, k);
+        char* nb = H5Tget_member_name(b, k);
+        const bool names = na && nb && std::strcmp(na, nb) == 0;
+        H5free_memory(na);
+        H5free_memory(nb);
+        if (!names || H5Tget_member_offset(a, k) != H5Tget_member_offset(b, k)) return false;
+        Handle ma(check(H5Tget_member_type(a, k), w, "cannot read a compound member")),
+            mb(check(H5Tget_member_type(b, k), w, "cannot read a compound member"));
+        if (!same_but_order(ma.get(), mb.get(), w, depth + 1)) return false;
+      }
+      return true;
+    }
+    default: {
+      const htri_t equal = H5Tequal(a, b);
+      if (equal < 0) raise(w, "cannot compare types");
+      return equal > 0;
+    }
+  }
+}
+
+}  // namespace
+
 bool types_compatible(const Handle& a, const Handle& b) {
   const auto lock = lock_library();
-  const Where w{kNoFile};
-  return check_class(H5Tget_class(a.get()), w) == check_class(H5Tget_class(b.get()), w) &&
-         check_size(H5Tget_size(a.get()), w, "cannot read a type's size") ==
-             check_size(H5Tget_size(b.get()), w, "cannot read a type's size");
+  return same_but_order(a.get(), b.get(), {kNoFile});
 }
 
 std::string describe_type(const Handle& type) {
   const auto lock = lock_library();
-  const char* cls = "other";
-  switch (H5Tget_class(type.get())) {
-    case H5T_INTEGER: cls = "integer"; break;
-    case H5T_FLOAT: cls = "float"; break;
-    case H5T_STRING: cls = "string"; break;
-    case H5T_COMPOUND: cls = "compound"; break;
-    case H5T_ENUM: cls = "enum"; break;
-    case H5T_OPAQUE: cls = "opaque"; break;
-    case H5T_ARRAY: cls = "array"; break;
-    case H5T_VLEN: cls = "variable-length"; break;
+  const hid_t t = type.get();
+  std::string what = "other";
+  switch (H5Tget_class(t)) {
+    case H5T_INTEGER: what = H5Tget_sign(t) == H5T_SGN_NONE ? "unsigned integer" : "signed integer"; break;
+    case H5T_FLOAT: {
+      std::size_t spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0;
+      what = H5Tget_fields(t, &spos, &epos, &esize, &mpos, &msize) >= 0
+                 ? fmt::format("float ({} exponent, {} mantissa bits)", esize, msize)
+                 : std::string("float");
+      break;
+    }
+    case H5T_STRING: what = "string"; break;
+    case H5T_COMPOUND: what = "compound"; break;
+    case H5T_ENUM: what = "enum"; break;
+    case H5T_OPAQUE: what = "opaque"; break;
+    case H5T_ARRAY: what = "array"; break;
+    case H5T_VLEN: what = "variable-length"; break;
     default: break;
   }
-  const std::size_t size = H5Tget_size(type.get());  // for a message: 0 if unknown
+  const std::size_t size = H5Tget_size(t);  // for a message: 0 if unknown
+  if (size > 1 && H5Tget_order(t) == H5T_ORDER_BE) what = "big-endian " + what;
   H5Eclear2(H5E_DEFAULT);
-  return fmt::format("{} of {} bytes", cls, size);
+  return fmt::format("{} of {} byte{}", what, size, size == 1 ? "" : "s");
 }
 
 // --- datasets ------------------------------------------------------------------------------
@@ -491,9 +546,7 @@ std::string read_string_dataset(Where w, const Handle& parent, const std::string
   if (nbytes > 0)
     check_status(H5Dread(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, text.data()), w,
                  "cannot read dataset " + quote(name));
-  // Fixed-length strings are NUL-padded (strlen stops at the padding; never past size()).
-  if (cls == H5T_STRING) text.resize(std::strlen(text.c_str()));
-  return text;
+  return text;  // NUL padding and all: the caller decides what a NUL means
 }
 
 // --- attributes ----------------------------------------------------------------------------

@@ -81,7 +81,9 @@ Handle bool_enum();
 // The compound h5py uses for complex: {r, i} of `part`.
 Handle complex_compound(const Handle& part);
 bool types_equal(const Handle& a, const Handle& b);
-// Same HDF5 class and size (a conversion between them is value-preserving for our types).
+// Types that hold the same values and differ at most in byte order (format-spec/ckpt-h5.md §5):
+// reading one as the other converts nothing but the order of bytes. Signedness, precision, float
+// fields, enum members and compound layouts must all agree.
 bool types_compatible(const Handle& a, const Handle& b);
 // Short description for messages: "float 4 bytes", "integer 8 bytes", "string", ...
 std::string describe_type(const Handle& type);
@@ -134,7 +136,8 @@ void read_region(Where w, const Handle& dataset, const Handle& mem_type, const s
 
 // A scalar fixed-length UTF-8 string dataset (used for the ckpt-h5 index).
 void write_string_dataset(Where w, const Handle& parent, const std::string& name, const std::string& text);
-// Reads a scalar fixed-length string or 1-D uint8 dataset; refuses more than `max_bytes`.
+// Reads a scalar fixed-length string or 1-D uint8 dataset, all its bytes (NUL padding included);
+// refuses more than `max_bytes`.
 std::string read_string_dataset(Where w, const Handle& parent, const std::string& name,
                                 std::uint64_t max_bytes, std::uint64_t file_size);
 

@@ -3,6 +3,7 @@
 #include <libdeflate.h>
 #include <xxhash.h>
 
+#include <cctype>
 #include <charconv>
 
 #include <fmt/format.h>
@@ -20,15 +21,16 @@ std::uint32_t crc32(std::uint32_t crc, std::span<const std::byte> bytes) noexcep
 
 std::string format_checksum(std::uint64_t value) { return fmt::format("xxh3-64:{:016x}", value); }
 
-bool parse_checksum(std::string_view text, std::uint64_t& value) {
-  constexpr std::string_view prefix = "xxh3-64:";
-  if (text.size() != prefix.size() + 16 || text.substr(0, prefix.size()) != prefix) return false;
-  const char* begin = text.data() + prefix.size();
-  const char* end = text.data() + text.size();
-  for (const char* p = begin; p != end; ++p)
-    if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return false;
-  auto [ptr, ec] = std::from_chars(begin, end, value, 16);
-  return ec == std::errc() && ptr == end;
+ChecksumText parse_checksum(std::string_view text, std::uint64_t& value) {
+  const auto colon = text.find(':');
+  if (colon == std::string_view::npos || colon == 0) return ChecksumText::malformed;
+  if (text.substr(0, colon) != "xxh3-64") return ChecksumText::unknown_algorithm;
+  const std::string_view digits = text.substr(colon + 1);
+  if (digits.size() != 16) return ChecksumText::malformed;
+  for (const char c : digits)
+    if (!std::isxdigit(static_cast<unsigned char>(c))) return ChecksumText::malformed;
+  auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value, 16);
+  return ec == std::errc() && ptr == digits.data() + digits.size() ? ChecksumText::xxh3_64 : ChecksumText::malformed;
 }
 
 }  // namespace ckpt::detail

@@ -16,7 +16,10 @@ std::uint64_t xxh3_64(std::span<const std::byte> bytes) noexcept;
 // 4-5 GB/s, and .pt and .npz writers checksum every byte they write.
 std::uint32_t crc32(std::uint32_t crc, std::span<const std::byte> bytes) noexcept;
 std::string format_checksum(std::uint64_t value);
-// Parses "xxh3-64:..."; false if the text is not in that form.
-bool parse_checksum(std::string_view text, std::uint64_t& value);
+// A stored checksum "ALGORITHM:DIGITS" (format-spec/ckpt-h5.md §7): xxh3-64 with 16 hex digits
+// of either case (the value is set); another algorithm, which this version cannot verify; or not
+// of that form at all.
+enum class ChecksumText { xxh3_64, unknown_algorithm, malformed };
+ChecksumText parse_checksum(std::string_view text, std::uint64_t& value);
 
 }  // namespace ckpt::detail

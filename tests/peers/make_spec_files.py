@@ -196,6 +196,33 @@ def main():
         f.seek(offset + 5)
         f.write(bytes([b[0] ^ 0x10]))
 
+    # Spec §3, §5, §6 where a reader could go either way.
+    # Good: groups without tensors left out (no /buffers), a dataset the index does not list
+    # (not part of the checkpoint), a big-endian float (differs only in byte order: converted).
+    w = SpecWriter(os.path.join(good, "spec_edges.ckpt.h5"))
+    w.add("parameters", "w", "float32", np.array([1.5, -2.25, 3e38], dtype="<f4"))
+    big = np.array([[0.5, -1.0], [7.25, 1e-30]], dtype=">f4")
+    w.f["parameters"].create_dataset("big_endian", data=big)
+    w.entries.append({"name": "big_endian", "section": "parameters", "dtype": "float32", "shape": [2, 2],
+                      "checksum": checksum(big.astype("<f4").tobytes())})
+    w.f["parameters"].create_dataset("not_in_index", data=np.zeros(3, dtype="<f4"))
+    w.close({"note": "no /buffers group"})
+
+    # Bad: a dataset whose type differs in more than byte order (uint8 read as int8 would clamp).
+    w = SpecWriter(os.path.join(bad, "signedness.ckpt.h5"))
+    w.add("parameters", "w", "int8", np.array([1, 200, 255], dtype="u1"))
+    w.close({})
+    # Bad: the index needs a group that is not there.
+    w = SpecWriter(os.path.join(bad, "missing_group.ckpt.h5"))
+    w.add("parameters", "w", "float32", np.zeros(2, dtype="<f4"))
+    w.entries.append({"name": "b", "section": "buffers", "dtype": "float32", "shape": [1]})
+    w.close({})
+    # Bad: a member named twice in an index entry (read as one or the other by different parsers).
+    w = SpecWriter(os.path.join(bad, "duplicate_member.ckpt.h5"))
+    w.add("parameters", "w", "float32", np.zeros(2, dtype="<f4"))
+    w.close({}, index_override='{"tensors": [{"name": "w", "section": "parameters", "dtype": "float32", '
+                               '"shape": [2], "dtype": "int32"}]}')
+
     bad_index = os.path.join(bad, "bad_index.ckpt.h5")
     w = SpecWriter(bad_index)
     w.add("parameters", "x", "float32", np.zeros(2, dtype="<f4"))
