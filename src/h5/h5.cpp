@@ -579,18 +579,37 @@ void write_uint_array_attribute(Where w, const Handle& object, const std::string
   check_status(H5Awrite(attr.get(), H5T_NATIVE_UINT32, values.data()), w, "cannot write attribute " + quote(name));
 }
 
-std::optional<std::string> read_string_attribute(Where w, const Handle& object, const std::string& name) {
-  const auto lock = lock_library();
+namespace {
+
+// An attribute of class `cls` (else format error naming `expected`), its type and its number of
+// values; nullopt when there is none.
+struct OpenAttribute {
+  Handle attr, type;
+  hssize_t points;
+};
+std::optional<OpenAttribute> open_attribute(Where w, const Handle& object, const std::string& name, H5T_class_t cls,
+                                            const char* expected) {
   if (!attribute_exists(w, object, name)) return std::nullopt;
   Handle attr(check(H5Aopen(object.get(), name.c_str(), H5P_DEFAULT), w, "cannot open attribute " + quote(name)));
   Handle type(check(H5Aget_type(attr.get()), w, "cannot read attribute type"));
-  if (check_class(H5Tget_class(type.get()), w) != H5T_STRING)
+  if (check_class(H5Tget_class(type.get()), w) != cls)
     throw Error(ErrorCode::format, w.file,
-                fmt::format("attribute {} is a {}, expected a string", quote(name), describe_type(type)));
+                fmt::format("attribute {} is a {}, expected {}", quote(name), describe_type(type), expected));
   Handle space(check(H5Aget_space(attr.get()), w, "cannot read attribute dataspace"));
   const hssize_t points = H5Sget_simple_extent_npoints(space.get());
   if (points < 0) raise(w, "cannot read attribute dataspace");
-  if (points != 1) throw Error(ErrorCode::format, w.file, fmt::format("attribute {} is not a single string", quote(name)));
+  return OpenAttribute{std::move(attr), std::move(type), points};
+}
+
+}  // namespace
+
+std::optional<std::string> read_string_attribute(Where w, const Handle& object, const std::string& name) {
+  const auto lock = lock_library();
+  auto opened = open_attribute(w, object, name, H5T_STRING, "a string");
+  if (!opened) return std::nullopt;
+  const Handle& attr = opened->attr;
+  const Handle& type = opened->type;
+  if (opened->points != 1) throw Error(ErrorCode::format, w.file, fmt::format("attribute {} is not a single string", quote(name)));
   const htri_t variable = H5Tis_variable_str(type.get());
   if (variable < 0) raise(w, "cannot read attribute type");
   if (variable > 0) {
@@ -615,18 +634,12 @@ std::optional<std::string> read_string_attribute(Where w, const Handle& object, 
 std::optional<std::vector<std::int64_t>> read_int_array_attribute(Where w, const Handle& object,
                                                                   const std::string& name) {
   const auto lock = lock_library();
-  if (!attribute_exists(w, object, name)) return std::nullopt;
-  Handle attr(check(H5Aopen(object.get(), name.c_str(), H5P_DEFAULT), w, "cannot open attribute " + quote(name)));
-  Handle type(check(H5Aget_type(attr.get()), w, "cannot read attribute type"));
-  if (check_class(H5Tget_class(type.get()), w) != H5T_INTEGER)
-    throw Error(ErrorCode::format, w.file,
-                fmt::format("attribute {} is a {}, expected integers", quote(name), describe_type(type)));
-  Handle space(check(H5Aget_space(attr.get()), w, "cannot read attribute dataspace"));
-  const hssize_t n = H5Sget_simple_extent_npoints(space.get());
-  if (n < 0 || n > 64)
-    throw Error(ErrorCode::format, w.file, fmt::format("attribute {} has {} values", quote(name), n));
+  auto opened = open_attribute(w, object, name, H5T_INTEGER, "integers");
+  if (!opened) return std::nullopt;
+  const hssize_t n = opened->points;
+  if (n > 64) throw Error(ErrorCode::format, w.file, fmt::format("attribute {} has {} values", quote(name), n));
   std::vector<std::int64_t> values(static_cast<std::size_t>(n));
-  check_status(H5Aread(attr.get(), H5T_NATIVE_INT64, values.data()), w, "cannot read attribute " + quote(name));
+  check_status(H5Aread(opened->attr.get(), H5T_NATIVE_INT64, values.data()), w, "cannot read attribute " + quote(name));
   return values;
 }
 
