@@ -5,6 +5,8 @@ export DEBIAN_FRONTEND=noninteractive
 packages=(
   # build
   cmake g++ make pkg-config
+  # the benchmark's peer (ckpt-bench --peers)
+  zstd
   # library
   libhdf5-dev zlib1g-dev libzstd-dev libxxhash-dev libdeflate-dev libboost-serialization-dev nlohmann-json3-dev libfmt-dev
   libmsgpack-cxx-dev

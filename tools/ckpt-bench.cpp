@@ -2,6 +2,7 @@
 // same run (a raw write/read of the same bytes). Not a test: it prints figures and ratios.
 #include <fcntl.h>
 #include <malloc.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -11,9 +12,16 @@
 #include <fstream>
 #include <functional>
 #include <random>
+#include <thread>
 
 #include <fmt/format.h>
 
+#include <boost/archive/text_iarchive.hpp>
+#include <boost/archive/text_oarchive.hpp>
+#include <boost/archive/xml_iarchive.hpp>
+#include <boost/archive/xml_oarchive.hpp>
+
+#include "ckpt/boost_serialization.h"
 #include "ckpt/ckpt.h"
 
 namespace {
@@ -269,6 +277,130 @@ int bench_matrix(std::uint64_t size_mib, const std::filesystem::path& dir, const
   return 0;
 }
 
+// Flushes a written file to stable storage, as ckpt's writers do before their rename.
+void fsync_path(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || ::fsync(fd) != 0) throw std::runtime_error("cannot fsync " + path.string());
+  ::close(fd);
+}
+
+// Runs a program (no shell) and waits; throws unless it exits 0.
+void run_program(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execvp(args[0], args.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw std::runtime_error(argv[0] + " failed");
+}
+
+// --peers: each conversion that makes new bytes against the tool that does the same work, in the
+// same run, best of `repeats` (alternating): into ckpt-h5+zstd against zstd's CLI compressing the
+// same tensor bytes (zstd -1 -T0, output fsynced), out of it against zstd -d -T0; Boost text and
+// xml against Boost's own archive writer and reader of the same StateDict (the files are
+// byte-identical); and an uncompressed conversion against a durable copy (copy + fsync).
+int bench_peers(std::uint64_t size_mib, const std::filesystem::path& dir, int repeats) {
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);  // as checkpoint-convert sets it (see there)
+  fmt::print("building a {} MiB synthetic state dict...\n", size_mib);
+  const StateDict state = synthetic_state(size_mib);
+  const auto raw = dir / "raw.bin", raw_zst = dir / "raw.zst", raw_back = dir / "raw.back", st = dir / "in.safetensors",
+             h5z = dir / "z.ckpt.h5", out_st = dir / "out.safetensors", copy = dir / "copy.bin",
+             out_pt = dir / "out.pt";
+  raw_write(state, raw);
+  save(state, st);
+  WriteOptions zstd_options;
+  zstd_options.compression = Compression::zstd;
+  ConvertOptions to_zstd;
+  to_zstd.write.compression = Compression::zstd;
+  const std::string threads = fmt::format("-T{}", std::thread::hardware_concurrency());
+  struct Row {
+    std::string work, peer;
+    double ckpt, other;
+    std::string target;
+  };
+  std::vector<Row> rows;
+  auto pair = [&](std::string work, std::string peer, const std::function<void()>& mine,
+                  const std::function<void()>& theirs, std::string target) {
+    double a = 1e300, b = 1e300;
+    for (int r = 0; r < std::max(repeats, 1); ++r) {
+      b = std::min(b, seconds_of(theirs));
+      a = std::min(a, seconds_of(mine));
+    }
+    rows.push_back({std::move(work), std::move(peer), a, b, std::move(target)});
+    fmt::print("  {:<46} {:>8.3f} s   {:<44} {:>8.3f} s   {:>5.2f}x\n", rows.back().work, a, rows.back().peer, b, a / b);
+    std::fflush(stdout);
+  };
+  fmt::print("\n  {:<46} {:>10}   {:<44} {:>10}   {:>6}\n", "ckpt", "", "peer, same work", "", "ratio");
+  pair("safetensors -> ckpt-h5+zstd (level 1)", "zstd -1 -T0 of the same bytes, fsync",
+       [&] { (void)convert(st, h5z, to_zstd); },
+       [&] {
+         run_program({"zstd", "-q", "-f", "-1", threads, raw.string(), "-o", raw_zst.string()});
+         fsync_path(raw_zst);
+       },
+       "<= 1.2x");
+  pair("ckpt-h5+zstd -> safetensors", "zstd -d -T0 to a file, fsync",
+       [&] { (void)convert(h5z, out_st); },
+       [&] {
+         run_program({"zstd", "-q", "-f", "-d", threads, raw_zst.string(), "-o", raw_back.string()});
+         fsync_path(raw_back);
+       },
+       "<= 1.2x");
+  for (const bool xml : {false, true}) {
+    const char* kind = xml ? "xml" : "text";
+    const auto mine_path = dir / fmt::format("ckpt.boost.{}", xml ? "xml" : "txt");
+    const auto theirs_path = dir / fmt::format("boost.boost.{}", xml ? "xml" : "txt");
+    pair(fmt::format("save as Boost {} (ckpt::save)", kind), fmt::format("boost::archive::{}_oarchive, fsync", kind),
+         [&] { save(state, mine_path); },
+         [&] {
+           {
+             std::ofstream out(theirs_path, std::ios::binary | std::ios::trunc);
+             if (xml) {
+               boost::archive::xml_oarchive archive(out);
+               archive << boost::serialization::make_nvp("state_dict", state);
+             } else {
+               boost::archive::text_oarchive archive(out);
+               archive << boost::serialization::make_nvp("state_dict", state);
+             }
+           }
+           fsync_path(theirs_path);
+         },
+         ">= 2x faster");
+    ReadOptions copies;
+    copies.zero_copy = false;
+    pair(fmt::format("load Boost {} (ckpt::load)", kind), fmt::format("boost::archive::{}_iarchive", kind),
+         [&] { (void)load(mine_path, copies); },
+         [&] {
+           std::ifstream in(mine_path, std::ios::binary);
+           StateDict loaded;
+           if (xml) {
+             boost::archive::xml_iarchive archive(in, boost::archive::no_xml_tag_checking);
+             archive >> boost::serialization::make_nvp("state_dict", loaded);
+           } else {
+             boost::archive::text_iarchive archive(in);
+             archive >> boost::serialization::make_nvp("state_dict", loaded);
+           }
+         },
+         ">= 2x faster");
+  }
+  pair("safetensors -> pytorch (uncompressed)", "copy of the input + fsync",
+       [&] { (void)convert(st, out_pt); },
+       [&] {
+         std::filesystem::copy_file(st, copy, std::filesystem::copy_options::overwrite_existing);
+         fsync_path(copy);
+       },
+       "<= 1.5x");
+  fmt::print("\n| work | ckpt | peer (same work, same run) | peer | ratio | target |\n|---|---|---|---|---|---|\n");
+  for (const auto& r : rows)
+    fmt::print("| {} | {:.2f} s | {} | {:.2f} s | {:.2f}x | {} |\n", r.work, r.ckpt, r.peer, r.other, r.ckpt / r.other,
+               r.target);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -294,6 +426,10 @@ int main(int argc, char** argv) {
   app.add_option("--matrix-repeats", matrix_repeats,
                  "With --matrix: alternate copy and conversion this many times, the best of each counts")
       ->capture_default_str();
+  bool peers = false;
+  app.add_flag("--peers", peers,
+               "Only time the conversions that make new bytes against the tool doing the same work: zstd's CLI, "
+               "Boost's own archives, a durable copy (best of --repeats)");
   CLI11_PARSE(app, argc, argv);
 
   const std::filesystem::path dir =
@@ -311,6 +447,7 @@ int main(int argc, char** argv) {
     return rc;
   };
   if (matrix) return run_mode([&] { return bench_matrix(size_mib, dir, from, to, matrix_repeats); });
+  if (peers) return run_mode([&] { return bench_peers(size_mib, dir, repeats); });
   if (!pt.empty()) return run_mode([&] { return bench_pytorch(pt, dir, repeats); });
   try {
     fmt::print("building a {} MiB synthetic state dict...\n", size_mib);
@@ -370,7 +507,11 @@ int main(int argc, char** argv) {
               raw_r, bytes);
     print_row("  same, without HDF5 isolation", best_of(repeats, [&] { (void)load(h5, direct(copy_noverify)); }),
               raw_r, bytes);
-    print_row("ckpt-h5 load, zero-copy views, verified", best_of(repeats, [&] { (void)load(h5); }), raw_r, bytes);
+    ReadOptions shared_views;
+    shared_views.writable = false;
+    print_row("ckpt-h5 load, writable views (default), verified", best_of(repeats, [&] { (void)load(h5); }), raw_r, bytes);
+    print_row("ckpt-h5 load, read-only views, verified", best_of(repeats, [&] { (void)load(h5, shared_views); }), raw_r,
+              bytes);
     print_row("ckpt-h5 load, zero-copy views, every page touched",
               best_of(repeats, [&] { (void)touch(load(h5, views_noverify)); }), raw_r, bytes);
     print_row("ckpt-h5 zstd load, verified", best_of(repeats, [&] { (void)load(h5z); }), raw_r, bytes);
