@@ -69,6 +69,9 @@ class CkptH5Reader final : public detail::FormatReader {
   }
 
   detail::Location locate(std::size_t index) override {
+    // A checkpoint in memory is checked in a fork() of this process: once for every dataset,
+    // rather than a fork per tensor.
+    if (options_.isolate_hdf5 && !all_checked_ && !source_->is_file()) prepare_full_read();
     if (options_.isolate_hdf5 && !all_checked_ && !checked_[index]) {
       isolate(schema::CheckStage::one_dataset, index);
       checked_[index] = true;
