@@ -35,6 +35,19 @@ const Golden kGolden[] = {
      "tensor 'w': dataset type (unsigned integer of 1 byte) cannot hold index dtype int8 (signed integer of 1 byte)"},
     {"bad/missing_group.ckpt.h5", ErrorCode::format, "tensor 'b': group /buffers is missing"},
     {"bad/duplicate_member.ckpt.h5", ErrorCode::format, "/index tensors[0]: member 'dtype' appears twice in one object"},
+    // Spec §3, §8: a tensor's data is in the file, and was written.
+    {"bad/external_link.ckpt.h5", ErrorCode::format,
+     "tensor 'x': dataset /parameters/x is a link to another file: refused (spec §3)"},
+    {"bad/external_storage.ckpt.h5", ErrorCode::format,
+     "tensor 'x': dataset /parameters/x keeps its data in other files (external storage): refused (spec §8)"},
+    {"bad/virtual.ckpt.h5", ErrorCode::format,
+     "tensor 'x': dataset /parameters/x keeps its data in other files (a virtual dataset): refused (spec §8)"},
+    {"bad/unwritten_chunks.ckpt.h5", ErrorCode::format,
+     "tensor 'x': dataset /parameters/x: 4 of its 4 chunks were never written (spec §8)"},
+    {"bad/unwritten_contiguous.ckpt.h5", ErrorCode::format,
+     "tensor 'x': dataset /parameters/x: its 4096 bytes were never written (spec §8)"},
+    {"bad/many_chunks.ckpt.h5", ErrorCode::format,
+     "tensor 'x': dataset /parameters/x claims 4194304 chunks, more than a file of 2973 bytes holds"},
     {"bad/unknown_dtype.ckpt.h5", ErrorCode::unsupported, "tensor 'conv.weight': unknown dtype 'float4_e2m1'"},
     {"bad/flipped_byte.ckpt.h5", ErrorCode::integrity,
      "tensor 'conv.weight': checksum mismatch (stored xxh3-64:a5772a1cbae99a5a, data has xxh3-64:f906695369fe54c7)"},
@@ -120,6 +133,16 @@ TEST_CASE("spec edges: empty groups left out, unlisted datasets ignored, big-end
   const std::vector<float> want = {0.5f, -1.0f, 7.25f, 1e-30f};
   CHECK(std::vector<float>(big.as<float>().begin(), big.as<float>().end()) == want);
   CHECK(reader->read_slice("big_endian", {1, 0}, {1, 2}).as<float>()[1] == 1e-30f);
+}
+
+TEST_CASE("partial edge chunks that HDF5 left unfiltered read back exactly", "[golden]") {
+  auto reader = open("good/partial_chunks.ckpt.h5");
+  CHECK(reader->verify() == 2);
+  for (const char* name : {"shuffled", "zstd"}) {
+    const Tensor t = reader->read(name);
+    for (std::size_t i = 0; i < t.numel(); ++i) CHECK(t.as<float>()[i] == static_cast<float>(i) + 0.5f);
+    CHECK(reader->read_slice(name, {6, 9}, {1, 2}).as<float>()[1] == 76.5f);
+  }
 }
 
 TEST_CASE("the ckpt-h5 reader names the problem when opened directly", "[golden]") {

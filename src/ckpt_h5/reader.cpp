@@ -139,12 +139,11 @@ class CkptH5Reader final : public detail::FormatReader {
     const h5::Where w{name_};
     const std::string link = schema::encode_link_name(info.name);
     const h5::Handle& group = group_for(info);
-    auto dataset = std::make_shared<h5::Handle>(h5::try_open_dataset(group, link));
-    if (!dataset->valid()) {
-      if (!h5::link_exists(w, group, link))
-        fail(ErrorCode::format, name_, "dataset /{}/{} is missing", info.section_name(), link);
-      *dataset = h5::open_dataset(w, group, link);  // fails again, with HDF5's reason
-    }
+    const std::string where = fmt::format("/{}/{}", info.section_name(), link);
+    if (!h5::link_exists(w, group, link)) fail(ErrorCode::format, name_, "dataset {} is missing", where);
+    if (h5::link_is_external(w, group, link))
+      fail(ErrorCode::format, name_, "dataset {} is a link to another file: refused (spec §3)", where);
+    auto dataset = std::make_shared<h5::Handle>(h5::open_dataset(w, group, link));
     const auto dims = h5::dataset_shape(w, *dataset);
     if (!std::equal(dims.begin(), dims.end(), info.shape.begin(), info.shape.end()))
       fail(ErrorCode::format, name_, "dataset shape [{}] does not match the index shape {}", fmt::join(dims, ", "),
@@ -158,9 +157,17 @@ class CkptH5Reader final : public detail::FormatReader {
     detail::Location l = location(index);
     const std::uint64_t nbytes = info.nbytes();
     if (nbytes == 0) return l;
+    const h5::DatasetLayout layout = h5::dataset_layout(w, *dataset);
+    // The data must be in this file: external storage and virtual datasets read other files
+    // (any file on the disk, even for a checkpoint given in memory).
+    if (layout.external_files > 0 || layout.kind == h5::DatasetLayout::Kind::virtual_dataset)
+      fail(ErrorCode::format, name_, "dataset {} keeps its data in other files ({}): refused (spec §8)", where,
+           layout.external_files > 0 ? "external storage" : "a virtual dataset");
     // Offsets HDF5 gives are relative to the end of a user block: such files are left to HDF5.
     const bool plain = exact && !has_userblock();
-    if (const auto offset = h5::contiguous_offset(*dataset)) {
+    if (layout.kind == h5::DatasetLayout::Kind::contiguous) {
+      const auto offset = h5::contiguous_offset(*dataset);
+      if (!offset) fail(ErrorCode::format, name_, "dataset {}: its {} bytes were never written (spec §8)", where, nbytes);
       if (*offset > file_size_ || nbytes > file_size_ - *offset)
         fail(ErrorCode::format, name_, "data at offset {} with {} bytes extends past the end of the file ({} bytes)",
              *offset, nbytes, file_size_);
@@ -169,7 +176,6 @@ class CkptH5Reader final : public detail::FormatReader {
         return l;
       }
     }
-    const h5::DatasetLayout layout = h5::dataset_layout(w, *dataset);
     if (layout.chunked) {
       if (layout.chunk.size() != info.shape.size())
         fail(ErrorCode::format, name_, "chunk rank {} differs from tensor rank {}", layout.chunk.size(), info.shape.size());
@@ -180,11 +186,22 @@ class CkptH5Reader final : public detail::FormatReader {
           fail(ErrorCode::format, name_, "chunk dims [{}] are invalid or over HDF5's 4 GiB limit", fmt::join(layout.chunk, ", "));
         chunk_bytes = *m;
       }
-      if (plain && ckpt_filters_only(layout))
-        if (auto chunked = chunks(*dataset, layout, dims, chunk_bytes)) {
-          l.chunked = std::move(chunked);
-          return l;
-        }
+      // Every chunk must have been written: HDF5 would fill the others with values that are not
+      // the tensor's, and a few bytes of file could claim any size.
+      std::uint64_t grid = 1;
+      for (std::size_t k = 0; k < dims.size(); ++k) grid *= (dims[k] + layout.chunk[k] - 1) / layout.chunk[k];
+      if (grid > file_size_)
+        fail(ErrorCode::format, name_, "dataset {} claims {} chunks, more than a file of {} bytes holds", where, grid,
+             file_size_);
+      if (const std::uint64_t written = h5::allocated_chunks(w, *dataset); written != grid)
+        fail(ErrorCode::format, name_, "dataset {}: {} of its {} chunks were never written (spec §8)", where,
+             grid - std::min(written, grid), grid);
+      // HDF5 may store partial edge chunks unfiltered (H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS),
+      // with nothing in their filter mask to say so: such datasets are left to HDF5.
+      if (plain && ckpt_filters_only(layout) && !layout.partial_chunks_unfiltered) {
+        l.chunked = chunks(*dataset, layout, dims, chunk_bytes);
+        return l;
+      }
     } else if (h5::storage_size(*dataset) > file_size_) {
       fail(ErrorCode::format, name_, "dataset claims {} bytes of storage, more than the file", h5::storage_size(*dataset));
     }
@@ -204,8 +221,7 @@ class CkptH5Reader final : public detail::FormatReader {
     return true;
   }
 
-  // Where every chunk of the grid is stored, from HDF5's chunk index; nullptr when a chunk was
-  // never written (HDF5 then fills it: left to HDF5).
+  // Where every chunk of the grid is stored, from HDF5's chunk index (every chunk was written).
   std::shared_ptr<detail::ChunkedData> chunks(const h5::Handle& dataset, const h5::DatasetLayout& layout,
                                               const std::vector<std::uint64_t>& dims, std::uint64_t chunk_bytes) {
     auto c = std::make_shared<detail::ChunkedData>();
@@ -218,7 +234,8 @@ class CkptH5Reader final : public detail::FormatReader {
     c->max_stored_bytes = zstd ? ZSTD_compressBound(chunk_bytes) + 4096 : chunk_bytes;
     for (auto& origin : detail::chunk_origins(dims, layout.chunk)) {
       const h5::ChunkInfo chunk = h5::chunk_info({name_}, dataset, origin);
-      if (!chunk.address) return nullptr;
+      if (!chunk.address)
+        fail(ErrorCode::format, name_, "the chunk at [{}] was never written", fmt::join(origin, ", "));
       c->chunks.push_back({std::move(origin), {*chunk.address, chunk.size}, chunk.filter_mask});
     }
     return c;

@@ -74,6 +74,21 @@ H5T_class_t check_class(H5T_class_t cls, Where w) {
   return cls;
 }
 
+// A traversal of an external link is refused: a checkpoint's objects live in its own file.
+herr_t refuse_external_link(const char*, const char*, const char*, const char*, unsigned*, hid_t, void*) { return -1; }
+
+// Access property lists (for H5Gopen2, H5Dopen2) that refuse external links; made once.
+hid_t access_list(hid_t cls) {
+  static hid_t groups = -1, datasets = -1;
+  hid_t& list = cls == H5P_GROUP_ACCESS ? groups : datasets;
+  if (list < 0) {
+    const Where w{kNoFile};
+    list = check(H5Pcreate(cls), w, "cannot create an HDF5 property list");
+    check_status(H5Pset_elink_cb(list, refuse_external_link, nullptr), w, "cannot refuse external links");
+  }
+  return list;
+}
+
 Handle property_list(hid_t cls, Where w) {
   return Handle(check(H5Pcreate(cls), w, "cannot create an HDF5 property list"));
 }
@@ -190,7 +205,8 @@ Handle create_group(Where w, const Handle& parent, const std::string& name) {
 
 Handle open_group(Where w, const Handle& parent, const std::string& name) {
   const auto lock = lock_library();
-  return Handle(check(H5Gopen2(parent.get(), name.c_str(), H5P_DEFAULT), w, "cannot open group " + quote(name)));
+  return Handle(check(H5Gopen2(parent.get(), name.c_str(), access_list(H5P_GROUP_ACCESS)), w,
+                      "cannot open group " + quote(name)));
 }
 
 bool link_exists(Where w, const Handle& parent, const std::string& name) {
@@ -198,6 +214,13 @@ bool link_exists(Where w, const Handle& parent, const std::string& name) {
   const htri_t r = H5Lexists(parent.get(), name.c_str(), H5P_DEFAULT);
   if (r < 0) raise(w, "cannot look up " + quote(name));
   return r > 0;
+}
+
+bool link_is_external(Where w, const Handle& parent, const std::string& name) {
+  const auto lock = lock_library();
+  H5L_info_t info{};
+  check_status(H5Lget_info(parent.get(), name.c_str(), &info, H5P_DEFAULT), w, "cannot look up " + quote(name));
+  return info.type == H5L_TYPE_EXTERNAL;
 }
 
 // --- types ---------------------------------------------------------------------------------
@@ -380,12 +403,13 @@ Handle create_dataset(Where w, const Handle& parent, const std::string& name, co
 
 Handle open_dataset(Where w, const Handle& parent, const std::string& name) {
   const auto lock = lock_library();
-  return Handle(check(H5Dopen2(parent.get(), name.c_str(), H5P_DEFAULT), w, "cannot open dataset " + quote(name)));
+  return Handle(check(H5Dopen2(parent.get(), name.c_str(), access_list(H5P_DATASET_ACCESS)), w,
+                      "cannot open dataset " + quote(name)));
 }
 
 Handle try_open_dataset(const Handle& parent, const std::string& name) {
   const auto lock = lock_library();
-  Handle dataset(H5Dopen2(parent.get(), name.c_str(), H5P_DEFAULT));
+  Handle dataset(H5Dopen2(parent.get(), name.c_str(), access_list(H5P_DATASET_ACCESS)));
   if (!dataset.valid()) H5Eclear2(H5E_DEFAULT);
   return dataset;
 }
@@ -415,8 +439,20 @@ DatasetLayout dataset_layout(Where w, const Handle& dataset) {
   Handle dcpl(check(H5Dget_create_plist(dataset.get()), w, "cannot read dataset properties"));
   const H5D_layout_t kind = H5Pget_layout(dcpl.get());
   if (kind == H5D_LAYOUT_ERROR) raise(w, "cannot read dataset layout");
+  const int external = H5Pget_external_count(dcpl.get());
+  if (external < 0) raise(w, "cannot read external storage");
+  layout.external_files = static_cast<std::size_t>(external);
+  switch (kind) {
+    case H5D_CHUNKED: layout.kind = DatasetLayout::Kind::chunked; break;
+    case H5D_COMPACT: layout.kind = DatasetLayout::Kind::compact; break;
+    case H5D_VIRTUAL: layout.kind = DatasetLayout::Kind::virtual_dataset; break;
+    default: layout.kind = DatasetLayout::Kind::contiguous; break;
+  }
   if (kind != H5D_CHUNKED) return layout;
   layout.chunked = true;
+  unsigned options = 0;
+  check_status(H5Pget_chunk_opts(dcpl.get(), &options), w, "cannot read chunk options");
+  layout.partial_chunks_unfiltered = (options & H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS) != 0;
   const int rank = H5Pget_chunk(dcpl.get(), 0, nullptr);
   if (rank < 0) raise(w, "cannot read chunk dims");
   std::vector<hsize_t> chunk(static_cast<std::size_t>(rank));
@@ -484,6 +520,14 @@ ChunkInfo chunk_info(Where w, const Handle& dataset, const std::vector<std::uint
   info.size = size;
   info.filter_mask = mask;
   return info;
+}
+
+std::uint64_t allocated_chunks(Where w, const Handle& dataset) {
+  const auto lock = lock_library();
+  Handle space(check(H5Dget_space(dataset.get()), w, "cannot read dataspace"));
+  hsize_t n = 0;
+  check_status(H5Dget_num_chunks(dataset.get(), space.get(), &n), w, "cannot count chunks");
+  return n;
 }
 
 void read_region(Where w, const Handle& dataset, const Handle& mem_type, const std::vector<std::uint64_t>& offsets,

@@ -68,6 +68,9 @@ bool has_signature(std::span<const std::byte> head);
 Handle create_group(Where w, const Handle& parent, const std::string& name);
 Handle open_group(Where w, const Handle& parent, const std::string& name);
 bool link_exists(Where w, const Handle& parent, const std::string& name);
+// Whether the link `name` is an external link (to an object in another file). ckpt never follows
+// one: every group and dataset it opens is opened with external links refused.
+bool link_is_external(Where w, const Handle& parent, const std::string& name);
 
 // --- types ---------------------------------------------------------------------------------
 // Predefined little-endian types, and compounds built from them.
@@ -90,7 +93,11 @@ std::string describe_type(const Handle& type);
 
 // --- datasets ------------------------------------------------------------------------------
 struct DatasetLayout {
+  enum class Kind { contiguous, chunked, compact, virtual_dataset };
+  Kind kind = Kind::contiguous;  // as read from a file (writers set `chunked`)
   bool chunked = false;
+  std::size_t external_files = 0;           // H5Pset_external: raw data kept in other files
+  bool partial_chunks_unfiltered = false;   // H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS
   // Contiguous: allocate the data's file space when the dataset is created (so its offset is
   // known before anything is written; the fill value is never written).
   bool allocate_early = false;
@@ -130,6 +137,8 @@ struct ChunkInfo {
   std::uint32_t filter_mask = 0;
 };
 ChunkInfo chunk_info(Where w, const Handle& dataset, const std::vector<std::uint64_t>& offset);
+// How many chunks of the dataset have storage (were ever written).
+std::uint64_t allocated_chunks(Where w, const Handle& dataset);
 // Reads the hyperslab of `sizes` elements at `offsets` as `mem_type` into `data` (row-major).
 void read_region(Where w, const Handle& dataset, const Handle& mem_type, const std::vector<std::uint64_t>& offsets,
                  const std::vector<std::uint64_t>& sizes, void* data);

@@ -223,6 +223,56 @@ def main():
     w.close({}, index_override='{"tensors": [{"name": "w", "section": "parameters", "dtype": "float32", '
                                '"shape": [2], "dtype": "int32"}]}')
 
+    # Good: partial edge chunks stored unfiltered (H5Pset_chunk_opts DONT_FILTER_PARTIAL_CHUNKS,
+    # which h5py does not expose: called through ctypes on the HDF5 library h5py uses), for shuffle
+    # alone and shuffle + zstd. Nothing in a chunk's filter mask says it was not filtered.
+    import ctypes
+    import ctypes.util
+    hdf5 = ctypes.CDLL(ctypes.util.find_library("hdf5_serial") or ctypes.util.find_library("hdf5"))
+    w = SpecWriter(os.path.join(good, "partial_chunks.ckpt.h5"))
+    values = np.arange(7 * 11, dtype="<f4").reshape(7, 11) + 0.5
+    for name, zstd in [("shuffled", False), ("zstd", True)]:
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_chunk((3, 5))
+        dcpl.set_shuffle()
+        if zstd:
+            dcpl.set_filter(ZSTD, h5py.h5z.FLAG_MANDATORY, (3,))
+        assert hdf5.H5Pset_chunk_opts(ctypes.c_int64(dcpl.id), ctypes.c_uint(0x0002)) >= 0
+        d = h5py.h5d.create(w.group("parameters").id, name.encode(), h5py.h5t.IEEE_F32LE,
+                            h5py.h5s.create_simple(values.shape), dcpl=dcpl)
+        d.write(h5py.h5s.ALL, h5py.h5s.ALL, values)
+        w.entries.append({"name": name, "section": "parameters", "dtype": "float32", "shape": [7, 11],
+                          "checksum": checksum(values.tobytes())})
+    w.close({})
+
+    # Bad: data that is not in the file (an external link, external storage, a virtual dataset:
+    # they would read any file on the disk) or was never written (HDF5 would fill it in).
+    def bad_one(name, make):
+        w = SpecWriter(os.path.join(bad, name))
+        w.entries.append(make(w.group("parameters")))
+        w.close({})
+    bad_one("external_link.ckpt.h5", lambda g: (g.__setitem__("x", h5py.ExternalLink("elsewhere.h5", "/y")),
+                                               {"name": "x", "section": "parameters", "dtype": "float32", "shape": [4]})[1])
+    bad_one("external_storage.ckpt.h5",
+            lambda g: (g.create_dataset("x", shape=(32,), dtype="<u1", external=[("outside.bin", 0, 32)]),
+                       {"name": "x", "section": "parameters", "dtype": "uint8", "shape": [32]})[1])
+
+    def virtual(g):
+        layout = h5py.VirtualLayout(shape=(8,), dtype="<f4")
+        layout[:] = h5py.VirtualSource("elsewhere.h5", "x", shape=(8,))
+        g.create_virtual_dataset("x", layout, fillvalue=0)
+        return {"name": "x", "section": "parameters", "dtype": "float32", "shape": [8]}
+    bad_one("virtual.ckpt.h5", virtual)
+    bad_one("unwritten_chunks.ckpt.h5", lambda g: (g.create_dataset("x", shape=(64, 64), dtype="<f4", chunks=(16, 64)),
+                                                  {"name": "x", "section": "parameters", "dtype": "float32",
+                                                   "shape": [64, 64]})[1])
+    bad_one("unwritten_contiguous.ckpt.h5", lambda g: (g.create_dataset("x", shape=(1024,), dtype="<f4"),
+                                                      {"name": "x", "section": "parameters", "dtype": "float32",
+                                                       "shape": [1024]})[1])
+    bad_one("many_chunks.ckpt.h5", lambda g: (g.create_dataset("x", shape=(1 << 22,), dtype="<f4", chunks=(1,)),
+                                             {"name": "x", "section": "parameters", "dtype": "float32",
+                                              "shape": [1 << 22]})[1])
+
     bad_index = os.path.join(bad, "bad_index.ckpt.h5")
     w = SpecWriter(bad_index)
     w.add("parameters", "x", "float32", np.zeros(2, dtype="<f4"))
