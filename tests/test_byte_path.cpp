@@ -229,3 +229,32 @@ TEST_CASE("loaded tensors are writable; writes reach neither the file nor later 
     if (view.is_view()) CHECK_THROWS_AS(view.mutable_bytes(), Error);
   }
 }
+
+TEST_CASE("a file truncated while a reader holds it is an error, not stray memory or a crash", "[truncate]") {
+  TempDir dir;
+  StateDict s;
+  s.add_parameter("w", test::pattern_tensor(DType::float32, {512, 256}, 1));  // 512 KiB
+  for (const char* ext : {".safetensors", ".ckpt.h5", ".npz"}) {
+    INFO(ext);
+    const auto path = dir / (std::string("t") + ext);
+    save(s, path);
+    for (const std::uint64_t keep : {std::uint64_t{300000}, std::uint64_t{1000}, std::uint64_t{0}}) {
+      INFO("truncated to " << keep);
+      auto reader = open(path);
+      (void)reader->read_slice("w", {0, 0}, {1, 256});  // located (ckpt-h5: HDF5 has the file open)
+      std::filesystem::resize_file(path, keep);
+      // A column (a strided gather), whole rows (one run), a writable and a read-only view.
+      CHECK_THROWS_AS(reader->read_slice("w", {0, 7}, {512, 1}), Error);
+      CHECK_THROWS_AS(reader->read_slice("w", {100, 0}, {300, 256}), Error);
+      CHECK_THROWS_AS(reader->read("w"), Error);
+      ReadOptions shared;
+      shared.writable = false;
+      save(s, path);  // whole again, then cut under a reader that maps it read-only
+      auto mapped = open(path, shared);
+      (void)mapped->read_slice("w", {0, 0}, {1, 256});
+      std::filesystem::resize_file(path, keep);
+      CHECK_THROWS_AS(mapped->read("w"), Error);
+      save(s, path);
+    }
+  }
+}

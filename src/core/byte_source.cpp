@@ -49,9 +49,11 @@ std::shared_ptr<const ByteSource> ByteSource::from_memory(std::span<const std::b
 
 std::span<const std::byte> ByteSource::bytes() const {
   if (!is_file()) return memory_;
-  std::call_once(mapped_once_, [&] { mapping_ = MappedFile::from_fd(fd_.get(), path_); });
-  // A file that changed size since it was opened is read only as far as both agree.
-  return mapping_->bytes().first(static_cast<std::size_t>(std::min<std::uint64_t>(mapping_->size(), size_)));
+  // Exactly the bytes the file had when it was opened (refused if it has shrunk since). A file
+  // truncated after this, while mapped, ends the process with SIGBUS on access, as it does for
+  // any reader that maps files: ckpt's own writers replace files by rename, which never does that.
+  std::call_once(mapped_once_, [&] { mapping_ = MappedFile::from_fd(fd_.get(), path_, size_); });
+  return mapping_->bytes();
 }
 
 void ByteSource::check_range(std::uint64_t offset, std::uint64_t length, const char* what) const {
@@ -78,9 +80,19 @@ void ByteSource::prefetch(std::uint64_t offset, std::uint64_t length) const {
   if (is_file() && mapping_) mapping_->prefetch(offset, length);
 }
 
+void ByteSource::check_unchanged() const {
+  if (!is_file()) return;
+  struct stat st {};
+  if (::fstat(fd_.get(), &st) != 0) fail(ErrorCode::io, name_, "cannot stat: {}", std::strerror(errno));
+  if (static_cast<std::uint64_t>(st.st_size) < size_)
+    fail(ErrorCode::io, name_, "the file shrank from {} to {} bytes while open (truncated by another program?)", size_,
+         st.st_size);
+}
+
 Tensor ByteSource::view(DType dtype, Shape shape, std::uint64_t offset) const {
   const std::uint64_t nbytes = shape_nbytes(dtype, shape);
   check_range(offset, nbytes, "tensor data");
+  check_unchanged();
   const std::byte* at = bytes().data() + offset;
   prefetch(offset, nbytes);
   std::shared_ptr<const void> owner = is_file() ? std::shared_ptr<const void>(mapping_) : owner_;
@@ -91,6 +103,7 @@ std::optional<Tensor> ByteSource::private_view(DType dtype, Shape shape, std::ui
   const std::uint64_t nbytes = shape_nbytes(dtype, shape);
   check_range(offset, nbytes, "tensor data");
   if (!is_file() || nbytes == 0) return std::nullopt;
+  check_unchanged();
   const std::uint64_t start = offset / page_size() * page_size();
   const std::uint64_t length = offset - start + nbytes;
   void* p = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd_.get(), static_cast<off_t>(start));

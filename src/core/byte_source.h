@@ -60,6 +60,9 @@ class ByteSource {
  private:
   ByteSource() = default;
   void prefetch(std::uint64_t offset, std::uint64_t length) const;
+  // Throws io if the file is now shorter than when it was opened: views of it would end the
+  // process with SIGBUS (a view made before a truncation still does, as with any mapped file).
+  void check_unchanged() const;
 
   std::string name_;
   std::filesystem::path path_;

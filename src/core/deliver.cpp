@@ -13,8 +13,10 @@
 namespace ckpt::detail {
 namespace {
 
-// Runs of at least this many bytes are read with pread; shorter ones (strided gathers) are copied
-// from the file's mapping.
+// A gather whose elements lie within this many bytes of a file reads them with one pread first;
+// beyond it, runs of at least kPreadMinBytes are read with pread and shorter ones (a column of a
+// large matrix) are copied from the file's mapping.
+constexpr std::uint64_t kWindowMaxBytes = 64u << 20;
 constexpr std::uint64_t kPreadMinBytes = 64u << 10;
 
 std::vector<std::uint64_t> dims_of(const Shape& shape) { return {shape.begin(), shape.end()}; }
@@ -66,19 +68,24 @@ class StreamBytes {
     }
   }
 
-  // Every read() that follows lies in [lo, hi): a decoded stream decodes just that.
+  // Every read() that follows lies in [lo, hi): a decoded stream decodes just that, and a file
+  // reads it at once when it is not too large (copies then never touch the file's mapping).
   void window(std::uint64_t lo, std::uint64_t hi) {
-    if (!l_.decoded) return;
+    if (!l_.decoded && (!l_.source->is_file() || hi - lo > kWindowMaxBytes)) return;
     window_lo_ = lo;
     window_.resize(static_cast<std::size_t>(hi - lo));
-    l_.decoded(lo, window_);
+    if (l_.decoded) l_.decoded(lo, window_);
+    else read_stream(lo, window_);
+    windowed_ = true;
   }
 
   void read(std::uint64_t pos, std::span<std::byte> out) {
-    if (l_.decoded) {
-      std::memcpy(out.data(), window_.data() + (pos - window_lo_), out.size());
-      return;
-    }
+    if (windowed_) std::memcpy(out.data(), window_.data() + (pos - window_lo_), out.size());
+    else read_stream(pos, out);
+  }
+
+ private:
+  void read_stream(std::uint64_t pos, std::span<std::byte> out) {
     std::size_t k = static_cast<std::size_t>(std::upper_bound(starts_.begin(), starts_.end(), pos) - starts_.begin()) - 1;
     for (std::size_t done = 0; done < out.size(); ++k) {
       const Extent& e = l_.extents[k];
@@ -93,9 +100,9 @@ class StreamBytes {
     }
   }
 
- private:
   const Location& l_;
   std::vector<std::uint64_t> starts_;  // of each extent in the stream
+  bool windowed_ = false;
   std::uint64_t window_lo_ = 0;
   std::vector<std::byte> window_;
 };

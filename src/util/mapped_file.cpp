@@ -12,10 +12,14 @@
 
 namespace ckpt::detail {
 
-std::shared_ptr<const MappedFile> MappedFile::from_fd(int fd, const std::filesystem::path& path) {
+std::shared_ptr<const MappedFile> MappedFile::from_fd(int fd, const std::filesystem::path& path,
+                                                      std::optional<std::uint64_t> expected) {
   struct stat st {};
   if (fstat(fd, &st) != 0) fail(ErrorCode::io, path.string(), "cannot stat: {}", std::strerror(errno));
-  const auto size = static_cast<std::size_t>(st.st_size);
+  if (expected && static_cast<std::uint64_t>(st.st_size) < *expected)
+    fail(ErrorCode::io, path.string(), "the file shrank from {} to {} bytes while open (truncated by another program?)",
+         *expected, st.st_size);
+  const auto size = static_cast<std::size_t>(expected ? *expected : static_cast<std::uint64_t>(st.st_size));
   if (size == 0) return std::shared_ptr<const MappedFile>(new MappedFile(nullptr, 0));
   void* p = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) fail(ErrorCode::io, path.string(), "cannot map: {}", std::strerror(errno));

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 
 namespace ckpt::detail {
@@ -12,8 +13,10 @@ namespace ckpt::detail {
 class MappedFile {
  public:
   // Maps an already open descriptor (not taken over; the mapping outlives it). Throws io naming
-  // `path`. An empty file maps to an empty span.
-  static std::shared_ptr<const MappedFile> from_fd(int fd, const std::filesystem::path& path);
+  // `path`. An empty file maps to an empty span. With `size`, maps exactly that many bytes and
+  // throws io if the file is now shorter (truncated since its size was taken).
+  static std::shared_ptr<const MappedFile> from_fd(int fd, const std::filesystem::path& path,
+                                                   std::optional<std::uint64_t> size = std::nullopt);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
