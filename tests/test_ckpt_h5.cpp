@@ -2,8 +2,15 @@
 
 #include <fmt/format.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <functional>
+#include <thread>
 
 #include "core/chunks.h"
 #include "helpers.h"
@@ -105,6 +112,92 @@ TEST_CASE("ckpt-h5: a file that crashes HDF5 is an error, not a crash", "[ckpt-h
   auto reader = open("bad/crashes_hdf5.ckpt.h5");
   CHECK_THROWS_WITH(reader->read_all(), "bad/crashes_hdf5.ckpt.h5: HDF5 crashed (SIGSEGV) reading the file's "
                                         "structure: the file is corrupt or malformed");
+}
+
+namespace {
+
+// Runs `body` in a child process (so that what it does to the process, signals or threads or the
+// working directory, stays there) with a deadline; true if it returned normally in time.
+bool in_child(const std::function<void()>& body, unsigned seconds = 60) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setpgid(0, 0);   // its own process group: whatever it forks is ended with it
+    ::alarm(seconds);  // a hang ends the child with SIGALRM
+    try {
+      body();
+    } catch (...) {
+      ::_exit(2);
+    }
+    ::_exit(0);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ::kill(-pid, SIGKILL);  // a grandchild left hanging would hold the test's output open
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+std::vector<std::byte> bytes_of(const std::filesystem::path& path) {
+  const std::string text = test::read_file(path);
+  std::vector<std::byte> bytes(text.size());
+  std::memcpy(bytes.data(), text.data(), text.size());
+  return bytes;
+}
+
+}  // namespace
+
+TEST_CASE("the structure check is never fooled: ignored SIGCHLD, another working directory, a moved file",
+          "[ckpt-h5][isolate]") {
+  // With SIGCHLD ignored (servers do) an exit status is lost: the check answers through a pipe.
+  CHECK(in_child([] {
+    std::signal(SIGCHLD, SIG_IGN);
+    CHECK_THROWS_AS(open_memory(bytes_of("bad/crashes_hdf5.ckpt.h5"))->read_all(), Error);
+    CHECK_THROWS_AS(open("bad/crashes_hdf5.ckpt.h5")->read_all(), Error);
+  }));
+  // The helper has a working directory of its own: requests name files absolutely, and it checks
+  // that it sees the very file the reader has open.
+  CHECK(in_child([] {
+    (void)open("good/h5py_spec.ckpt.h5")->read_all();  // the helper runs from here on
+    std::filesystem::current_path("bad");
+    CHECK_THROWS_WITH(open("crashes_hdf5.ckpt.h5")->read_all(),
+                      "crashes_hdf5.ckpt.h5: HDF5 crashed (SIGSEGV) reading the file's structure: the file is corrupt or "
+                      "malformed");
+  }));
+  // A file moved away and replaced under a reader: a check of the new file would prove nothing.
+  TempDir dir;
+  std::filesystem::copy_file("good/h5py_spec.ckpt.h5", dir / "m.ckpt.h5");
+  auto reader = open(dir / "m.ckpt.h5");
+  std::filesystem::rename(dir / "m.ckpt.h5", dir / "old.ckpt.h5");
+  std::filesystem::copy_file("bad/crashes_hdf5.ckpt.h5", dir / "m.ckpt.h5");
+  try {
+    (void)reader->read("mask");  // the dataset HDF5 crashes on in the other file
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::io);
+    CHECK_THAT(e.what(), Catch::Matchers::Contains("no longer the one that was opened"));
+  }
+}
+
+TEST_CASE("checkpoints in memory are checked in a fork, safely while other threads use HDF5", "[ckpt-h5][isolate]") {
+  TempDir dir;
+  save(test::kitchen_sink(), dir / "k.ckpt.h5");
+  const auto bytes = bytes_of(dir / "k.ckpt.h5");
+  CHECK(in_child([&] {
+    std::thread files([&] {
+      for (int i = 0; i < 100; ++i) (void)open(dir / "k.ckpt.h5")->read_all();
+    });
+    for (int i = 0; i < 20; ++i) (void)open_memory(bytes, nullptr)->read_all();
+    files.join();
+  }));
+  // One dataset that crashes HDF5 does not take the others with it.
+  auto reader = open_memory(bytes_of("bad/crashes_hdf5.ckpt.h5"));
+  std::size_t read = 0;
+  for (std::size_t i = 0; i < reader->tensors().size(); ++i) {
+    try {
+      (void)reader->read(i);
+      ++read;
+    } catch (const Error&) {
+    }
+  }
+  CHECK(read >= reader->tensors().size() - 2);
 }
 
 TEST_CASE("ckpt-h5 with 10,000 tensors lists and reads by name", "[ckpt-h5]") {

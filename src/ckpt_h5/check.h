@@ -20,7 +20,8 @@ enum class CheckStage {
 };
 
 struct CheckRequest {
-  std::filesystem::path path;
+  std::filesystem::path path;  // absolute: the helper has a working directory of its own
+  std::string identity;        // "device:inode" of the file the reader has open; the check must see it
   CheckStage stage = CheckStage::listing;
   std::size_t tensor = 0;  // for one_dataset: the index of the tensor
   ReadOptions options;

@@ -28,6 +28,13 @@ using detail::quote;
 namespace h5 = detail::h5;
 namespace schema = detail::ckpt_h5;
 
+// "device:inode" of an open file.
+std::string file_identity(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return {};
+  return fmt::format("{}:{}", st.st_dev, st.st_ino);
+}
+
 class CkptH5Reader final : public detail::FormatReader {
  public:
   // A file is opened by HDF5 by its path; a checkpoint held in memory in place, through HDF5's
@@ -36,6 +43,12 @@ class CkptH5Reader final : public detail::FormatReader {
       : FormatReader(std::move(source), options) {
     format_ = schema::kFormatName;
     h5::register_zstd_filter();
+    if (source_->is_file()) {
+      // The helper checks the file by its absolute path (it has a working directory of its own)
+      // and makes sure it sees the very file opened here (device and inode).
+      absolute_path_ = std::filesystem::absolute(source_->path());
+      identity_ = file_identity(source_->fd());
+    }
     // What HDF5 parses to list the file (superblock, root group, attributes, index) is parsed
     // first in a child process; a dataset's header and chunk index likewise before it is read.
     if (options_.isolate_hdf5) isolate(schema::CheckStage::listing);
@@ -43,9 +56,11 @@ class CkptH5Reader final : public detail::FormatReader {
     if (source_->is_file()) {
       file_ = h5::open_file_readonly(w, source_->path());
       // From here on the bytes are read through the very file HDF5 has open (a dup of its
-      // descriptor), whatever happens to the path.
+      // descriptor), whatever happens to the path; it must be the file that was checked.
       source_ = detail::ByteSource::from_fd(detail::UniqueFd(h5::duplicate_file_descriptor(w, file_)), source_->path(),
                                             name_);
+      if (file_identity(source_->fd()) != identity_)
+        fail(ErrorCode::io, name_, "the file was replaced while it was being opened: open it again");
     } else {
       file_ = h5::open_image_readonly(w, source_->bytes());
     }
@@ -70,8 +85,15 @@ class CkptH5Reader final : public detail::FormatReader {
 
   detail::Location locate(std::size_t index) override {
     // A checkpoint in memory is checked in a fork() of this process: once for every dataset,
-    // rather than a fork per tensor.
-    if (options_.isolate_hdf5 && !all_checked_ && !source_->is_file()) prepare_full_read();
+    // rather than a fork per tensor; if that check fails (one dataset crashes HDF5), dataset by
+    // dataset, so that the others still read.
+    if (options_.isolate_hdf5 && !all_checked_ && !source_->is_file() && !full_check_failed_) {
+      try {
+        prepare_full_read();
+      } catch (const Error&) {
+        full_check_failed_ = true;
+      }
+    }
     if (options_.isolate_hdf5 && !all_checked_ && !checked_[index]) {
       isolate(schema::CheckStage::one_dataset, index);
       checked_[index] = true;
@@ -82,7 +104,7 @@ class CkptH5Reader final : public detail::FormatReader {
  private:
   // Files go to the helper by path; memory is checked in a fork() of this process, which has it.
   void isolate(schema::CheckStage stage, std::size_t tensor = 0) {
-    const schema::CheckRequest request{source_->path(), stage, tensor, options_};
+    const schema::CheckRequest request{absolute_path_, identity_, stage, tensor, options_};
     if (source_->is_file())
       detail::run_isolated(name_, schema::encode_check(request), [&] { schema::check_structure(request); });
     else
@@ -247,6 +269,9 @@ class CkptH5Reader final : public detail::FormatReader {
   }
 
   std::uint64_t file_size_ = 0;
+  std::filesystem::path absolute_path_;  // files
+  std::string identity_;                 // files: "device:inode"
+  bool full_check_failed_ = false;       // memory: check dataset by dataset
   h5::Handle file_;
   std::map<std::string, h5::Handle> groups_;
   std::optional<std::uint64_t> userblock_;
@@ -261,12 +286,12 @@ namespace detail::ckpt_h5 {
 std::vector<std::string> encode_check(const CheckRequest& r) {
   const char* stage = r.stage == CheckStage::listing ? "listing" : r.stage == CheckStage::all_datasets ? "all" : "one";
   return {r.path.string(), stage, std::to_string(r.tensor), std::to_string(r.options.max_header_bytes),
-          std::to_string(r.options.max_rank)};
+          std::to_string(r.options.max_rank), r.identity};
 }
 
 CheckRequest decode_check(const std::vector<std::string>& words) {
   CheckRequest r;
-  if (words.size() != 5 || (words[1] != "listing" && words[1] != "all" && words[1] != "one"))
+  if (words.size() != 6 || (words[1] != "listing" && words[1] != "all" && words[1] != "one"))
     fail(ErrorCode::invalid_argument, "", "bad check request");
   r.path = words[0];
   r.stage = words[1] == "listing" ? CheckStage::listing : words[1] == "all" ? CheckStage::all_datasets
@@ -278,6 +303,7 @@ CheckRequest decode_check(const std::vector<std::string>& words) {
   } catch (const std::exception&) {
     fail(ErrorCode::invalid_argument, "", "bad check request");
   }
+  r.identity = words[5];
   r.options.isolate_hdf5 = false;
   return r;
 }
@@ -301,30 +327,46 @@ void check_datasets(CkptH5Reader& reader, const CheckRequest& request) {
 
 }  // namespace
 
+// The file at the request's path, if it is the one the reader has open; else FileChanged (the
+// check must not pass a file it did not see).
+std::shared_ptr<const ByteSource> checked_file(const CheckRequest& request) {
+  std::shared_ptr<const ByteSource> file;
+  try {
+    file = ByteSource::open_file(request.path);
+  } catch (const Error&) {
+    throw FileChanged{};
+  }
+  if (file_identity(file->fd()) != request.identity) throw FileChanged{};
+  return file;
+}
+
 void check_structure(const CheckRequest& request, std::shared_ptr<const ByteSource> memory) {
   ReadOptions direct = request.options;
   direct.isolate_hdf5 = false;
-  CkptH5Reader reader(memory ? std::move(memory) : ByteSource::open_file(request.path), direct);
+  CkptH5Reader reader(memory ? std::move(memory) : checked_file(request), direct);
   check_datasets(reader, request);
 }
 
 void serve_checks() {
-  // The last file, kept open while its identity (device, inode, size, mtime) is unchanged.
+  // The last file checked, kept open while requests name it (device and inode) and it has not
+  // changed (size, modification time): even after its path is given to another file, the reader
+  // that has it open is checked against the file it has.
   std::unique_ptr<CkptH5Reader> cached;
-  std::string cached_identity;
-  auto identity = [](const std::filesystem::path& path) {
+  std::string cached_identity, cached_stamp;
+  auto stamp = [](int fd) {
     struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) return std::string();
-    return fmt::format("{}:{}:{}:{}.{}", st.st_dev, st.st_ino, st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+    if (::fstat(fd, &st) != 0) return std::string();
+    return fmt::format("{}:{}.{}", st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
   };
   serve_isolated_requests(STDIN_FILENO, STDOUT_FILENO, [&](const std::vector<std::string>& words) {
     const CheckRequest request = decode_check(words);
-    const std::string id = identity(request.path);
     // A listing is what the reader is about to parse afresh: the helper parses afresh too.
-    if (request.stage == CheckStage::listing || !cached || id.empty() || id != cached_identity) {
+    if (request.stage == CheckStage::listing || !cached || cached_identity != request.identity ||
+        stamp(cached->source_->fd()) != cached_stamp) {
       cached.reset();
-      cached = std::make_unique<CkptH5Reader>(ByteSource::open_file(request.path), request.options);
-      cached_identity = id;
+      cached = std::make_unique<CkptH5Reader>(checked_file(request), request.options);
+      cached_identity = request.identity;
+      cached_stamp = stamp(cached->source_->fd());
     }
     check_datasets(*cached, request);
   });

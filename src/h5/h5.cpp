@@ -6,6 +6,9 @@
 
 #include <cstring>
 #include <mutex>
+#include <new>
+
+#include <pthread.h>
 #include <type_traits>
 
 #include "util/bytes.h"
@@ -19,9 +22,20 @@ namespace {
 // The serial HDF5 library is not thread-safe: every call into it goes through this file, and
 // every function here holds this lock (recursive: they call each other), so a conversion may read
 // on one thread and write on another (read-ahead, core/read_ahead.h).
+//
+// fork() (the isolation's fallback, or the user's) while another thread is inside HDF5 would give
+// the child a lock that no thread of it can release, and HDF5 state caught mid-call: fork handlers
+// take the lock before a fork and hand the child a fresh one.
+std::recursive_mutex& library_mutex() {
+  static auto* mutex = new std::recursive_mutex;  // never destroyed: used during exit
+  return *mutex;
+}
+
 std::unique_lock<std::recursive_mutex> lock_library() {
-  static std::recursive_mutex mutex;
-  return std::unique_lock(mutex);
+  static const int registered = ::pthread_atfork([] { library_mutex().lock(); }, [] { library_mutex().unlock(); },
+                                                 [] { new (&library_mutex()) std::recursive_mutex(); });
+  (void)registered;
+  return std::unique_lock(library_mutex());
 }
 
 // Errors of calls that are about no file (building types, the filter registry).

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 
 #include "util/bytes.h"
 
@@ -21,7 +22,25 @@ extern char** environ;
 namespace ckpt::detail {
 namespace {
 
-// Requests: u32 count, then per argument u32 length and bytes. Answers: one byte.
+// Requests: u32 count, then per argument u32 length and bytes. Answers: one byte, kPassed or
+// kChanged. A child that dies answers nothing.
+constexpr char kPassed = 'k', kChanged = 'c';
+
+[[noreturn]] void report_changed(const std::string& file) {
+  fail(ErrorCode::io, file, "the file on disk is no longer the one that was opened (replaced or moved since): reopen it");
+}
+
+// Runs `fn` as a check and says how it went (any error but FileChanged is the in-process run's to
+// report).
+char answer_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const FileChanged&) {
+    return kChanged;
+  } catch (...) {
+  }
+  return kPassed;
+}
 bool send_all(int fd, const void* data, std::size_t size) {
   const auto* p = static_cast<const char*>(data);
   while (size > 0) {
@@ -56,11 +75,18 @@ bool receive_all(int fd, void* data, std::size_t size) {
        WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 }
 
-int wait_for(pid_t pid) {
+// The child's exit status; nullopt when it cannot be known (SIGCHLD ignored: the kernel reaped it).
+std::optional<int> wait_for(pid_t pid) {
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  while (true) {
+    if (::waitpid(pid, &status, 0) == pid) return status;
+    if (errno != EINTR) return std::nullopt;
   }
-  return status;
+}
+
+[[noreturn]] void report_death(const std::string& file, std::optional<int> status) {
+  if (status) report_crash(file, *status);
+  fail(ErrorCode::format, file, "the check of the file's structure died before answering: the file is corrupt or malformed");
 }
 
 // The helper program: $CKPT_H5_CHECK, else beside this library (build tree), in ../libexec
@@ -96,11 +122,14 @@ class Helper {
       message += arg;
     }
     char answer = 0;
-    if (send_all(socket_, message.data(), message.size()) && receive_all(socket_, &answer, 1)) return;
+    if (send_all(socket_, message.data(), message.size()) && receive_all(socket_, &answer, 1)) {
+      if (answer == kChanged) report_changed(file);
+      return;
+    }
     // The helper died on this file.
-    const int status = wait_for(pid_);
+    const auto status = wait_for(pid_);
     forget();
-    report_crash(file, status);
+    report_death(file, status);
   }
 
  private:
@@ -139,18 +168,30 @@ class Helper {
   int socket_ = -1;
 };
 
+// The child answers through a pipe once its check is over: a check passes only on that answer,
+// never on an exit status that may be unknowable (SIGCHLD ignored) or mistaken.
 void run_forked(const std::string& file, const std::function<void()>& fn) {
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) fail(ErrorCode::io, file, "cannot create a pipe: {}", std::strerror(errno));
   const pid_t pid = ::fork();
-  if (pid < 0) fail(ErrorCode::io, file, "cannot fork to check the file: {}", std::strerror(errno));
+  if (pid < 0) {
+    ::close(pipe_fds[0]);
+    ::close(pipe_fds[1]);
+    fail(ErrorCode::io, file, "cannot fork to check the file: {}", std::strerror(errno));
+  }
   if (pid == 0) {
-    try {
-      fn();
-    } catch (...) {
-    }
+    ::close(pipe_fds[0]);
+    const char answer = answer_of(fn);
+    (void)!::write(pipe_fds[1], &answer, 1);
     ::_exit(0);  // skips atexit handlers and stdio buffers that belong to the parent
   }
-  const int status = wait_for(pid);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) report_crash(file, status);
+  ::close(pipe_fds[1]);
+  char answer = 0;
+  const bool answered = receive_all(pipe_fds[0], &answer, 1);
+  ::close(pipe_fds[0]);
+  const auto status = wait_for(pid);
+  if (!answered) report_death(file, status);
+  if (answer == kChanged) report_changed(file);
 }
 
 }  // namespace
@@ -173,12 +214,8 @@ void serve_isolated_requests(int in, int out, const std::function<void(const std
       arg.resize(size);
       if (!receive_all(in, arg.data(), size)) return;
     }
-    try {
-      handle(request);
-    } catch (...) {
-    }
-    const char done = 1;
-    if (::write(out, &done, 1) != 1) return;
+    const char answer = answer_of([&] { handle(request); });
+    if (::write(out, &answer, 1) != 1) return;
   }
 }
 

@@ -10,6 +10,11 @@
 
 namespace ckpt::detail {
 
+// Thrown by a check that cannot look at the file it was asked about, because the file at that
+// path is no longer the one the reader has open (replaced, moved, deleted): the check then fails
+// with an io error, and never passes a file it did not see.
+struct FileChanged {};
+
 // Runs a check in a child process. Preferred: the helper program `ckpt-h5-check` (found beside
 // the library, in ../libexec, or at $CKPT_H5_CHECK), started once per process and kept: each
 // check is then a request over a socket, and costs the same whatever the size of this process.
@@ -20,7 +25,8 @@ namespace ckpt::detail {
 void run_isolated(const std::string& file, const std::vector<std::string>& request, const std::function<void()>& fn);
 
 // The helper's side: reads requests from `in`, calls `handle` for each (its exceptions are
-// swallowed: the in-process run reports them), answers on `out`; returns at end of input.
+// swallowed, as the in-process run reports them, except FileChanged, which is answered as such),
+// answers on `out`; returns at end of input.
 void serve_isolated_requests(int in, int out, const std::function<void(const std::vector<std::string>&)>& handle);
 
 }  // namespace ckpt::detail
