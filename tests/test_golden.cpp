@@ -69,7 +69,7 @@ const Golden kGolden[] = {
      "tensor 'v': data_offsets [2, 6] overlap the previous tensor (expected to start at 4)"},
     {"bad/st_gap.safetensors", ErrorCode::format,
      "tensor 'v': data_offsets [8, 12] leave a gap (expected to start at 4)"},
-    {"bad/st_duplicate.safetensors", ErrorCode::format, "header names tensor 'w' twice"},
+    {"bad/st_duplicate.safetensors", ErrorCode::format, "header (offset 8, 112 bytes) member 'w' appears twice in one object"},
     {"bad/st_unknown_dtype.safetensors", ErrorCode::unsupported, "tensor 'w': unknown dtype 'F4'"},
     {"bad/st_bad_json.safetensors", ErrorCode::format,
      "header (offset 8, 56 bytes) is not valid JSON: [json.exception.parse_error.101] parse error at line 1, "

@@ -1,5 +1,10 @@
 #include <catch2/catch.hpp>
 
+#include <cstring>
+#include <fstream>
+
+#include <fmt/format.h>
+
 #include "helpers.h"
 
 using namespace ckpt;
@@ -71,4 +76,50 @@ TEST_CASE("safetensors keeps plain string metadata visible to other tools", "[sa
   CHECK(bytes.size() % 8 == 0);  // header padded to 8 bytes, 8 bytes of data
   const StateDict back = load(dir / "m.safetensors");
   CHECK(back.metadata()["epoch"] == 4);
+}
+
+TEST_CASE("safetensors headers: ambiguous or hostile JSON is refused, in time linear in its size", "[safetensors][hostile]") {
+  TempDir dir;
+  auto file_with_header = [&](const std::string& header) {
+    std::string bytes(8, '\0');
+    const std::uint64_t n = header.size();
+    std::memcpy(bytes.data(), &n, 8);
+    bytes += header;
+    const auto path = dir / "h.safetensors";
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+    return path;
+  };
+  auto error_of = [&](const std::string& header) {
+    try {
+      (void)open(file_with_header(header));
+    } catch (const Error& e) {
+      return e.message();
+    }
+    return std::string("no error");
+  };
+  // A member named twice inside an entry would be read as either value.
+  CHECK(error_of(R"({"w":{"dtype":"F32","dtype":"I32","shape":[0],"data_offsets":[0,0]}})") ==
+        "header (offset 8, 68 bytes) member 'dtype' appears twice in one object");
+  // 200,000 nested brackets: refused at depth 128, no stack overflow.
+  CHECK(error_of(R"({"__metadata__":{"x":)" + std::string(200000, '[')) ==
+        fmt::format("header (offset 8, {} bytes) nests deeper than 128 levels", 200021));
+  // An integer beyond 64 bits would become a float.
+  CHECK(error_of(R"({"w":{"dtype":"F32","shape":[18446744073709551616],"data_offsets":[0,0]}})") ==
+        "header (offset 8, 73 bytes) integer 18446744073709551616 does not fit in 64 bits");
+  // ckpt's JSON inside __metadata__ strings likewise.
+  const std::string deep = std::string(1000, '[') + std::string(1000, ']');
+  CHECK(error_of(R"({"__metadata__":{"ckpt.roles":")" + deep + R"("}})") ==
+        "__metadata__ 'ckpt.roles' nests deeper than 128 levels");
+  // 40,000 tensors list (this took 25 s with nlohmann's callback parser: it rescans an object
+  // after each member). Timed nowhere: it would only fail by never finishing.
+  std::string header = "{";
+  std::uint64_t offset = 0;
+  for (int i = 0; i < 40000; ++i) {
+    header += fmt::format(R"({}"t{}":{{"dtype":"U8","shape":[1],"data_offsets":[{},{}]}})", i ? "," : "", i, offset, offset + 1);
+    ++offset;
+  }
+  header += "}";
+  const auto path = file_with_header(header);
+  std::ofstream(path, std::ios::binary | std::ios::app) << std::string(offset, 'x');
+  CHECK(open(path)->tensors().size() == 40000);
 }

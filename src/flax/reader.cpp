@@ -12,6 +12,7 @@
 #include "flax/format.h"
 #include "flax/msgpack.h"
 #include "util/bytes.h"
+#include "util/json_strict.h"
 
 namespace ckpt {
 namespace {
@@ -261,11 +262,8 @@ class FlaxReader final : public detail::FormatReader {
     Metadata non_persistent = Metadata::object();
     if (const mp::Node* roles = tree.find(root, "ckpt.roles"); roles && roles->kind == mp::Kind::str) {
       Metadata parsed;
-      try {
-        parsed = Metadata::parse(tree.text(*roles));
-      } catch (const nlohmann::json::exception& e) {
-        fail(ErrorCode::format, name_, "value at 'ckpt.roles' is not valid JSON: {}", e.what());
-      }
+      if (const auto error = detail::parse_json_strict(tree.text(*roles), parsed); !error.empty())
+        fail(ErrorCode::format, name_, "value at 'ckpt.roles' {}", error);
       if (parsed.contains("sections") && parsed["sections"].is_array())
         for (const auto& s : parsed["sections"])
           if (s.is_string()) sections.push_back(s.get<std::string>());

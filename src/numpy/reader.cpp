@@ -13,6 +13,7 @@
 #include "core/format_reader.h"
 #include "util/json_get.h"
 #include "util/bytes.h"
+#include "util/json_strict.h"
 #include "zip/zip.h"
 
 namespace ckpt {
@@ -132,10 +133,11 @@ class NumpyReader final : public detail::FormatReader {
   bool apply_comment(TensorInfo& info, std::optional<DType>& dtype, const detail::zip::Entry& e,
                      const std::string& where) {
     Metadata c;
-    try {
-      c = Metadata::parse(e.comment);
-    } catch (const nlohmann::json::exception&) {
-      return false;  // a zip comment is free text; not ckpt's
+    // A zip comment is free text: one that is not JSON is not ckpt's; JSON that is ambiguous or
+    // too deep is refused.
+    if (const auto error = detail::parse_json_strict(e.comment, c); !error.empty()) {
+      if (error.starts_with("is not valid JSON")) return false;
+      fail(ErrorCode::format, where, "entry comment {}", error);
     }
     if (!c.is_object() || detail::json_uint(c, "ckpt", 0) != 1) return false;  // someone else's comment
     const std::string role = detail::json_string(c, "role", "parameter");
@@ -157,12 +159,13 @@ class NumpyReader final : public detail::FormatReader {
   }
 
   void apply_archive_comment() {
-    try {
-      const Metadata c = Metadata::parse(archive_->comment());
-      if (detail::json_uint(c, "ckpt", 0) == 1 && c.contains("metadata") && c["metadata"].is_object())
-        metadata_ = c["metadata"];
-    } catch (const nlohmann::json::exception&) {  // not ckpt's: a zip comment is free text
+    Metadata c;
+    if (const auto error = detail::parse_json_strict(archive_->comment(), c); !error.empty()) {
+      if (error.starts_with("is not valid JSON")) return;  // not ckpt's: a zip comment is free text
+      fail(ErrorCode::format, name_, "archive comment {}", error);
     }
+    if (detail::json_uint(c, "ckpt", 0) == 1 && c.contains("metadata") && c["metadata"].is_object())
+      metadata_ = c["metadata"];
   }
 
   std::unique_ptr<detail::zip::Archive> archive_;

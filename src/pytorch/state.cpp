@@ -10,6 +10,7 @@
 #include "ckpt/roles.h"
 #include "pytorch/interpret.h"
 #include "util/bytes.h"
+#include "util/json_strict.h"
 #include "util/json_get.h"
 
 namespace ckpt::detail::pytorch {
@@ -414,11 +415,10 @@ void Interpreter::interpret(const pk::Graph& g) {
 void Interpreter::apply_roles(const detail::zip::Entry& entry) {
   const auto bytes = archive_->read(entry);
   Metadata roles;
-  try {
-    roles = Metadata::parse(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
-  } catch (const nlohmann::json::exception& e) {
-    fail(ErrorCode::format, name_, "{} is not valid JSON: {}", quote(entry.name), e.what());
-  }
+  if (const auto error =
+          detail::parse_json_strict(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), roles);
+      !error.empty())
+    fail(ErrorCode::format, name_, "{} {}", quote(entry.name), error);
   if (!roles.is_object() || !roles.value("buffers", Metadata::object()).is_object())
     fail(ErrorCode::format, name_, "{} is not a JSON object with a \"buffers\" object", quote(entry.name));
   if (roles.contains("version") && detail::json_uint(roles, "version", 2) > 1)

@@ -12,6 +12,7 @@
 #include "safetensors/dtypes.h"
 #include "safetensors/format.h"
 #include "util/json_get.h"
+#include "util/json_strict.h"
 #include "util/bytes.h"
 
 namespace ckpt {
@@ -57,21 +58,9 @@ class SafetensorsReader final : public detail::FormatReader {
   };
 
   void parse_header(std::string_view text) {
-    // nlohmann::json keeps the last of duplicate keys; the callback sees every key first.
-    std::set<std::string> seen;
-    std::string duplicate;
     json header;
-    try {
-      header = json::parse(text, [&](int depth, json::parse_event_t event, json& parsed) {
-        if (depth == 1 && event == json::parse_event_t::key && !seen.insert(parsed.get<std::string>()).second &&
-            duplicate.empty())
-          duplicate = parsed.get<std::string>();
-        return true;
-      });
-    } catch (const json::exception& e) {
-      fail(ErrorCode::format, name_, "header (offset 8, {} bytes) is not valid JSON: {}", text.size(), e.what());
-    }
-    if (!duplicate.empty()) fail(ErrorCode::format, name_, "header names tensor {} twice", quote(duplicate));
+    if (const std::string error = detail::parse_json_strict(text, header); !error.empty())
+      fail(ErrorCode::format, name_, "header (offset 8, {} bytes) {}", text.size(), error);
     if (!header.is_object()) fail(ErrorCode::format, name_, "header is not a JSON object");
 
     std::vector<Parsed> tensors;
@@ -152,11 +141,9 @@ class SafetensorsReader final : public detail::FormatReader {
   // it roles are inferred.
   void apply_roles(std::vector<Parsed>& tensors, const json& file_metadata) {
     if (file_metadata.contains(st::kCkptMetadataKey)) {
-      try {
-        metadata_ = Metadata::parse(file_metadata[st::kCkptMetadataKey].get<std::string>());
-      } catch (const json::exception& e) {
-        fail(ErrorCode::format, name_, "__metadata__ {} is not valid JSON: {}", quote(st::kCkptMetadataKey), e.what());
-      }
+      if (const auto error = detail::parse_json_strict(file_metadata[st::kCkptMetadataKey].get<std::string>(), metadata_);
+          !error.empty())
+        fail(ErrorCode::format, name_, "__metadata__ {} {}", quote(st::kCkptMetadataKey), error);
       if (!metadata_.is_object()) fail(ErrorCode::format, name_, "__metadata__ {} is not a JSON object", quote(st::kCkptMetadataKey));
     } else {
       for (auto m = file_metadata.begin(); m != file_metadata.end(); ++m)
@@ -174,11 +161,8 @@ class SafetensorsReader final : public detail::FormatReader {
     }
     role_source_ = RoleSource::metadata;
     json roles;
-    try {
-      roles = json::parse(file_metadata[st::kRolesKey].get<std::string>());
-    } catch (const json::exception& e) {
-      fail(ErrorCode::format, name_, "__metadata__ {} is not valid JSON: {}", quote(st::kRolesKey), e.what());
-    }
+    if (const auto error = detail::parse_json_strict(file_metadata[st::kRolesKey].get<std::string>(), roles); !error.empty())
+      fail(ErrorCode::format, name_, "__metadata__ {} {}", quote(st::kRolesKey), error);
     auto bad = [&](const std::string& what) {
       fail(ErrorCode::format, name_, "__metadata__ {}: {}", quote(st::kRolesKey), what);
     };

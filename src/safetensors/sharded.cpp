@@ -15,6 +15,7 @@
 #include "safetensors/dtypes.h"
 #include "util/atomic_file.h"
 #include "util/bytes.h"
+#include "util/json_strict.h"
 
 namespace ckpt {
 namespace {
@@ -38,11 +39,8 @@ class ShardedReader final : public detail::FormatReader {
     const auto bytes = source_->bytes();
     const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
     Metadata index;
-    try {
-      index = Metadata::parse(text);
-    } catch (const nlohmann::json::exception& e) {
-      fail(ErrorCode::format, name, "index is not valid JSON: {}", e.what());
-    }
+    if (const auto error = detail::parse_json_strict(text, index); !error.empty())
+      fail(ErrorCode::format, name, "index {}", error);
     if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
       fail(ErrorCode::format, name, "index has no \"weight_map\" object");
     // Shard files, each a plain name in the index's directory (no paths: an index must not
