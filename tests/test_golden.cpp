@@ -2,6 +2,7 @@
 // this error. Paths are relative to tests/data, the working directory of these tests.
 #include <catch2/catch.hpp>
 
+#include <cstring>
 #include <fstream>
 #include <random>
 
@@ -179,4 +180,33 @@ TEST_CASE("mutated files never crash the readers", "[golden][fuzz]") {
     INFO(good << ": " << refused << " of " << cases << " refused");
     CHECK(refused > 0);
   }
+}
+
+TEST_CASE("npy headers numpy would read differently are refused", "[numpy][hostile]") {
+  auto npy = [](const std::string& dict) {
+    std::string header = dict;
+    while ((10 + header.size() + 1) % 64 != 0) header += ' ';
+    header += '\n';
+    std::string bytes = std::string("\x93NUMPY\x01\x00", 8);
+    const auto n = static_cast<std::uint16_t>(header.size());
+    bytes.append(reinterpret_cast<const char*>(&n), 2);
+    bytes += header + std::string(64, '\0');
+    std::vector<std::byte> out(bytes.size());
+    std::memcpy(out.data(), bytes.data(), bytes.size());
+    return out;
+  };
+  auto error_of = [&](const std::string& dict) {
+    try {
+      (void)open_memory(npy(dict), {}, "a.npy")->read_all();
+    } catch (const Error& e) {
+      return e.message();
+    }
+    return std::string("no error");
+  };
+  CHECK(error_of("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }") == "no error");
+  // numpy keeps the last of a repeated key: (4,) here, where a reader appending would see [3, 4].
+  CHECK(error_of("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), 'shape': (4,), }") ==
+        "npy header at character 64: key 'shape' appears twice");
+  CHECK(error_of("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), } junk") ==
+        "npy header at character 58: text after the header's dict");
 }

@@ -316,7 +316,9 @@ std::unique_ptr<Source> to_flax(Source& inner, const LayoutOptions& options, con
       // A ConvTranspose whose bias is longer than its weight's second axis has groups > 1,
       // which Flax's ConvTranspose lacks: not placed.
       if (declared && bias && src[*bias].shape[0] != wshape[1]) continue;
-      if (!declared && !evident && !bias && module_class(inner.metadata(), module).empty())
+      // Without a bias, or with one as long as both channel axes, a Conv and a ConvTranspose look
+      // the same: a Conv by default, reported.
+      if (!declared && !evident && (!bias || wshape[0] == wshape[1]) && module_class(inner.metadata(), module).empty())
         assumed_conv.push_back(src[*weight].name);
       if (declared || evident) {
         std::vector<bool> flip(rank, false);
@@ -343,8 +345,8 @@ std::unique_ptr<Source> to_flax(Source& inner, const LayoutOptions& options, con
         assumed_linear.size(), assumed_linear.size() == 1 ? "" : "s", name_list(assumed_linear)));
   if (!assumed_conv.empty())
     b.report.notes.push_back(fmt::format(
-        "{} weight{} of rank 3-5 without a bias and no recorded class taken for a Conv: {} (a ConvTranspose? name it "
-        "with --conv-transpose REGEX)",
+        "{} weight{} of rank 3-5 whose bias cannot tell (none, or in = out channels) and no recorded class taken for "
+        "a Conv: {} (a ConvTranspose? name it with --conv-transpose REGEX)",
         assumed_conv.size(), assumed_conv.size() == 1 ? "" : "s", name_list(assumed_conv)));
   b.pass_extras();
   b.finish_unplaced("flax");

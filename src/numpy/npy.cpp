@@ -62,6 +62,11 @@ class Literal {
     if (pos_ == start) bad("expected a dimension");
     return v;
   }
+  // Only padding (spaces, then the newline) may follow the dict, as numpy writes and requires.
+  void expect_end() {
+    space();
+    if (pos_ != text_.size()) bad("text after the header's dict");
+  }
   [[noreturn]] void bad(const std::string& what) const {
     fail(ErrorCode::format, where_, "npy header at character {}: {}", pos_, what);
   }
@@ -114,6 +119,9 @@ Header parse_header(std::span<const std::byte> bytes, const std::string& where, 
   while (!lit.take('}')) {
     const std::string key = lit.string();
     lit.expect(':', "':'");
+    // A key given twice would be read one way here and another by numpy (the last wins there).
+    if ((key == "descr" && seen_descr) || (key == "fortran_order" && seen_order) || (key == "shape" && seen_shape))
+      lit.bad(fmt::format("key {} appears twice", quote(key)));
     if (key == "descr") {
       const std::string d = lit.string();
       if (d.size() < 3 || (d[0] != '<' && d[0] != '>' && d[0] != '|' && d[0] != '='))
@@ -148,6 +156,7 @@ Header parse_header(std::span<const std::byte> bytes, const std::string& where, 
       break;
     }
   }
+  lit.expect_end();
   if (!seen_descr || !seen_order || !seen_shape)
     fail(ErrorCode::format, where, "npy header lacks one of 'descr', 'fortran_order', 'shape'");
   return h;
