@@ -136,6 +136,13 @@ TEST_CASE("spec edges: empty groups left out, unlisted datasets ignored, big-end
   CHECK(reader->read_slice("big_endian", {1, 0}, {1, 2}).as<float>()[1] == 1e-30f);
 }
 
+TEST_CASE("a user block of 8 KiB: detected beyond the first 4 KiB, read exactly", "[golden]") {
+  auto reader = open("good/userblock.ckpt.h5");
+  CHECK(reader->format() == "ckpt-h5");
+  CHECK(reader->verify() == 1);
+  CHECK(reader->read_slice("w", {1}, {2}).as<float>()[1] == 4.0f);
+}
+
 TEST_CASE("partial edge chunks that HDF5 left unfiltered read back exactly", "[golden]") {
   auto reader = open("good/partial_chunks.ckpt.h5");
   CHECK(reader->verify() == 2);

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "ckpt/ckpt.h"
@@ -113,13 +114,17 @@ SliceRequest parse_slice(const std::string& text, Reader& reader) {
     if (comma == std::string::npos) break;
     start = comma + 1;
   }
+  if (parts.size() > 1 && parts.back().find_first_not_of(' ') == std::string::npos) parts.pop_back();  // "w[1,]"
+  for (const auto& part : parts)
+    if (part.find_first_not_of(' ') == std::string::npos) bad("an empty range");
   if (parts.size() > shape.size()) bad(fmt::format("{} ranges for a tensor of rank {}", parts.size(), shape.size()));
   for (std::size_t k = 0; k < shape.size(); ++k) {
     const auto dim = shape[k];
-    auto number = [&](std::string v, std::int64_t otherwise) -> std::int64_t {
+    // A number as Python reads it, negative ones counting from the end; nullopt when empty.
+    auto number = [&](std::string v) -> std::optional<std::int64_t> {
       v.erase(0, v.find_first_not_of(' '));
       v.erase(v.find_last_not_of(' ') + 1);
-      if (v.empty()) return otherwise;
+      if (v.empty()) return std::nullopt;
       std::size_t used = 0;
       std::int64_t n = 0;
       try {
@@ -128,8 +133,11 @@ SliceRequest parse_slice(const std::string& text, Reader& reader) {
         used = 0;
       }
       if (used != v.size()) bad(fmt::format("'{}' is not an index", v));
-      if (n < 0) n += dim;
-      return std::clamp<std::int64_t>(n, 0, dim);
+      return n < 0 ? n + dim : n;
+    };
+    // Ranges are clamped to the dimension, as Python's slices are; a single index must lie in it.
+    auto bound = [&](std::string v, std::int64_t otherwise) {
+      return std::clamp<std::int64_t>(number(std::move(v)).value_or(otherwise), 0, dim);
     };
     std::int64_t begin = 0, end = dim;
     if (k < parts.size()) {
@@ -137,12 +145,14 @@ SliceRequest parse_slice(const std::string& text, Reader& reader) {
       parts[k].erase(parts[k].find_last_not_of(' ') + 1);
       const auto colon = parts[k].find(':');
       if (colon == std::string::npos) {
-        begin = number(parts[k], 0);
-        if (begin >= dim) bad(fmt::format("index {} is outside dimension {} of size {}", parts[k], k, dim));
+        const auto index = number(parts[k]);
+        if (!index || *index < 0 || *index >= dim)
+          bad(fmt::format("index {} is outside dimension {} of size {}", parts[k], k, dim));
+        begin = *index;
         end = begin + 1;
       } else {
-        begin = number(parts[k].substr(0, colon), 0);
-        end = std::max(begin, number(parts[k].substr(colon + 1), dim));
+        begin = bound(parts[k].substr(0, colon), 0);
+        end = std::max(begin, bound(parts[k].substr(colon + 1), dim));
       }
     }
     r.offsets.push_back(static_cast<std::uint64_t>(begin));

@@ -162,6 +162,9 @@ struct FormatHandler {
   // save() refuses other options rather than ignore them.
   std::vector<Compression> compressions;
   bool shards = false;
+  // A second look when no format recognized the first 4096 bytes, for a signature that may lie
+  // further in (HDF5's, after a user block of 4 KiB or more); may be null.
+  bool (*sniff_further)(const detail::ByteSource& source) = nullptr;
 };
 
 // Every registered format, in registration order.
@@ -181,8 +184,8 @@ StateDict load(const std::filesystem::path& path, const ReadOptions& options = {
 // Open a checkpoint held in memory (received over the network, embedded in a program): `bytes`
 // must stay valid while `owner` lives; the Reader and every zero-copy tensor it hands out keep
 // `owner` alive. `name` stands for the file in messages and Reader::path(). Every format reads
-// from memory except sharded safetensors (its index names other files); ckpt-h5 is copied into an
-// anonymous memory file for HDF5.
+// from memory except sharded safetensors (its index names other files); ckpt-h5 is read in place
+// through HDF5's core driver, and its structure is checked in a fork() of the process.
 std::unique_ptr<Reader> open_memory(std::span<const std::byte> bytes, std::shared_ptr<const void> owner,
                                     const ReadOptions& options = {}, std::string name = "<memory>");
 // The same, taking the bytes over.

@@ -224,6 +224,8 @@ const FormatHandler& detect(const detail::ByteSource& source) {
   (void)source.read(0, head);
   for (const auto& f : formats())
     if (f.sniff(head, source.size())) return f;
+  for (const auto& f : formats())
+    if (f.sniff_further && f.sniff_further(source)) return f;
   if (source.size() == 0) fail(ErrorCode::format, source.name(), "file is empty, expected a checkpoint ({})", format_names());
   fail(ErrorCode::format, source.name(), "unrecognized file format at offset 0, expected one of: {}", format_names());
 }

@@ -208,6 +208,16 @@ def main():
     w.f["parameters"].create_dataset("not_in_index", data=np.zeros(3, dtype="<f4"))
     w.close({"note": "no /buffers group"})
 
+    # Good: a user block of 8 KiB before the HDF5 file (the signature is not in the first 4 KiB).
+    w = SpecWriter.__new__(SpecWriter)
+    w.f = h5py.File(os.path.join(good, "userblock.ckpt.h5"), "w", userblock_size=8192)
+    w.f.attrs["ckpt_format"] = np.bytes_("ckpt-h5")
+    w.f.attrs["ckpt_version"] = np.array([1, 0], dtype="<u4")
+    w.entries = []
+    w.add("parameters", "w", "float32", np.array([1.5, -2.5, 4.0], dtype="<f4"))
+    w.group("buffers")
+    w.close({})
+
     # Bad: a dataset whose type differs in more than byte order (uint8 read as int8 would clamp).
     w = SpecWriter(os.path.join(bad, "signedness.ckpt.h5"))
     w.add("parameters", "w", "int8", np.array([1, 200, 255], dtype="u1"))
