@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <new>
 
 #include "core/deliver.h"
 #include "core/format_reader.h"
@@ -118,6 +119,10 @@ auto about_tensor(const detail::FormatReader& format, std::size_t index, Fn&& fn
   } catch (const Error& e) {
     throw Error(e.code(), e.file().empty() ? format.name_ : e.file(),
                 fmt::format("tensor {}: {}", quote(format.infos_[index].name), e.message()));
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::io, format.name_,
+                fmt::format("tensor {}: out of memory for its {} bytes", quote(format.infos_[index].name),
+                            format.infos_[index].nbytes()));
   }
 }
 
@@ -232,7 +237,12 @@ const FormatHandler& detect(const detail::ByteSource& source) {
 
 std::unique_ptr<Reader> open_source(std::shared_ptr<const detail::ByteSource> source, const ReadOptions& options) {
   const FormatHandler& handler = detect(*source);
-  return detail::make_reader(handler.open(std::move(source), options));
+  const std::string name = source->name();
+  try {
+    return detail::make_reader(handler.open(std::move(source), options));
+  } catch (const std::bad_alloc&) {
+    fail(ErrorCode::io, name, "out of memory while listing the checkpoint");
+  }
 }
 
 }  // namespace
