@@ -162,10 +162,14 @@ class CkptH5Reader final : public detail::FormatReader {
     const std::string link = schema::encode_link_name(info.name);
     const h5::Handle& group = group_for(info);
     const std::string where = fmt::format("/{}/{}", info.section_name(), link);
-    if (!h5::link_exists(w, group, link)) fail(ErrorCode::format, name_, "dataset {} is missing", where);
-    if (h5::link_is_external(w, group, link))
-      fail(ErrorCode::format, name_, "dataset {} is a link to another file: refused (spec §3)", where);
-    auto dataset = std::make_shared<h5::Handle>(h5::open_dataset(w, group, link));
+    // Opened with external links refused; why an open failed is looked up only then.
+    auto dataset = std::make_shared<h5::Handle>(h5::try_open_dataset(group, link));
+    if (!dataset->valid()) {
+      if (!h5::link_exists(w, group, link)) fail(ErrorCode::format, name_, "dataset {} is missing", where);
+      if (h5::link_is_external(w, group, link))
+        fail(ErrorCode::format, name_, "dataset {} is a link to another file: refused (spec §3)", where);
+      *dataset = h5::open_dataset(w, group, link);  // fails again, with HDF5's reason
+    }
     const auto dims = h5::dataset_shape(w, *dataset);
     if (!std::equal(dims.begin(), dims.end(), info.shape.begin(), info.shape.end()))
       fail(ErrorCode::format, name_, "dataset shape [{}] does not match the index shape {}", fmt::join(dims, ", "),
@@ -179,17 +183,12 @@ class CkptH5Reader final : public detail::FormatReader {
     detail::Location l = location(index);
     const std::uint64_t nbytes = info.nbytes();
     if (nbytes == 0) return l;
-    const h5::DatasetLayout layout = h5::dataset_layout(w, *dataset);
-    // The data must be in this file: external storage and virtual datasets read other files
-    // (any file on the disk, even for a checkpoint given in memory).
-    if (layout.external_files > 0 || layout.kind == h5::DatasetLayout::Kind::virtual_dataset)
-      fail(ErrorCode::format, name_, "dataset {} keeps its data in other files ({}): refused (spec §8)", where,
-           layout.external_files > 0 ? "external storage" : "a virtual dataset");
     // Offsets HDF5 gives are relative to the end of a user block: such files are left to HDF5.
     const bool plain = exact && !has_userblock();
-    if (layout.kind == h5::DatasetLayout::Kind::contiguous) {
-      const auto offset = h5::contiguous_offset(*dataset);
-      if (!offset) fail(ErrorCode::format, name_, "dataset {}: its {} bytes were never written (spec §8)", where, nbytes);
+    // A contiguous dataset stored in this file has an address (the common case: its creation
+    // properties, costly to read, are not needed).
+    const auto offset = h5::contiguous_offset(*dataset);
+    if (offset) {
       if (*offset > file_size_ || nbytes > file_size_ - *offset)
         fail(ErrorCode::format, name_, "data at offset {} with {} bytes extends past the end of the file ({} bytes)",
              *offset, nbytes, file_size_);
@@ -198,6 +197,14 @@ class CkptH5Reader final : public detail::FormatReader {
         return l;
       }
     }
+    const h5::DatasetLayout layout = h5::dataset_layout(w, *dataset);
+    // The data must be in this file: external storage and virtual datasets read other files
+    // (any file on the disk, even for a checkpoint given in memory).
+    if (layout.external_files > 0 || layout.kind == h5::DatasetLayout::Kind::virtual_dataset)
+      fail(ErrorCode::format, name_, "dataset {} keeps its data in other files ({}): refused (spec §8)", where,
+           layout.external_files > 0 ? "external storage" : "a virtual dataset");
+    if (layout.kind == h5::DatasetLayout::Kind::contiguous && !offset)
+      fail(ErrorCode::format, name_, "dataset {}: its {} bytes were never written (spec §8)", where, nbytes);
     if (layout.chunked) {
       if (layout.chunk.size() != info.shape.size())
         fail(ErrorCode::format, name_, "chunk rank {} differs from tensor rank {}", layout.chunk.size(), info.shape.size());
