@@ -8,6 +8,14 @@
 
 namespace ckpt::test {
 
+const std::vector<Format> kFormats = {
+    {"ckpt-h5", ".ckpt.h5"},        {"ckpt-h5 zstd", ".ckpt.h5", Compression::zstd},
+    {"safetensors", ".safetensors"}, {"pytorch", ".pt"},
+    {"flax", ".msgpack"},           {"numpy", ".npz"},
+    {"boost-text", ".boost.txt"},   {"boost-xml", ".boost.xml"},
+    {"boost-binary", ".boost.bin"},
+};
+
 Tensor pattern_tensor(DType dtype, Shape shape, unsigned seed) {
   Tensor t = Tensor::zeros(dtype, std::move(shape));
   std::mt19937 rng(seed);

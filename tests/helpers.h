@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "ckpt/ckpt.h"
 
@@ -20,6 +21,16 @@ StateDict without_non_persistent(const StateDict& s);
 
 // Same entries (names, roles, sections, collections, persistence), same bytes, same metadata.
 void require_same(const StateDict& a, const StateDict& b);
+
+// A way of writing a file: a format (by extension) and a compression.
+struct Format {
+  const char* label;
+  const char* extension;
+  Compression compression = Compression::none;
+};
+// The nine ways the round-trip matrix covers: ckpt-h5 (plain and zstd), safetensors, pytorch,
+// flax, numpy, Boost text, xml and binary.
+extern const std::vector<Format> kFormats;
 
 // A fresh empty directory under the system temp dir, removed on destruction.
 class TempDir {

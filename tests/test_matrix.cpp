@@ -13,19 +13,8 @@ using namespace ckpt;
 
 namespace {
 
-struct Format {
-  const char* label;
-  const char* extension;
-  Compression compression = Compression::none;
-};
-
-const Format kFormats[] = {
-    {"ckpt-h5", ".ckpt.h5"},        {"ckpt-h5 zstd", ".ckpt.h5", Compression::zstd},
-    {"safetensors", ".safetensors"}, {"pytorch", ".pt"},
-    {"flax", ".msgpack"},           {"numpy", ".npz"},
-    {"boost-text", ".boost.txt"},   {"boost-xml", ".boost.xml"},
-    {"boost-binary", ".boost.bin"},
-};
+using test::Format;
+using test::kFormats;
 
 // What each format cannot hold (documented in format-spec/conventions.md).
 bool holds(const Format& f, DType dtype) {

@@ -106,14 +106,15 @@ std::optional<Tensor> ByteSource::private_view(DType dtype, Shape shape, std::ui
   check_unchanged();
   const std::uint64_t start = offset / page_size() * page_size();
   const std::uint64_t length = offset - start + nbytes;
-  void* p = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd_.get(), static_cast<off_t>(start));
+  // Mapped read-only with MAP_POPULATE, so the page cache's pages are mapped in the same call
+  // (populating a writable private mapping would copy every page), then made writable: a write
+  // copies just the page it touches.
+  void* p = ::mmap(nullptr, length, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd_.get(), static_cast<off_t>(start));
   if (p == MAP_FAILED) return std::nullopt;  // out of mappings (vm.max_map_count) or address space
-#ifdef MADV_POPULATE_READ
-  // One call instead of a fault per page; ignored by kernels that lack it.
-  if (::madvise(p, length, MADV_POPULATE_READ) != 0) ::madvise(p, length, MADV_WILLNEED);
-#else
-  ::madvise(p, length, MADV_WILLNEED);
-#endif
+  if (::mprotect(p, length, PROT_READ | PROT_WRITE) != 0) {
+    ::munmap(p, length);
+    return std::nullopt;
+  }
   std::shared_ptr<void> owner(p, [length](void* q) { ::munmap(q, length); });
   return Tensor::writable_view(dtype, std::move(shape), static_cast<std::byte*>(p) + (offset - start), std::move(owner));
 }
