@@ -71,8 +71,18 @@ int convert_files(const Options& o) {
     throw Error(ErrorCode::invalid_argument, "", fmt::format("--compression deflate applies to numpy output, not {}", out_format->name));
   if (!o.max_shard_size.empty() && out_format->name != "safetensors" && out_format->name != "safetensors-sharded")
     throw Error(ErrorCode::invalid_argument, "", "--max-shard-size applies to safetensors output only");
-  if (!o.force && std::filesystem::exists(o.output))
-    throw Error(ErrorCode::io, o.output, "already exists; use --force to replace it");
+  {
+    // Only a regular file is ever replaced (--force or not); say so before any work is done.
+    std::error_code ec;
+    const auto st = std::filesystem::symlink_status(o.output, ec);
+    if (std::filesystem::is_symlink(st))
+      throw Error(ErrorCode::io, o.output, "is a symbolic link: not replacing it (write to the file itself)");
+    if (std::filesystem::is_directory(st)) throw Error(ErrorCode::io, o.output, "is a directory");
+    if (std::filesystem::exists(st) && !std::filesystem::is_regular_file(st))
+      throw Error(ErrorCode::io, o.output, "is not a regular file (a device, FIFO or socket): not replacing it");
+    if (!o.force && std::filesystem::exists(st))
+      throw Error(ErrorCode::io, o.output, "already exists; use --force to replace it");
+  }
   LayoutReport report;
   if (!o.layout.empty()) {
     LayoutOptions layout;

@@ -5,6 +5,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <memory>
 
@@ -71,6 +72,11 @@ int run_guarded(const char* tool, const std::function<int()>& body) {
     finish_progress();
     fmt::print(stderr, "{}: error: {}\n", tool, one_line(e.what()));
     return e.code() == ErrorCode::integrity ? kIntegrity : e.code() == ErrorCode::invalid_argument ? kUsage : kError;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // std::filesystem's own wording ("filesystem error: ... [path]") as FILE: what.
+    finish_progress();
+    fmt::print(stderr, "{}: error: {}: {}\n", tool, one_line(e.path1().string()), one_line(e.code().message()));
+    return kError;
   } catch (const std::exception& e) {
     finish_progress();
     fmt::print(stderr, "{}: error: {}\n", tool, one_line(e.what()));

@@ -7,6 +7,7 @@
 
 #include <map>
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -54,13 +55,9 @@ class CkptH5Reader final : public detail::FormatReader {
     if (options_.isolate_hdf5) isolate(schema::CheckStage::listing);
     const h5::Where w{name_};
     if (source_->is_file()) {
-      file_ = h5::open_file_readonly(w, source_->path());
-      // From here on the bytes are read through the very file HDF5 has open (a dup of its
-      // descriptor), whatever happens to the path; it must be the file that was checked.
-      source_ = detail::ByteSource::from_fd(detail::UniqueFd(h5::duplicate_file_descriptor(w, file_)), source_->path(),
-                                            name_);
-      if (file_identity(source_->fd()) != identity_)
-        fail(ErrorCode::io, name_, "the file was replaced while it was being opened: open it again");
+      // HDF5 reads through a dup of the descriptor the bytes are read through: the very file that
+      // was checked, whatever happens to the path.
+      file_ = h5::open_file_readonly(w, source_->fd());
     } else {
       file_ = h5::open_image_readonly(w, source_->bytes());
     }
@@ -105,10 +102,9 @@ class CkptH5Reader final : public detail::FormatReader {
   // Files go to the helper by path; memory is checked in a fork() of this process, which has it.
   void isolate(schema::CheckStage stage, std::size_t tensor = 0) {
     const schema::CheckRequest request{absolute_path_, identity_, stage, tensor, options_};
-    if (source_->is_file())
-      detail::run_isolated(name_, schema::encode_check(request), [&] { schema::check_structure(request); });
-    else
-      detail::run_isolated(name_, {}, [&] { schema::check_structure(request, source_); });
+    // The helper gets the descriptor the file is read through; a fork() has it already.
+    detail::run_isolated(name_, source_->is_file() ? schema::encode_check(request) : std::vector<std::string>{},
+                         source_->is_file() ? source_->fd() : -1, [&] { schema::check_structure(request, source_); });
   }
 
   // Reading everything: one check of every dataset instead of one per tensor.
@@ -334,12 +330,19 @@ void check_datasets(CkptH5Reader& reader, const CheckRequest& request) {
 
 }  // namespace
 
-// The file at the request's path, if it is the one the reader has open; else FileChanged (the
-// check must not pass a file it did not see).
-std::shared_ptr<const ByteSource> checked_file(const CheckRequest& request) {
+// The file the reader has open: the descriptor that came with the request, else the file at the
+// request's path if it is that file; else FileChanged (the check must not pass a file it did not
+// see).
+std::shared_ptr<const ByteSource> checked_file(const CheckRequest& request, int fd) {
   std::shared_ptr<const ByteSource> file;
   try {
-    file = ByteSource::open_file(request.path);
+    if (fd >= 0) {
+      UniqueFd own(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+      if (!own.valid()) throw FileChanged{};
+      file = ByteSource::from_fd(std::move(own), request.path);
+    } else {
+      file = ByteSource::open_file(request.path);
+    }
   } catch (const Error&) {
     throw FileChanged{};
   }
@@ -350,7 +353,7 @@ std::shared_ptr<const ByteSource> checked_file(const CheckRequest& request) {
 void check_structure(const CheckRequest& request, std::shared_ptr<const ByteSource> memory) {
   ReadOptions direct = request.options;
   direct.isolate_hdf5 = false;
-  CkptH5Reader reader(memory ? std::move(memory) : checked_file(request), direct);
+  CkptH5Reader reader(memory ? std::move(memory) : checked_file(request, -1), direct);
   check_datasets(reader, request);
 }
 
@@ -365,13 +368,13 @@ void serve_checks() {
     if (::fstat(fd, &st) != 0) return std::string();
     return fmt::format("{}:{}.{}", st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
   };
-  serve_isolated_requests(STDIN_FILENO, STDOUT_FILENO, [&](const std::vector<std::string>& words) {
+  serve_isolated_requests(STDIN_FILENO, STDOUT_FILENO, [&](const std::vector<std::string>& words, int fd) {
     const CheckRequest request = decode_check(words);
     // A listing is what the reader is about to parse afresh: the helper parses afresh too.
     if (request.stage == CheckStage::listing || !cached || cached_identity != request.identity ||
         stamp(cached->source_->fd()) != cached_stamp) {
       cached.reset();
-      cached = std::make_unique<CkptH5Reader>(checked_file(request), request.options);
+      cached = std::make_unique<CkptH5Reader>(checked_file(request, fd), request.options);
       cached_identity = request.identity;
       cached_stamp = stamp(cached->source_->fd());
     }

@@ -154,10 +154,11 @@ class ChunkPipeline {
       std::unique_lock lock(mutex_);
       done_.wait(lock, [&] { return step->done; });
     }
-    const Tensor& t = *step->tensor;
+    Tensor& t = *step->tensor;
     try {
       if (step->error) std::rethrow_exception(step->error);
       h5::write_raw_chunk({file_}, t.dataset, t.origins[step->chunk], 0, std::span(step->frame.data(), step->size));
+      if (step->chunk + 1 == t.origins.size()) h5::close_object({file_}, t.dataset);
     } catch (const Error& e) {
       throw Error(e.code(), file_, fmt::format("tensor {}: {}", detail::quote(t.name), e.message()));
     }
@@ -184,8 +185,8 @@ class Writer {
   void run() {
     h5::register_zstd_filter();
     const h5::Where w{name_};
-    file_.close_fd();  // HDF5 reopens the temporary by name
-    h5::Handle file = h5::create_file(w, file_.temp_path(), {});
+    h5file_ = h5::create_file(w, file_.fd(), status_, {});
+    const h5::Handle& file = h5file_;
     h5::write_string_attribute(w, file, schema::kFormatAttribute, schema::kFormatName);
     h5::write_uint_array_attribute(w, file, schema::kVersionAttribute, {kCkptH5VersionMajor, kCkptH5VersionMinor});
     h5::write_string_attribute(w, file, schema::kWriterAttribute, "ckpt " CKPT_VERSION);
@@ -200,10 +201,12 @@ class Writer {
       const TensorInfo& info = infos[i];
       const Tensor tensor = source_.read_checked(i, name_);
       write_tensor(file, info, tensor, source_.file_span(i), index);
+      check_writes();
       done += info.nbytes();
       if (options_.progress) options_.progress(done, total);
     }
     if (pipeline_) pipeline_->finish();
+    pipeline_.reset();
     std::string index_text;
     try {
       index_text = index.finish(source_.metadata());
@@ -211,10 +214,34 @@ class Writer {
       throw Error(e.code(), name_, e.message());
     }
     h5::write_string_dataset(w, file, schema::kIndexDataset, index_text);
+    // Every object is closed, each close checked, the file last; then nothing may have failed.
+    for (auto& [section, group] : groups_) h5::close_object(w, group);
     groups_.clear();
-    sections_group_ = h5::Handle();
-    h5::close_file(w, file);
+    if (sections_group_.valid()) h5::close_object(w, sections_group_);
+    h5::close_file(w, h5file_);
+    check_writes();
+    verify_written(index_text);
     file_.commit();
+  }
+
+ private:
+  // A write that failed inside HDF5 (recorded by the file driver) fails the conversion.
+  void check_writes() const {
+    if (status_.failed()) fail(ErrorCode::io, name_, "{}", status_.message());
+  }
+
+  // The file is complete before it replaces anything: it opens again, and its index reads back
+  // as written.
+  void verify_written(const std::string& index_text) const {
+    const h5::Where w{name_};
+    try {
+      const h5::Handle again = h5::open_file_readonly(w, file_.fd());
+      const std::string read = h5::read_string_dataset(w, again, schema::kIndexDataset, index_text.size() + 1,
+                                                        std::numeric_limits<std::uint64_t>::max());
+      if (read != index_text) fail(ErrorCode::io, name_, "the index read back differs from the one written");
+    } catch (const Error& e) {
+      throw Error(ErrorCode::io, name_, "the written file does not read back: " + e.message());
+    }
   }
 
  private:
@@ -226,11 +253,6 @@ class Writer {
     if (!sections_group_.valid()) sections_group_ = h5::create_group(w, file, schema::kSectionsGroup);
     return groups_.emplace(section, h5::create_group(w, sections_group_, schema::encode_link_name(section)))
         .first->second;
-  }
-
-  int out_fd(const h5::Handle& file) {
-    if (!out_fd_.valid()) out_fd_ = detail::UniqueFd(h5::duplicate_file_descriptor({name_}, file));
-    return out_fd_.get();
   }
 
   // `from`: where the tensor's bytes also lie in a file (Source::file_span). Contiguous data is then
@@ -261,8 +283,9 @@ class Writer {
       index.add(info, options_.checksums ? std::optional(detail::xxh3_64(tensor.bytes())) : std::nullopt);
       const auto offset = layout.allocate_early ? h5::contiguous_offset(dataset) : std::nullopt;
       if (compress) queue_compressed(std::move(dataset), info, dims, layout.chunk, tensor);
-      else if (offset) detail::write_at(out_fd(file), *offset, tensor.bytes(), from, name_);
+      else if (offset) detail::write_at(file_.fd(), *offset, tensor.bytes(), from, name_);
       else if (tensor.nbytes() > 0) h5::write_all(w, dataset, type, tensor.bytes().data());
+      if (dataset.valid()) h5::close_object(w, dataset);
     } catch (const Error& e) {
       throw Error(e.code(), name_, fmt::format("tensor {}: {}", detail::quote(info.name), e.message()));
     }
@@ -289,10 +312,13 @@ class Writer {
   const WriteOptions& options_;
   std::string name_;
   detail::AtomicFile file_;
+  h5::WriteStatus status_;
+  // Declared after file_ and before the objects in it: on an error they close first, then the
+  // file, then the temporary is removed.
+  h5::Handle h5file_;
   std::map<std::string, h5::Handle> groups_;
   h5::Handle sections_group_;
   std::unique_ptr<ChunkPipeline> pipeline_;  // with compression, made for the first compressed tensor
-  detail::UniqueFd out_fd_;  // a dup of HDF5's descriptor of the file being written
 };
 
 }  // namespace

@@ -29,6 +29,8 @@ std::shared_ptr<const ByteSource> ByteSource::from_fd(UniqueFd fd, const std::fi
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) fail(ErrorCode::io, path.string(), "cannot stat: {}", std::strerror(errno));
   if (S_ISDIR(st.st_mode)) fail(ErrorCode::io, path.string(), "is a directory");
+  if (!S_ISREG(st.st_mode))
+    fail(ErrorCode::io, path.string(), "is not a regular file (a device, FIFO or socket): a checkpoint is read from a file");
   std::shared_ptr<ByteSource> source(new ByteSource());
   source->name_ = name.empty() ? path.string() : std::move(name);
   source->path_ = path;

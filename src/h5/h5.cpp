@@ -138,10 +138,19 @@ void Handle::reset() noexcept {
 
 // --- files ---------------------------------------------------------------------------------
 
-Handle create_file(Where w, const std::filesystem::path& path, const CreateSettings& settings) {
+// In fd_driver.cpp: an access list for ckpt's descriptor driver.
+hid_t fd_driver_access_list(int fd, WriteStatus* status);
+
+namespace {
+Handle fd_access_list(Where w, int fd, WriteStatus* status) {
+  return Handle(check(fd_driver_access_list(fd, status), w, "cannot set up the file driver"));
+}
+}  // namespace
+
+Handle create_file(Where w, int fd, WriteStatus& status, const CreateSettings& settings) {
   const auto lock = lock_library();
   init_library();
-  Handle fapl = property_list(H5P_FILE_ACCESS, w);
+  Handle fapl = fd_access_list(w, fd, &status);
   // v1.8 object formats: compact/dense link storage, so groups with many links stay fast, while
   // HDF5 1.8 tools can still read the file.
   check_status(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_LATEST), w, "cannot set format bounds");
@@ -149,17 +158,22 @@ Handle create_file(Where w, const std::filesystem::path& path, const CreateSetti
   // pack small tensors at unaligned offsets, so it is switched off.
   check_status(H5Pset_alignment(fapl.get(), 1, settings.alignment), w, "cannot set alignment");
   check_status(H5Pset_small_data_block_size(fapl.get(), 0), w, "cannot set small data block size");
+  // Everything is closed in order by the writer; a strong close degree makes a forgotten object
+  // close with the file rather than keep a half-closed file alive.
+  check_status(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG), w, "cannot set the close degree");
   Handle fcpl = property_list(H5P_FILE_CREATE, w);
   check_status(H5Pset_link_creation_order(fcpl.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED), w,
                "cannot track creation order");
-  return Handle(check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get()), w,
+  // The name is HDF5's for messages only: the driver writes to `fd`.
+  return Handle(check(H5Fcreate(w.file.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get()), w,
                       "cannot create HDF5 file"));
 }
 
-Handle open_file_readonly(Where w, const std::filesystem::path& path) {
+Handle open_file_readonly(Where w, int fd) {
   const auto lock = lock_library();
   init_library();
-  return Handle(check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), w, "cannot open as HDF5"));
+  Handle fapl = fd_access_list(w, fd, nullptr);
+  return Handle(check(H5Fopen(w.file.c_str(), H5F_ACC_RDONLY, fapl.get()), w, "cannot open as HDF5"));
 }
 
 Handle open_image_readonly(Where w, std::span<const std::byte> image) {
@@ -177,16 +191,19 @@ void close_file(Where w, Handle& file) {
   if (id >= 0) check_status(H5Fclose(id), w, "cannot finish writing the HDF5 file");
 }
 
-int duplicate_file_descriptor(Where w, const Handle& file) {
+void close_object(Where w, Handle& object) {
   const auto lock = lock_library();
-  Handle fapl(check(H5Fget_access_plist(file.get()), w, "cannot query file access"));
-  const hid_t driver = check(H5Pget_driver(fapl.get()), w, "cannot query the file driver");
-  if (driver != H5FD_SEC2) throw Error(ErrorCode::unsupported, w.file, "file driver is not sec2");
-  void* handle = nullptr;
-  check_status(H5Fget_vfd_handle(file.get(), fapl.get(), &handle), w, "cannot get file descriptor");
-  const int fd = ::dup(*static_cast<int*>(handle));
-  if (fd < 0) throw Error(ErrorCode::io, w.file, "cannot duplicate file descriptor");
-  return fd;
+  const hid_t id = object.release();
+  if (id < 0) return;
+  herr_t status = 0;
+  switch (H5Iget_type(id)) {
+    case H5I_GROUP: status = H5Gclose(id); break;
+    case H5I_DATASET: status = H5Dclose(id); break;
+    case H5I_ATTR: status = H5Aclose(id); break;
+    case H5I_FILE: status = H5Fclose(id); break;
+    default: Handle(id).reset(); break;
+  }
+  check_status(status, w, "cannot close an HDF5 object");
 }
 
 std::uint64_t userblock_size(Where w, const Handle& file) {
@@ -574,6 +591,7 @@ void write_string_dataset(Where w, const Handle& parent, const std::string& name
   if (padded.empty()) padded.push_back('\0');
   check_status(H5Dwrite(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, padded.data()), w,
                "cannot write dataset " + quote(name));
+  close_object(w, dataset);
 }
 
 std::string read_string_dataset(Where w, const Handle& parent, const std::string& name, std::uint64_t max_bytes,
@@ -625,6 +643,7 @@ void write_string_attribute(Where w, const Handle& object, const std::string& na
   std::string padded = value;
   if (padded.empty()) padded.push_back('\0');
   check_status(H5Awrite(attr.get(), type.get(), padded.data()), w, "cannot write attribute " + quote(name));
+  close_object(w, attr);
 }
 
 void write_uint_array_attribute(Where w, const Handle& object, const std::string& name,
@@ -635,6 +654,7 @@ void write_uint_array_attribute(Where w, const Handle& object, const std::string
   Handle attr(check(H5Acreate2(object.get(), name.c_str(), H5T_STD_U32LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), w,
                     "cannot create attribute " + quote(name)));
   check_status(H5Awrite(attr.get(), H5T_NATIVE_UINT32, values.data()), w, "cannot write attribute " + quote(name));
+  close_object(w, attr);
 }
 
 namespace {

@@ -4,8 +4,10 @@
 // the innermost HDF5 message. HDF5's own printing of error stacks is switched off on first use.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <filesystem>
 #include <optional>
 #include <span>
@@ -51,14 +53,35 @@ struct Where {
 struct CreateSettings {
   std::uint64_t alignment = 64;  // file offset alignment of raw data
 };
-Handle create_file(Where w, const std::filesystem::path& path, const CreateSettings& settings);
-Handle open_file_readonly(Where w, const std::filesystem::path& path);
+// What became of the writes of a file HDF5 writes through ckpt's descriptor driver
+// (fd_driver.cpp): the first failure (a full disk, EFBIG) is recorded here and later writes are
+// skipped, so that HDF5 never sees a failed write and can always close the file. The writer asks
+// failed() after each step and throws message() before it commits anything.
+class WriteStatus {
+ public:
+  void record(int error, const char* what) noexcept;
+  bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
+  std::string message() const;  // e.g. "write failed: No space left on device"; empty if none
+
+ private:
+  std::atomic<bool> failed_{false};
+  mutable std::mutex mutex_;
+  int error_ = 0;
+  const char* what_ = "";
+};
+
+// Creates an HDF5 file in `fd` (an empty file open for reading and writing; HDF5 works on a dup
+// of it, never on a path, and takes no lock). Write failures go to `status`.
+Handle create_file(Where w, int fd, WriteStatus& status, const CreateSettings& settings);
+// Opens the file open on `fd` to read (through a dup of it; no lock is taken: ckpt replaces files
+// by renaming a complete file over them, never writes one in place).
+Handle open_file_readonly(Where w, int fd);
 // A file held in memory, read in place (HDF5's core driver through H5LTopen_file_image, neither
 // copied nor freed): `image` must outlive the file and everything opened in it.
 Handle open_image_readonly(Where w, std::span<const std::byte> image);
 void close_file(Where w, Handle& file);  // close and report errors (Handle's destructor is silent)
-// dup() of the file descriptor HDF5 reads through (sec2 driver), for mapping the same file.
-int duplicate_file_descriptor(Where w, const Handle& file);
+// Closes a group, dataset, attribute, ... and reports errors (Handle's destructor is silent).
+void close_object(Where w, Handle& object);
 std::uint64_t userblock_size(Where w, const Handle& file);
 // True if `bytes` starts with the HDF5 superblock signature at offset 0, 512, 1024, 2048, ...
 bool has_signature(std::span<const std::byte> head);

@@ -1,12 +1,17 @@
 #include "util/atomic_file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <random>
 #include <string>
 
 #include "util/bytes.h"
@@ -46,32 +51,106 @@ std::size_t copy_in_kernel(const std::optional<Source::FileSpan>& from, int fd, 
   return done;
 }
 
+// SIGXFSZ kills a process that writes past `ulimit -f`; ignored, the write fails with EFBIG and
+// the writer reports it and removes its temporary. Only a default disposition is changed: a
+// program that installed a handler keeps it.
+void ignore_file_size_signal() {
+  static const bool done = [] {
+    struct sigaction current {};
+    if (::sigaction(SIGXFSZ, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) ::signal(SIGXFSZ, SIG_IGN);
+    return true;
+  }();
+  (void)done;
+}
+
+// Temporary names keep the target's name, shortened so that they fit in NAME_MAX.
+constexpr std::size_t kMaxLeafInTempName = NAME_MAX - 20;
+
+std::string random_suffix() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char kChars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  std::string out(6, 'x');
+  for (auto& c : out) c = kChars[rng() % (sizeof kChars - 1)];
+  return out;
+}
+
 }  // namespace
+
+void remove_stale_temporaries(const std::filesystem::path& dir, const std::string& prefix) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return;
+  const int dfd = ::dirfd(d);
+  while (const dirent* entry = ::readdir(d)) {
+    const std::string name = entry->d_name;
+    if (!name.starts_with(prefix) || name.size() != prefix.size() + 6) continue;
+    const int fd = ::openat(dfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) continue;
+    struct stat opened {}, named {};
+    // A lock we get is a lock no living writer holds. The name must still be the file we locked.
+    if (::fstat(fd, &opened) == 0 && S_ISREG(opened.st_mode) && ::flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+        ::fstatat(dfd, name.c_str(), &named, AT_SYMLINK_NOFOLLOW) == 0 && named.st_dev == opened.st_dev &&
+        named.st_ino == opened.st_ino)
+      ::unlinkat(dfd, name.c_str(), 0);
+    ::close(fd);
+  }
+  ::closedir(d);
+}
 
 AtomicFile::AtomicFile(std::filesystem::path target, bool overwrite)
     : target_(std::move(target)), overwrite_(overwrite) {
   const std::string name = target_.string();
-  if (!overwrite_ && std::filesystem::exists(target_))
-    fail(ErrorCode::io, name, "already exists (not overwriting)");
-  std::filesystem::path dir = target_.parent_path();
-  if (dir.empty()) dir = ".";
-  // Appended rather than "." + name: GCC 12 warns falsely on that (-Wrestrict, its bug 105329).
-  std::string leaf(1, '.');
-  leaf += target_.filename().string();
-  leaf += ".tmp-XXXXXX";
-  std::string pattern = (dir / leaf).string();
-  fd_ = ::mkostemp(pattern.data(), O_CLOEXEC);
-  if (fd_ < 0) fail(ErrorCode::io, name, "cannot create a temporary file in '{}': {}", dir.string(),
-                    std::strerror(errno));
-  temp_ = pattern;
-  // mkstemp makes the file 0600; give it the mode a plain creat() would.
-  ::fchmod(fd_, 0666 & ~current_umask());
+  const std::string leaf = target_.filename().string();
+  if (leaf.empty() || leaf == "." || leaf == "..") fail(ErrorCode::io, name, "is not a file name");
+  if (leaf.size() > NAME_MAX) fail(ErrorCode::io, name, "the file name is longer than {} bytes", NAME_MAX);
+  ignore_file_size_signal();
+
+  mode_t mode = 0666 & ~current_umask();
+  struct stat st {};
+  bool owner_known = false;
+  if (::lstat(target_.c_str(), &st) == 0) {
+    if (S_ISLNK(st.st_mode)) {
+      std::error_code ec;
+      const auto to = std::filesystem::read_symlink(target_, ec);
+      fail(ErrorCode::io, name, "is a symbolic link{}: not replacing it (write to the file itself)",
+           ec ? std::string() : " to '" + to.string() + "'");
+    }
+    if (S_ISDIR(st.st_mode)) fail(ErrorCode::io, name, "is a directory");
+    if (!S_ISREG(st.st_mode)) fail(ErrorCode::io, name, "is not a regular file (a device, FIFO or socket): not replacing it");
+    if (!overwrite_) fail(ErrorCode::io, name, "already exists (not overwriting)");
+    mode = st.st_mode & 07777;
+    owner_known = true;
+  } else if (errno != ENOENT) {
+    fail(ErrorCode::io, name, "cannot look at the output path: {}", std::strerror(errno));
+  }
+
+  dir_ = target_.parent_path();
+  if (dir_.empty()) dir_ = ".";
+  // Appended rather than "." + leaf: GCC 12 warns falsely on that (-Wrestrict, its bug 105329).
+  temp_prefix_ = std::string(1, '.');
+  temp_prefix_ += leaf.substr(0, kMaxLeafInTempName);
+  temp_prefix_ += ".tmp-";
+  remove_stale_temporaries(dir_, temp_prefix_);
+
+  fd_ = ::open(dir_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
+  if (fd_ < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+    // No O_TMPFILE here: a named temporary, locked at once.
+    std::string pattern = (dir_ / (temp_prefix_ + "XXXXXX")).string();
+    fd_ = ::mkostemp(pattern.data(), O_CLOEXEC);
+    if (fd_ >= 0) temp_ = pattern;
+  }
+  if (fd_ < 0)
+    fail(ErrorCode::io, name, "cannot create a temporary file in '{}': {}", dir_.string(), std::strerror(errno));
+  ::flock(fd_, LOCK_EX | LOCK_NB);
+  // The mode asked of open() passed through the umask (mkstemp makes 0600): set it exactly.
+  ::fchmod(fd_, mode);
+  if (owner_known && (st.st_uid != ::geteuid() || st.st_gid != ::getegid())) {
+    if (::fchown(fd_, st.st_uid, st.st_gid) == 0) ::fchmod(fd_, mode);  // chown clears set-id bits
+  }
   start_writeback();
 }
 
 void AtomicFile::start_writeback() {
-  // Its own descriptor: ours may be closed while a library writes the file by name.
-  const int fd = ::open(temp_.c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
   if (fd < 0) return;  // only a speed-up
   writeback_ = std::thread([this, fd] {
     std::unique_lock lock(writeback_mutex_);
@@ -96,13 +175,8 @@ void AtomicFile::stop_writeback() {
 
 AtomicFile::~AtomicFile() {
   stop_writeback();
-  if (fd_ >= 0) ::close(fd_);
-  if (!committed_) ::unlink(temp_.c_str());
-}
-
-void AtomicFile::close_fd() {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = -1;
+  if (!committed_ && !temp_.empty()) ::unlink(temp_.c_str());
+  if (fd_ >= 0) ::close(fd_);  // after the unlink: the lock keeps others off until the name is gone
 }
 
 void AtomicFile::write(std::span<const std::byte> bytes) {
@@ -141,22 +215,38 @@ void write_at(int fd, std::uint64_t offset, std::span<const std::byte> bytes, co
 void AtomicFile::commit() {
   stop_writeback();
   const std::string name = target_.string();
-  if (fd_ >= 0) {
-    if (::fsync(fd_) != 0) fail(ErrorCode::io, name, "fsync failed: {}", std::strerror(errno));
-    close_fd();
+  if (::fsync(fd_) != 0) fail(ErrorCode::io, name, "fsync failed: {}", std::strerror(errno));
+  if (temp_.empty()) {
+    // Name the anonymous file: through /proc (any user), else AT_EMPTY_PATH (needs
+    // CAP_DAC_READ_SEARCH).
+    const std::string self = "/proc/self/fd/" + std::to_string(fd_);
+    for (int attempt = 0;; ++attempt) {
+      const std::filesystem::path candidate = dir_ / (temp_prefix_ + random_suffix());
+      int rc = ::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, candidate.c_str(), AT_SYMLINK_FOLLOW);
+      if (rc != 0 && errno == ENOENT) rc = ::linkat(fd_, "", AT_FDCWD, candidate.c_str(), AT_EMPTY_PATH);
+      if (rc == 0) {
+        temp_ = candidate;
+        break;
+      }
+      if (errno != EEXIST || attempt == 100)
+        fail(ErrorCode::io, name, "cannot give the new file a name in '{}': {}", dir_.string(), std::strerror(errno));
+    }
   } else {
-    fsync_path(temp_, O_RDONLY, name);
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0 || st.st_nlink == 0)
+      fail(ErrorCode::io, name, "the temporary file was removed while it was written");
   }
+  // The target may have become something else meanwhile: still only a regular file is replaced.
+  struct stat st {};
+  if (::lstat(target_.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    fail(ErrorCode::io, name, "is no longer a regular file: not replacing it");
   const unsigned flags = overwrite_ ? 0u : RENAME_NOREPLACE;
   if (::renameat2(AT_FDCWD, temp_.c_str(), AT_FDCWD, target_.c_str(), flags) != 0) {
     if (errno == EEXIST) fail(ErrorCode::io, name, "already exists (not overwriting)");
-    fail(ErrorCode::io, name, "cannot rename the temporary file into place: {}",
-         std::strerror(errno));
+    fail(ErrorCode::io, name, "cannot rename the new file into place: {}", std::strerror(errno));
   }
   committed_ = true;
-  std::filesystem::path dir = target_.parent_path();
-  if (dir.empty()) dir = ".";
-  fsync_path(dir, O_RDONLY | O_DIRECTORY, name);
+  fsync_path(dir_, O_RDONLY | O_DIRECTORY, name);
 }
 
 }  // namespace ckpt::detail

@@ -21,21 +21,36 @@ namespace ckpt::detail {
 void write_at(int fd, std::uint64_t offset, std::span<const std::byte> bytes, const std::optional<Source::FileSpan>& from,
               const std::string& file);
 
+// Writes a file that replaces `target` all at once, or not at all.
+//
+// The data goes to an anonymous file (O_TMPFILE) in the target's directory: a writer that is
+// killed leaves nothing behind. commit() fsyncs it, gives it a temporary name, renames that over
+// the target and fsyncs the directory. Where the file system has no O_TMPFILE, the temporary is
+// named from the start. Either way it is named ".TARGET.tmp-XXXXXX" and held under an exclusive
+// flock() for as long as its writer lives, so a later writer of the same target removes the
+// temporaries of writers that died (the kernel drops a dead process's locks) and never touches a
+// live one's.
+//
+// The target must be a regular file or not exist: a directory, a device, a FIFO, a socket or a
+// symbolic link is refused (a link is not followed: the message names where it points). An
+// existing target's permission bits (and, where we may, its owner) carry over to the new file;
+// a new one gets 0666 less the umask.
+//
+// A file-size limit (`ulimit -f`) makes writes fail with EFBIG, which becomes an error: SIGXFSZ,
+// which would kill the process first, is ignored from the first AtomicFile on (if it was at its
+// default disposition).
 class AtomicFile {
  public:
-  // Creates the temporary file. With overwrite == false an existing target is an error (checked
-  // now and again, race-free, at commit).
+  // With overwrite == false an existing target is an error (checked now and again, race-free, at
+  // commit).
   AtomicFile(std::filesystem::path target, bool overwrite);
   ~AtomicFile();
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
 
-  const std::filesystem::path& temp_path() const noexcept { return temp_; }
   const std::filesystem::path& target() const noexcept { return target_; }
-  // Descriptor of the temporary file, open for writing (-1 after close_fd()).
+  // Descriptor of the new file, open for reading and writing.
   int fd() const noexcept { return fd_; }
-  // Close our descriptor, e.g. before a library reopens the temporary by name.
-  void close_fd();
 
   // Write all of `bytes` at the current position (throws io naming the target).
   void write(std::span<const std::byte> bytes);
@@ -44,7 +59,7 @@ class AtomicFile {
   // that cannot be done.
   void write(std::span<const std::byte> bytes, const std::optional<Source::FileSpan>& from);
 
-  // fsync, rename over the target, fsync the directory.
+  // fsync, name, rename over the target, fsync the directory.
   void commit();
 
  private:
@@ -60,10 +75,16 @@ class AtomicFile {
   bool writeback_stop_ = false;
 
   std::filesystem::path target_;
-  std::filesystem::path temp_;
+  std::filesystem::path dir_;
+  std::string temp_prefix_;     // ".TARGET.tmp-" (TARGET shortened if long)
+  std::filesystem::path temp_;  // the temporary's name, once it has one
   int fd_ = -1;
   bool overwrite_;
   bool committed_ = false;
 };
+
+// Removes the temporaries ".NAME.tmp-*" in `dir` whose writers are gone (no one holds their
+// flock). Never fails.
+void remove_stale_temporaries(const std::filesystem::path& dir, const std::string& prefix);
 
 }  // namespace ckpt::detail

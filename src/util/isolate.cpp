@@ -16,6 +16,7 @@
 #include <optional>
 
 #include "util/bytes.h"
+#include "util/mapped_file.h"  // UniqueFd
 
 extern char** environ;
 
@@ -65,6 +66,49 @@ bool receive_all(int fd, void* data, std::size_t size) {
   return true;
 }
 
+// Sends the first byte of `data` with `attached` (a descriptor, SCM_RIGHTS), the rest as send_all.
+bool send_with_fd(int fd, const void* data, std::size_t size, int attached) {
+  if (attached < 0 || size == 0) return send_all(fd, data, size);
+  char control[CMSG_SPACE(sizeof(int))] = {};
+  iovec iov{const_cast<void*>(data), 1};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(cmsg), &attached, sizeof(int));
+  ssize_t n;
+  do n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n != 1) return false;
+  return send_all(fd, static_cast<const char*>(data) + 1, size - 1);
+}
+
+// Receives the first byte into `data` with the descriptor that came with it (or -1), then the rest.
+bool receive_with_fd(int fd, void* data, std::size_t size, int& attached) {
+  attached = -1;
+  if (size == 0) return true;
+  char control[CMSG_SPACE(sizeof(int))] = {};
+  iovec iov{data, 1};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n != 1) return false;
+  for (cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg))
+    if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS && cmsg->cmsg_len == CMSG_LEN(sizeof(int)))
+      std::memcpy(&attached, CMSG_DATA(cmsg), sizeof(int));
+  return receive_all(fd, static_cast<char*>(data) + 1, size - 1);
+}
+
 [[noreturn]] void report_crash(const std::string& file, int status) {
   if (WIFSIGNALED(status)) {
     const char* abbrev = sigabbrev_np(WTERMSIG(status));
@@ -110,7 +154,7 @@ class Helper {
  public:
   explicit Helper(std::string program) : program_(std::move(program)) {}
 
-  void check(const std::string& file, const std::vector<std::string>& request) {
+  void check(const std::string& file, const std::vector<std::string>& request, int fd) {
     std::lock_guard lock(mutex_);
     if (pid_ > 0 && owner_ != ::getpid()) forget();  // we are a fork()ed copy: start our own
     if (pid_ <= 0) start(file);
@@ -122,7 +166,7 @@ class Helper {
       message += arg;
     }
     char answer = 0;
-    if (send_all(socket_, message.data(), message.size()) && receive_all(socket_, &answer, 1)) {
+    if (send_with_fd(socket_, message.data(), message.size(), fd) && receive_all(socket_, &answer, 1)) {
       if (answer == kChanged) report_changed(file);
       return;
     }
@@ -196,17 +240,24 @@ void run_forked(const std::string& file, const std::function<void()>& fn) {
 
 }  // namespace
 
-void run_isolated(const std::string& file, const std::vector<std::string>& request, const std::function<void()>& fn) {
+void run_isolated(const std::string& file, const std::vector<std::string>& request, int fd,
+                  const std::function<void()>& fn) {
   static const std::string program = find_helper();
   if (program.empty() || request.empty()) return run_forked(file, fn);
   static Helper* helper = new Helper(program);  // never destroyed: may be used during exit
-  helper->check(file, request);
+  helper->check(file, request, fd);
 }
 
-void serve_isolated_requests(int in, int out, const std::function<void(const std::vector<std::string>&)>& handle) {
+void serve_isolated_requests(int in, int out,
+                             const std::function<void(const std::vector<std::string>&, int fd)>& handle) {
   while (true) {
     std::uint32_t count = 0;
-    if (!receive_all(in, &count, 4)) return;
+    int received = -1;
+    if (!receive_with_fd(in, &count, 4, received)) {
+      if (received >= 0) ::close(received);
+      return;
+    }
+    const UniqueFd attached(received);
     std::vector<std::string> request(count);
     for (auto& arg : request) {
       std::uint32_t size = 0;
@@ -214,7 +265,7 @@ void serve_isolated_requests(int in, int out, const std::function<void(const std
       arg.resize(size);
       if (!receive_all(in, arg.data(), size)) return;
     }
-    const char answer = answer_of([&] { handle(request); });
+    const char answer = answer_of([&] { handle(request, attached.get()); });
     if (::write(out, &answer, 1) != 1) return;
   }
 }

@@ -21,12 +21,16 @@ struct FileChanged {};
 // Otherwise (or with CKPT_H5_CHECK=-) a fork() running `fn`. Death of the child by a signal
 // becomes a format error naming `file`; the helper is restarted for the next check.
 // An empty `request` (what is checked is in this process's memory, where the helper cannot see it)
-// always forks.
-void run_isolated(const std::string& file, const std::vector<std::string>& request, const std::function<void()>& fn);
+// always forks. `fd` (if not -1) goes to the helper with the request (SCM_RIGHTS): the file the
+// caller has open, checked as it is whatever has become of its path since.
+void run_isolated(const std::string& file, const std::vector<std::string>& request, int fd,
+                  const std::function<void()>& fn);
 
-// The helper's side: reads requests from `in`, calls `handle` for each (its exceptions are
-// swallowed, as the in-process run reports them, except FileChanged, which is answered as such),
+// The helper's side: reads requests from `in` (a socket), calls `handle` for each with the
+// descriptor that came with it, or -1 (the descriptor is closed afterwards); its exceptions are
+// swallowed, as the in-process run reports them, except FileChanged, which is answered as such;
 // answers on `out`; returns at end of input.
-void serve_isolated_requests(int in, int out, const std::function<void(const std::vector<std::string>&)>& handle);
+void serve_isolated_requests(int in, int out,
+                             const std::function<void(const std::vector<std::string>&, int fd)>& handle);
 
 }  // namespace ckpt::detail

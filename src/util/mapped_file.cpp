@@ -60,8 +60,17 @@ UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
 }
 
 UniqueFd open_readonly(const std::filesystem::path& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  // O_NONBLOCK: opening a FIFO would otherwise wait for a writer. Reads from regular files ignore
+  // it; anything else is refused below.
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (!fd.valid()) fail(ErrorCode::io, path.string(), "cannot open: {}", std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) fail(ErrorCode::io, path.string(), "cannot stat: {}", std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) fail(ErrorCode::io, path.string(), "is a directory");
+  if (!S_ISREG(st.st_mode))
+    fail(ErrorCode::io, path.string(), "is not a regular file (a device, FIFO or socket): a checkpoint is read from a file");
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags >= 0) ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK);
   return fd;
 }
 
