@@ -1,10 +1,18 @@
 // Sharded safetensors (huggingface's model.safetensors.index.json + model-0000i-of-0000N
 // shards): one Reader over all shards, and a writer that splits a Source into shards.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <random>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -15,6 +23,8 @@
 #include "safetensors/dtypes.h"
 #include "util/atomic_file.h"
 #include "util/bytes.h"
+#include "util/checksum.h"
+#include "util/mapped_file.h"  // UniqueFd
 #include "util/json_strict.h"
 
 namespace ckpt {
@@ -24,6 +34,71 @@ using detail::fail;
 using detail::quote;
 
 constexpr std::uint64_t kMaxIndexBytes = 256u << 20;
+// The index's record of its shards, written by ckpt: {file: {"size": bytes, "header":
+// "xxh3-64:..."}} (the header names each tensor, its place and checksum): a shard that is not the
+// one written with this index is refused (format-spec/conventions.md).
+constexpr std::string_view kShardsKey = "ckpt.shards";
+
+// A file name the index may name: a plain name beside it.
+bool plain_file_name(const std::string& file) {
+  return !file.empty() && file.find('/') == std::string::npos && file.find('\\') == std::string::npos && file != "." &&
+         file != "..";
+}
+
+// The shard files the index at `path` names (none if it does not exist or does not parse).
+std::set<std::string> shards_named_by(const std::filesystem::path& path) {
+  std::set<std::string> out;
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec || size > kMaxIndexBytes) return out;
+  std::ifstream in(path, std::ios::binary);
+  std::string text(size, '\0');
+  if (!in.read(text.data(), static_cast<std::streamsize>(size))) return out;
+  Metadata index;
+  if (!detail::parse_json_strict(text, index).empty() || !index.is_object() || !index.contains("weight_map") ||
+      !index["weight_map"].is_object())
+    return out;
+  for (const auto& [tensor, shard] : index["weight_map"].items())
+    if (shard.is_string() && plain_file_name(shard.get<std::string>())) out.insert(shard.get<std::string>());
+  return out;
+}
+
+// NAME-00001-of-00005.safetensors, or with a tag: NAME-00001-of-00005-0123abcd.safetensors.
+bool shard_file_of(const std::string& file, const std::string& stem) {
+  if (!file.starts_with(stem + "-") || !file.ends_with(".safetensors")) return false;
+  const std::string middle = file.substr(stem.size() + 1, file.size() - stem.size() - 1 - 12);
+  auto digits = [&](std::size_t at, std::size_t n) {
+    if (at + n > middle.size()) return false;
+    for (std::size_t i = at; i < at + n; ++i)
+      if (middle[i] < '0' || middle[i] > '9') return false;
+    return true;
+  };
+  if (!digits(0, 5) || middle.substr(5, 4) != "-of-" || !digits(9, 5)) return false;
+  if (middle.size() == 14) return true;
+  if (middle.size() != 23 || middle[14] != '-') return false;
+  for (std::size_t i = 15; i < 23; ++i)
+    if (!std::isxdigit(static_cast<unsigned char>(middle[i]))) return false;
+  return true;
+}
+
+// Shards of NAME in `dir` that the index does not name and no living writer holds (it keeps
+// an exclusive flock on its shards until its index is in place): a killed writer's.
+void remove_orphan_shards(const std::filesystem::path& dir, const std::string& stem, const std::set<std::string>& named) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.empty() ? "." : dir, ec)) {
+    const std::string file = entry.path().filename().string();
+    if (!shard_file_of(file, stem) || named.count(file)) continue;
+    const detail::UniqueFd fd(::open(entry.path().c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    struct stat st {};
+    if (fd.valid() && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && ::flock(fd.get(), LOCK_EX | LOCK_NB) == 0)
+      ::unlink(entry.path().c_str());
+  }
+}
+
+std::string random_tag() {
+  std::random_device rd;
+  return fmt::format("{:08x}", rd());
+}
 
 class ShardedReader final : public detail::FormatReader {
  public:
@@ -55,9 +130,17 @@ class ShardedReader final : public detail::FormatReader {
       by_shard[file].push_back(tensor);
     }
     const auto dir = path.parent_path();
+    // What ckpt recorded of each shard when it wrote the index: every shard must be that one.
+    const Metadata* recorded = nullptr;
+    if (index.contains("metadata") && index["metadata"].is_object() && index["metadata"].contains(kShardsKey)) {
+      recorded = &index["metadata"][std::string(kShardsKey)];
+      if (!recorded->is_object()) fail(ErrorCode::format, name, "index metadata {} is not an object", quote(kShardsKey));
+    }
     bool all_metadata = true;
     for (const auto& [file, tensors] : by_shard) {
-      auto shard = detail::safetensors::open_reader(detail::ByteSource::open_file(dir / file), options);
+      const auto shard_source = detail::ByteSource::open_file(dir / file);
+      if (recorded) check_recorded_shard(*recorded, file, *shard_source);
+      auto shard = detail::safetensors::open_reader(shard_source, options);
       std::map<std::string, std::size_t> in_shard;
       for (std::size_t i = 0; i < shard->infos_.size(); ++i) in_shard.emplace(shard->infos_[i].name, i);
       for (const auto& t : tensors)
@@ -65,6 +148,7 @@ class ShardedReader final : public detail::FormatReader {
           fail(ErrorCode::format, name, "weight_map puts {} in {}, which does not hold it", quote(t), quote(file));
       for (std::size_t i = 0; i < shard->infos_.size(); ++i) {
         infos_.push_back(shard->infos_[i]);
+        checksums_.push_back(i < shard->checksums_.size() ? shard->checksums_[i] : std::nullopt);
         where_.emplace_back(shards_.size(), i);
       }
       all_metadata = all_metadata && shard->role_source_ == RoleSource::metadata;
@@ -74,7 +158,7 @@ class ShardedReader final : public detail::FormatReader {
     role_source_ = all_metadata && !shards_.empty() ? RoleSource::metadata : RoleSource::heuristic;
     if (index.contains("metadata") && index["metadata"].is_object())
       for (const auto& [k, v] : index["metadata"].items())
-        if (k != "total_size" && !metadata_.contains(k)) metadata_[k] = v;
+        if (k != "total_size" && k != kShardsKey && !metadata_.contains(k)) metadata_[k] = v;
     finish_listing();
   }
 
@@ -86,6 +170,38 @@ class ShardedReader final : public detail::FormatReader {
   }
 
  private:
+  // The shard's size and the checksum of its header (names, places and checksums of its tensors)
+  // must be what the index recorded: a shard from another checkpoint with the same file name
+  // (a mix of two sets) is refused, whatever its data.
+  void check_recorded_shard(const Metadata& recorded, const std::string& file, const detail::ByteSource& shard) const {
+    const auto it = recorded.find(file);
+    if (it == recorded.end() || !it->is_object() || !it->contains("size") || !(*it)["size"].is_number_unsigned() ||
+        !it->contains("header") || !(*it)["header"].is_string())
+      fail(ErrorCode::format, name_, "index metadata {} has no size and header checksum for shard {}", quote(kShardsKey),
+           quote(file));
+    const auto size = (*it)["size"].get<std::uint64_t>();
+    std::uint64_t expected = 0;
+    if (detail::parse_checksum((*it)["header"].get<std::string>(), expected) != detail::ChecksumText::xxh3_64)
+      fail(ErrorCode::format, name_, "index metadata {}: header checksum of shard {} is not xxh3-64", quote(kShardsKey),
+           quote(file));
+    const auto mismatch = [&](const std::string& what) {
+      fail(ErrorCode::integrity, name_, "shard {} is not the one this index was written with ({}): a mix of two checkpoints?",
+           quote(file), what);
+    };
+    if (shard.size() != size) mismatch(fmt::format("{} bytes, recorded {}", shard.size(), size));
+    std::byte length[8];
+    if (size < 8) mismatch("too short");
+    (void)shard.read(0, length);
+    const std::uint64_t n = detail::load_le<std::uint64_t>(length);
+    if (n > size - 8) mismatch("its header runs past its end");
+    if (n > options_.max_header_bytes)
+      fail(ErrorCode::format, name_, "shard {} has a header of {} bytes, over the limit of {}", quote(file), n,
+           options_.max_header_bytes);
+    std::vector<std::byte> header(8 + n);
+    (void)shard.read(0, header);
+    if (detail::xxh3_64(header) != expected) mismatch("its header's checksum differs");
+  }
+
   // Extra-section tensors are named "section/name" in safetensors files (conventions §2).
   static bool has_extra(const detail::FormatReader& shard, const std::string& key) {
     for (const auto& t : shard.infos_)
@@ -136,32 +252,59 @@ void write_safetensors_sharded(Source& source, const std::filesystem::path& path
   const auto index_path = dir / (file + ".safetensors.index.json");
   if (!options.overwrite && std::filesystem::exists(index_path))
     fail(ErrorCode::io, index_path.string(), "already exists; use --force to replace it");
+  // At every moment the index names one complete set of shards, the old or the new: the new
+  // shards get names no file has (the old set keeps its own), the index is renamed over the old
+  // one last, and only then are the old shards removed. A writer holds its shards' locks until
+  // its index is in place, so shards that no index names and no writer holds are what a killed
+  // writer left: they are removed first.
+  const std::set<std::string> old_set = shards_named_by(index_path);
+  remove_orphan_shards(dir, file, old_set);
+  std::vector<std::string> names(shards.size());
+  bool taken = false;
+  for (std::size_t s = 0; s < shards.size(); ++s) {
+    names[s] = fmt::format("{}-{:05d}-of-{:05d}.safetensors", file, s + 1, shards.size());
+    std::error_code ec;
+    taken = taken || std::filesystem::exists(std::filesystem::symlink_status(dir / names[s], ec));
+  }
+  if (taken) {
+    const std::string tag = random_tag();
+    for (std::size_t s = 0; s < shards.size(); ++s)
+      names[s] = fmt::format("{}-{:05d}-of-{:05d}-{}.safetensors", file, s + 1, shards.size(), tag);
+  }
   Metadata weight_map = Metadata::object();
-  std::vector<std::filesystem::path> written;
+  Metadata recorded = Metadata::object();
+  std::vector<std::unique_ptr<detail::AtomicFile>> written;  // committed, locked until the end
   std::uint64_t done_before = 0;
   try {
     for (std::size_t s = 0; s < shards.size(); ++s) {
-      const std::string shard_name = fmt::format("{}-{:05d}-of-{:05d}.safetensors", file, s + 1, shards.size());
       detail::Subset subset(source, shards[s]);
       WriteOptions o = shard_options;
       if (options.progress) o.progress = [&, done_before](std::uint64_t done, std::uint64_t) { options.progress(done_before + done, total); };
-      write_safetensors(subset, dir / shard_name, o);
-      written.push_back(dir / shard_name);
+      auto out = std::make_unique<detail::AtomicFile>(dir / names[s], false);
+      const std::uint64_t header_hash = detail::safetensors::write_into(subset, *out, o, (dir / names[s]).string());
+      const auto size = static_cast<std::uint64_t>(::lseek(out->fd(), 0, SEEK_END));
+      out->commit();
+      written.push_back(std::move(out));
+      recorded[names[s]] = {{"size", size}, {"header", detail::format_checksum(header_hash)}};
       for (const auto& info : subset.tensors()) {
-        weight_map[info.role == Role::extra ? info.section + "/" + info.name : info.name] = shard_name;
+        weight_map[info.role == Role::extra ? info.section + "/" + info.name : info.name] = names[s];
         done_before += info.nbytes();
       }
     }
-    const Metadata index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+    const Metadata index = {{"metadata", {{"total_size", total}, {std::string(kShardsKey), recorded}}},
+                            {"weight_map", weight_map}};
     const std::string text = index.dump(2) + "\n";
     detail::AtomicFile out(index_path, options.overwrite);
     out.write(std::as_bytes(std::span(text)));
     out.commit();
   } catch (...) {
-    std::error_code ec;
-    for (const auto& p : written) std::filesystem::remove(p, ec);
+    // Only the new shards: their names were free, they replaced nothing.
+    for (const auto& f : written) ::unlink(f->target().c_str());
     throw;
   }
+  // The new index is in place: the old shards it no longer names go.
+  for (const auto& old : old_set)
+    if (std::find(names.begin(), names.end(), old) == names.end()) ::unlink((dir / old).c_str());
 }
 
 }  // namespace ckpt

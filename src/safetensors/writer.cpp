@@ -10,6 +10,7 @@
 #include "safetensors/format.h"
 #include "util/atomic_file.h"
 #include "util/bytes.h"
+#include "util/checksum.h"
 
 namespace ckpt {
 namespace {
@@ -44,9 +45,9 @@ std::vector<std::size_t> kept_tensors(const Source& source, const WriteOptions& 
 
 }  // namespace detail::safetensors
 
-void write_safetensors(Source& all, const std::filesystem::path& path, const WriteOptions& options) {
-  const std::string name = path.string();
-  detail::Subset source(all, st::kept_tensors(all, options, name));
+namespace detail::safetensors {
+
+std::uint64_t write_into(Source& source, AtomicFile& file, const WriteOptions& options, const std::string& name) {
   const auto& infos = source.tensors();
   // Everything that could make the file unfaithful is refused before any byte is written.
   std::set<std::string> used;
@@ -76,31 +77,58 @@ void write_safetensors(Source& all, const std::filesystem::path& path, const Wri
   if (!extra.empty()) roles["extra"] = extra;
   file_metadata[std::string(st::kRolesKey)] = roles.dump();
 
-  json header = json::object();
-  header[std::string(st::kMetadataKey)] = file_metadata;
-  std::uint64_t offset = 0, total = 0;
-  for (const auto& info : infos) {
-    const std::uint64_t nbytes = info.nbytes();
-    header[file_name(info)] = {{"dtype", *st::dtype_code(info.dtype)}, {"shape", info.shape},
-                               {"data_offsets", {offset, offset + nbytes}}};
-    offset += nbytes;
-  }
-  total = offset;
-  std::string text = header.dump();
-  text.append((8 - text.size() % 8) % 8, ' ');
+  // The checksums are known only once the data is written, after the header: the header is
+  // written with placeholders of the same width, and again at the end with the values.
+  json checksums = json::object();
+  if (options.checksums)
+    for (const auto& info : infos) checksums[file_name(info)] = detail::format_checksum(0);
+  auto header_text = [&] {
+    json header = json::object();
+    json metadata = file_metadata;
+    if (options.checksums) metadata[std::string(st::kChecksumsKey)] = checksums.dump();
+    header[std::string(st::kMetadataKey)] = metadata;
+    std::uint64_t offset = 0;
+    for (const auto& info : infos) {
+      const std::uint64_t nbytes = info.nbytes();
+      header[file_name(info)] = {{"dtype", *st::dtype_code(info.dtype)}, {"shape", info.shape},
+                                 {"data_offsets", {offset, offset + nbytes}}};
+      offset += nbytes;
+    }
+    std::string text(8, '\0');
+    text += header.dump();
+    text.append((8 - text.size() % 8) % 8, ' ');
+    detail::store_le<std::uint64_t>(reinterpret_cast<std::byte*>(text.data()), text.size() - 8);
+    return text;
+  };
+  std::uint64_t total = 0;
+  for (const auto& info : infos) total += info.nbytes();
 
-  detail::AtomicFile file(path, options.overwrite);
-  std::byte length[8];
-  detail::store_le<std::uint64_t>(length, text.size());
-  file.write(length);
+  std::string text = header_text();
   file.write(std::as_bytes(std::span(text)));
   std::uint64_t done = 0;
   for (std::size_t i = 0; i < infos.size(); ++i) {
     const Tensor tensor = source.read_checked(i, name);
     file.write(tensor.bytes(), source.file_span(i));
+    if (options.checksums) checksums[file_name(infos[i])] = detail::format_checksum(detail::xxh3_64(tensor.bytes()));
     done += tensor.nbytes();
     if (options.progress) options.progress(done, total);
   }
+  if (options.checksums) {
+    const std::string final_text = header_text();
+    if (final_text.size() != text.size()) fail(ErrorCode::io, name, "internal error: the header changed its size");
+    detail::write_at(file.fd(), 0, std::as_bytes(std::span(final_text)), std::nullopt, name);
+    text = final_text;
+  }
+  return detail::xxh3_64(std::as_bytes(std::span(text)));
+}
+
+}  // namespace detail::safetensors
+
+void write_safetensors(Source& all, const std::filesystem::path& path, const WriteOptions& options) {
+  const std::string name = path.string();
+  detail::Subset source(all, st::kept_tensors(all, options, name));
+  detail::AtomicFile file(path, options.overwrite);
+  st::write_into(source, file, options, name);
   file.commit();
 }
 

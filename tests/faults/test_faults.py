@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "peers"))
 from peer_common import check, finish, run  # noqa: E402
 
 CONVERT, INSPECT, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
-SECTIONS = sys.argv[4:] or ["full", "fsize", "kills", "paths", "readers"]
+SECTIONS = sys.argv[4:] or ["full", "fsize", "kills", "shards", "paths", "readers"]
 
 # Every output format, as (label, file name, extra arguments).
 OUTPUTS = [
@@ -135,7 +135,7 @@ def section_fsize(source, sources_out):
     d = os.path.join(WORK, "fsize")
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
-    limit = 2 << 20
+    limit = 1 << 20  # under every output, and under a shard
 
     def limited():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
@@ -224,6 +224,42 @@ def section_kills():
         left = [f for f in os.listdir(d) if ".tmp-" in f]
         check(left == [], f"kills, {label}: temporaries left after a clean run: {left}")
         print(f"kills: {label}: 20 kills, {bad} bad")
+
+
+def section_shards(source):
+    """Sharded safetensors: a shard of another checkpoint under the same name is caught (the index
+    records each shard's size and header checksum), and a replacement that fails keeps every old
+    shard."""
+    d = os.path.join(WORK, "shards")
+    other = os.path.join(WORK, "shards-other")
+    for x in (d, other):
+        shutil.rmtree(x, ignore_errors=True)
+        os.makedirs(x)
+    args = ["-q", "--max-shard-size", "2MB"]
+    check(run(CONVERT, *args, OLD_SOURCE, os.path.join(d, "model.safetensors")).returncode == 0, "shards: write")
+    check(run(CONVERT, *args, source, os.path.join(other, "model.safetensors")).returncode == 0, "shards: write other")
+    index = os.path.join(d, "model.safetensors.index.json")
+    check(run(INSPECT, "--verify", index).returncode == 0, "shards: the set does not verify")
+    shard = sorted(f for f in os.listdir(d) if f.startswith("model-"))[1]
+    saved = open(os.path.join(d, shard), "rb").read()
+    shutil.copy(os.path.join(other, shard), os.path.join(d, shard))
+    r = run(INSPECT, "--verify", index)
+    check(r.returncode == 3 and "mix of two checkpoints" in r.stderr, f"shards: a mixed set: {r.returncode} {r.stderr!r}")
+    r = run(CONVERT, "-q", "--force", index, os.path.join(other, "x.safetensors"))
+    check(r.returncode == 3, f"shards: a mixed set converts: {r.returncode} {r.stderr!r}")
+    open(os.path.join(d, shard), "wb").write(saved)
+    # A replacement that fails on its last shard (a tensor safetensors cannot name): every old
+    # shard stays, no new one is left.
+    before = snapshot(d)
+    bad = os.path.join(WORK, "complex.pt")
+    count = len([f for f in before if f.startswith("model-")])  # the same shard names as the old set
+    bad_dict = {f"t{i}": torch.randn(500, 1000) for i in range(count - 1)}  # one full shard each
+    bad_dict["__metadata__"] = torch.zeros(3)
+    torch.save(bad_dict, bad)
+    r = run(CONVERT, *args, "--force", bad, os.path.join(d, "model.safetensors"))
+    check(r.returncode == 1, f"shards: a failing replacement: {r.returncode} {r.stderr!r}")
+    check(snapshot(d) == before, "shards: a failing replacement changed the old set")
+    print("shards: done")
 
 
 def section_paths(source):
@@ -351,6 +387,8 @@ def main():
         section_fsize(source, sizes)
     if "kills" in SECTIONS:
         section_kills()
+    if "shards" in SECTIONS:
+        section_shards(source)
     if "paths" in SECTIONS:
         section_paths(source)
     if "readers" in SECTIONS:
