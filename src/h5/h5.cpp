@@ -35,7 +35,16 @@ std::unique_lock<std::recursive_mutex> lock_library() {
   static const int registered = ::pthread_atfork([] { library_mutex().lock(); }, [] { library_mutex().unlock(); },
                                                  [] { new (&library_mutex()) std::recursive_mutex(); });
   (void)registered;
-  return std::unique_lock(library_mutex());
+  std::unique_lock lock(library_mutex());
+  // Debian's HDF5 is built thread-safe: its error stack, and whether it prints it, is per thread.
+  // Printing is switched off on every thread that calls in (read-ahead, compression), not only on
+  // the first: errors reach users through ours, as one line.
+  static thread_local bool silenced = false;
+  if (!silenced) {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    silenced = true;
+  }
+  return lock;
 }
 
 // Errors of calls that are about no file (building types, the filter registry).
