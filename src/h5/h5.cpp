@@ -173,6 +173,7 @@ Handle create_file(Where w, int fd, WriteStatus& status, const CreateSettings& s
   Handle fcpl = property_list(H5P_FILE_CREATE, w);
   check_status(H5Pset_link_creation_order(fcpl.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED), w,
                "cannot track creation order");
+  check_status(H5Pset_file_space_strategy(fcpl.get(), H5F_FSPACE_STRATEGY_AGGR, 0, 1), w, "cannot set the file space strategy");
   // The name is HDF5's for messages only: the driver writes to `fd`.
   return Handle(check(H5Fcreate(w.file.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get()), w,
                       "cannot create HDF5 file"));

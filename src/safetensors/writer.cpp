@@ -79,19 +79,29 @@ std::uint64_t write_into(Source& source, AtomicFile& file, const WriteOptions& o
 
   // The checksums are known only once the data is written, after the header: the header is
   // written with placeholders of the same width, and again at the end with the values.
-  json checksums = json::object();
-  if (options.checksums)
-    for (const auto& info : infos) checksums[file_name(info)] = detail::format_checksum(0);
+  std::vector<std::string> checksums(options.checksums ? infos.size() : 0, detail::format_checksum(0));
+  // Objects are built by appending to nlohmann's ordered map (names are unique, checked above):
+  // its operator[] searches linearly, quadratic in the tensor count.
+  auto append = [](json& object, std::string key, json value) {
+    auto& map = object.get_ref<json::object_t&>();
+    static_cast<json::object_t::Container&>(map).emplace_back(std::move(key), std::move(value));
+  };
   auto header_text = [&] {
     json header = json::object();
+    header.get_ref<json::object_t&>().reserve(infos.size() + 1);
     json metadata = file_metadata;
-    if (options.checksums) metadata[std::string(st::kChecksumsKey)] = checksums.dump();
-    header[std::string(st::kMetadataKey)] = metadata;
+    if (options.checksums) {
+      json sums = json::object();
+      sums.get_ref<json::object_t&>().reserve(infos.size());
+      for (std::size_t i = 0; i < infos.size(); ++i) append(sums, file_name(infos[i]), checksums[i]);
+      metadata[std::string(st::kChecksumsKey)] = sums.dump();
+    }
+    append(header, std::string(st::kMetadataKey), std::move(metadata));
     std::uint64_t offset = 0;
     for (const auto& info : infos) {
       const std::uint64_t nbytes = info.nbytes();
-      header[file_name(info)] = {{"dtype", *st::dtype_code(info.dtype)}, {"shape", info.shape},
-                                 {"data_offsets", {offset, offset + nbytes}}};
+      append(header, file_name(info),
+             {{"dtype", *st::dtype_code(info.dtype)}, {"shape", info.shape}, {"data_offsets", {offset, offset + nbytes}}});
       offset += nbytes;
     }
     std::string text(8, '\0');
@@ -109,7 +119,7 @@ std::uint64_t write_into(Source& source, AtomicFile& file, const WriteOptions& o
   for (std::size_t i = 0; i < infos.size(); ++i) {
     const Tensor tensor = source.read_checked(i, name);
     file.write(tensor.bytes(), source.file_span(i));
-    if (options.checksums) checksums[file_name(infos[i])] = detail::format_checksum(detail::xxh3_64(tensor.bytes()));
+    if (options.checksums) checksums[i] = detail::format_checksum(detail::xxh3_64(tensor.bytes()));
     done += tensor.nbytes();
     if (options.progress) options.progress(done, total);
   }
