@@ -123,3 +123,38 @@ TEST_CASE("safetensors headers: ambiguous or hostile JSON is refused, in time li
   std::ofstream(path, std::ios::binary | std::ios::app) << std::string(offset, 'x');
   CHECK(open(path)->tensors().size() == 40000);
 }
+
+TEST_CASE("safetensors files ckpt writes carry per-tensor checksums that reads verify", "[safetensors][checksum]") {
+  TempDir dir;
+  StateDict s;
+  s.add_parameter("w", test::pattern_tensor(DType::float32, {64, 3}, 1));
+  s.add_buffer("b", test::pattern_tensor(DType::int64, {3}, 2));
+  const auto path = dir / "m.safetensors";
+  save(s, path);
+  CHECK(open(path)->tensors().size() == 2);
+  std::string bytes = test::read_file(path);
+  // The checksums are in __metadata__ as huggingface's readers ignore them: not in the metadata.
+  CHECK(bytes.find("ckpt.checksums") != std::string::npos);
+  CHECK_FALSE(open(path)->metadata().contains("ckpt.checksums"));
+  CHECK(load(path).at("w").equals(s.at("w")));
+
+  // One flipped bit in the data: an integrity error naming the tensor, unless verification is off.
+  bytes[bytes.size() - 30] ^= 0x01;  // inside "w" (the last tensor bytes are "b": 24 bytes)
+  { std::ofstream(path, std::ios::binary) << bytes; }
+  try {
+    (void)load(path);
+    FAIL("a flipped bit loaded");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::integrity);
+    CHECK_THAT(e.what(), Catch::Matchers::Contains("'w'"));
+  }
+  ReadOptions unchecked;
+  unchecked.verify_checksums = false;
+  CHECK_FALSE(load(path, unchecked).at("w").equals(s.at("w")));
+
+  // Without checksums nothing is recorded.
+  WriteOptions none;
+  none.checksums = false;
+  save(s, dir / "n.safetensors", none);
+  CHECK(test::read_file(dir / "n.safetensors").find("ckpt.checksums") == std::string::npos);
+}

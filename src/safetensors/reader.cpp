@@ -3,6 +3,7 @@
 // length equal to the last offset); each tensor is one range of the data buffer.
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -14,6 +15,7 @@
 #include "util/json_get.h"
 #include "util/json_strict.h"
 #include "util/bytes.h"
+#include "util/checksum.h"
 
 namespace ckpt {
 namespace {
@@ -93,10 +95,39 @@ class SafetensorsReader final : public detail::FormatReader {
       fail(ErrorCode::format, name_, "data buffer (offset {}) is {} bytes but the tensors cover {} bytes: {}",
            data_start_, buffer, expected, expected > buffer ? "file is truncated" : "trailing bytes after the data");
     apply_roles(tensors, file_metadata);
+    apply_checksums(tensors, file_metadata);
     for (auto& t : tensors) {
       begins_.push_back(t.begin);
       infos_.push_back(std::move(t.info));
     }
+  }
+
+  // format-spec/conventions.md §2: "ckpt.checksums", per-tensor XXH3-64 that ckpt writes.
+  void apply_checksums(const std::vector<Parsed>& tensors, const json& file_metadata) {
+    if (!file_metadata.contains(st::kChecksumsKey)) return;
+    json sums;
+    if (const auto error = detail::parse_json_strict(file_metadata[st::kChecksumsKey].get<std::string>(), sums);
+        !error.empty())
+      fail(ErrorCode::format, name_, "__metadata__ {} {}", quote(st::kChecksumsKey), error);
+    if (!sums.is_object()) fail(ErrorCode::format, name_, "__metadata__ {} is not a JSON object", quote(st::kChecksumsKey));
+    std::map<std::string, std::uint64_t> by_name;
+    for (auto it = sums.begin(); it != sums.end(); ++it) {
+      std::uint64_t value = 0;
+      if (!it.value().is_string() ||
+          detail::parse_checksum(it.value().get<std::string>(), value) != detail::ChecksumText::xxh3_64)
+        fail(ErrorCode::format, name_, "__metadata__ {}: the checksum of {} is not \"xxh3-64:\" and 16 hex digits",
+             quote(st::kChecksumsKey), quote(it.key()));
+      by_name.emplace(it.key(), value);
+    }
+    checksums_.reserve(tensors.size());
+    for (const auto& t : tensors) {
+      const auto it = by_name.find(t.file_name);
+      checksums_.push_back(it == by_name.end() ? std::nullopt : std::optional(it->second));
+      if (it != by_name.end()) by_name.erase(it);
+    }
+    if (!by_name.empty())
+      fail(ErrorCode::format, name_, "__metadata__ {} lists {}, which is not a tensor of the file", quote(st::kChecksumsKey),
+           quote(by_name.begin()->first));
   }
 
   Parsed parse_tensor(const std::string& name, const json& value) {
@@ -147,7 +178,7 @@ class SafetensorsReader final : public detail::FormatReader {
       if (!metadata_.is_object()) fail(ErrorCode::format, name_, "__metadata__ {} is not a JSON object", quote(st::kCkptMetadataKey));
     } else {
       for (auto m = file_metadata.begin(); m != file_metadata.end(); ++m)
-        if (m.key() != st::kRolesKey) metadata_[m.key()] = m.value();
+        if (m.key() != st::kRolesKey && m.key() != st::kChecksumsKey) metadata_[m.key()] = m.value();
     }
     if (!file_metadata.contains(st::kRolesKey)) {
       role_source_ = RoleSource::heuristic;
