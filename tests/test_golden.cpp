@@ -100,6 +100,11 @@ const Golden kGolden[] = {
      "archive/data.pkl: pickle opcode at offset 100514: values nested deeper than 512"},
     {"bad/pt_huge_memo.pt", ErrorCode::format, "archive/data.pkl: pickle opcode at offset 11: memo index 4294967295 was never stored"},
     {"bad/pt_cyclic.pt", ErrorCode::unsupported, "data.pkl: dicts nested too deeply"},
+    // 2^40 lists and 2^60 dicts through shared references, from under 1 KB.
+    {"bad/pt_shared_lists.pt", ErrorCode::unsupported,
+     "data.pkl: shared references expand its 44 values to more than 65712 (each reference is a copy); refused"},
+    {"bad/pt_shared_dicts.pt", ErrorCode::unsupported,
+     "data.pkl: shared references expand its 67 values to more than 65804 (each reference is a copy); refused"},
     {"bad/pt_zip_size_lies.pt", ErrorCode::format,
      "zip entry 'archive/data/0' is stored but its sizes differ (16 and 1073741824)"},
     {"bad/pt_zip_bomb.pt", ErrorCode::format,
