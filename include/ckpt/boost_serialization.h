@@ -107,6 +107,18 @@ inline Role parse_boost_role(const std::string& role) {
   throw Error(ErrorCode::format, "", "Boost archive: unknown role '" + role + "'");
 }
 
+// The data size of a tensor an archive describes: a negative dimension or a size beyond 64 bits
+// is corrupt input (format), not a caller's mistake.
+inline std::uint64_t boost_tensor_bytes(const TensorInfo& info) {
+  for (const std::int64_t d : info.shape)
+    if (d < 0) throw Error(ErrorCode::format, "", "Boost archive: tensor shape " + shape_to_string(info.shape) + " has a negative dimension");
+  try {
+    return info.nbytes();
+  } catch (const Error&) {
+    throw Error(ErrorCode::format, "", "Boost archive: tensor shape " + shape_to_string(info.shape) + " overflows 64 bits");
+  }
+}
+
 // Version 2 of a tensor up to its data: dtype, rank, each dimension. (Shared with the file writer,
 // which saves the data its own way.)
 template <class Archive>
@@ -134,7 +146,7 @@ TensorInfo load_tensor_header(Archive& ar) {
   TensorInfo info;
   info.dtype = *dtype;
   info.shape = std::move(shape);
-  boost_spend(info.nbytes(), "tensor data");  // overflow-checked by nbytes()
+  boost_spend(boost_tensor_bytes(info), "tensor data");
   return info;
 }
 
@@ -183,6 +195,7 @@ void load(Archive& ar, ckpt::Tensor& tensor, unsigned version) {
     const auto dtype = ckpt::dtype_from_name(dtype_text);
     if (!dtype) throw ckpt::Error(ckpt::ErrorCode::unsupported, "", "Boost archive: unknown dtype '" + dtype_text + "'");
     info.dtype = *dtype;
+    (void)ckpt::detail::boost_tensor_bytes(info);
   } else {
     info = ckpt::detail::load_tensor_header(ar);  // sized from the shape, within the budget
   }
