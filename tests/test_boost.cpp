@@ -326,3 +326,25 @@ TEST_CASE("Boost binary archives: a corrupt shape is a format error, not bad usa
     }
   }
 }
+
+// Metadata nested 200,000 deep in a real archive: refused before nlohmann builds it (its dump
+// and destruction recurse: this crashed checkpoint-inspect with SIGSEGV).
+TEST_CASE("Boost archives: deeply nested metadata is refused, not a crash", "[boost][hostile]") {
+  test::TempDir dir;
+  StateDict state;
+  state.add_parameter("w", Tensor::zeros(DType::float32, {2}));
+  const std::string filler(400000, 'x');
+  state.metadata()["m"] = filler;
+  for (const char* ext : {".boost.bin"}) {  // (text and xml archives hold strings in base64)
+    const auto path = dir / (std::string("deep") + ext);
+    save(state, path);
+    std::string bytes = test::read_file(path);
+    const auto at = bytes.find('"' + filler + '"');
+    REQUIRE(at != std::string::npos);
+    const std::size_t half = (filler.size() + 2) / 2;
+    bytes.replace(at, filler.size() + 2, std::string(half, '[') + std::string(half, ']'));
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+    CHECK_THROWS_WITH(open(path), path.string() + ": Boost archive: metadata nests deeper than 128 levels");
+  }
+  CHECK(detail::json_nesting(R"({"a": "[[[{{", "b": [[1], {"c": "\"]]"}]})") == 3);
+}

@@ -15,6 +15,9 @@
 
 #include "ckpt/api.h"
 
+#include <algorithm>
+#include <string>
+
 #include <boost/serialization/binary_object.hpp>
 #include <boost/serialization/nvp.hpp>
 #include <boost/serialization/split_free.hpp>
@@ -163,7 +166,31 @@ EntryInfo load_entry_fields(Archive& ar) {
   return info;
 }
 
+// The deepest nesting of arrays and objects in JSON text (brackets inside strings not counted):
+// checked before parsing, since nlohmann's parse, copy, dump and destruction recurse.
+inline std::size_t json_nesting(const std::string& text) {
+  std::size_t depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
 inline Metadata parse_boost_metadata(const std::string& text) {
+  constexpr std::size_t kMaxDepth = 128;  // as for JSON in every other format
+  if (json_nesting(text) > kMaxDepth)
+    throw Error(ErrorCode::format, "", "Boost archive: metadata nests deeper than " + std::to_string(kMaxDepth) + " levels");
   try {
     return Metadata::parse(text);
   } catch (const nlohmann::json::exception& e) {
