@@ -6,6 +6,7 @@
 #include <boost/archive/text_oarchive.hpp>
 #include <boost/archive/xml_iarchive.hpp>
 #include <boost/archive/xml_oarchive.hpp>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -295,4 +296,55 @@ TEST_CASE("Boost binary archives: a flag byte other than 0 or 1 is refused, not 
   StateDict loaded;
   CHECK_THROWS_WITH(archive >> boost::serialization::make_nvp("state_dict", loaded),
                     "Boost archive: persistent flag is 3, expected 0 or 1");
+}
+
+TEST_CASE("Boost binary archives: a corrupt shape is a format error, not bad usage", "[boost][hostile]") {
+  test::TempDir dir;
+  StateDict state;
+  state.add_parameter("w", Tensor::zeros(DType::float32, {64, 32}));
+  const auto path = dir / "s.boost.bin";
+  save(state, path);
+  const std::string bytes = test::read_file(path);
+  std::string dims(16, '\0');
+  const std::int64_t expected[2] = {64, 32};
+  std::memcpy(dims.data(), expected, 16);
+  const auto at = bytes.find(dims);
+  REQUIRE(at != std::string::npos);
+  const auto bad_path = dir / "bad.boost.bin";
+  for (const auto& [top, message] :
+       {std::pair<unsigned char, std::string>{0x80, "tensor shape [-9223372036854775744, 32] has a negative dimension"},
+        {0x08, "tensor shape [576460752303423552, 32] overflows 64 bits"}}) {
+    std::string bad = bytes;
+    bad[at + 7] = static_cast<char>(top);
+    std::ofstream(bad_path, std::ios::binary) << bad;
+    try {
+      (void)open(bad_path);
+      FAIL("no error");
+    } catch (const Error& e) {
+      CHECK(std::string(e.what()) == bad_path.string() + ": Boost archive: " + message);
+      CHECK(e.code() == ErrorCode::format);
+    }
+  }
+}
+
+// Metadata nested 200,000 deep in a real archive: refused before nlohmann builds it (its dump
+// and destruction recurse: this crashed checkpoint-inspect with SIGSEGV).
+TEST_CASE("Boost archives: deeply nested metadata is refused, not a crash", "[boost][hostile]") {
+  test::TempDir dir;
+  StateDict state;
+  state.add_parameter("w", Tensor::zeros(DType::float32, {2}));
+  const std::string filler(400000, 'x');
+  state.metadata()["m"] = filler;
+  for (const char* ext : {".boost.bin"}) {  // (text and xml archives hold strings in base64)
+    const auto path = dir / (std::string("deep") + ext);
+    save(state, path);
+    std::string bytes = test::read_file(path);
+    const auto at = bytes.find('"' + filler + '"');
+    REQUIRE(at != std::string::npos);
+    const std::size_t half = (filler.size() + 2) / 2;
+    bytes.replace(at, filler.size() + 2, std::string(half, '[') + std::string(half, ']'));
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+    CHECK_THROWS_WITH(open(path), path.string() + ": Boost archive: metadata nests deeper than 128 levels");
+  }
+  CHECK(detail::json_nesting(R"({"a": "[[[{{", "b": [[1], {"c": "\"]]"}]})") == 3);
 }

@@ -374,3 +374,22 @@ TEST_CASE("ckpt-h5 catches a flipped byte on every read path", "[ckpt-h5][integr
     CHECK_NOTHROW(open(path, options)->read("big"));
   }
 }
+
+// Metadata nested 200,000 deep in a real file's /index: refused while parsing, before anything
+// recursive (nlohmann's copy, dump) meets it; this crashed the reader with a stack overflow.
+TEST_CASE("ckpt-h5: deeply nested metadata in the index is refused, not a crash", "[ckpt_h5][hostile]") {
+  test::TempDir dir;
+  StateDict state;
+  state.add_parameter("w", Tensor::zeros(DType::float32, {2}));
+  const std::string filler(400000, 'x');
+  state.metadata()["m"] = filler;
+  const auto path = dir / "deep.ckpt.h5";
+  save(state, path);
+  std::string bytes = test::read_file(path);
+  const auto at = bytes.find('"' + filler + '"');
+  REQUIRE(at != std::string::npos);
+  const std::size_t half = (filler.size() + 2) / 2;
+  bytes.replace(at, filler.size() + 2, std::string(half, '[') + std::string(half, ']'));
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  CHECK_THROWS_WITH(open(path), path.string() + ": /index nests deeper than 128 levels");
+}

@@ -3,6 +3,8 @@
 // peers/test_flax_peer.py.
 #include <catch2/catch.hpp>
 
+#include <fstream>
+
 #include "flax/format.h"
 #include "helpers.h"
 
@@ -21,4 +23,22 @@ TEST_CASE("Flax arrays over the chunk size are written chunked and read back who
   CHECK(bytes.find("__msgpack_chunked_array__") != std::string::npos);
   const StateDict back = load(path);
   test::require_same(s, back);
+}
+
+// A Flax file nesting 200,000 deep, in its msgpack and in the JSON of its ckpt.roles string:
+// refused, never a stack overflow.
+TEST_CASE("Flax: deep msgpack nesting and deep JSON in ckpt.roles are refused", "[flax][hostile]") {
+  test::TempDir dir;
+  const auto path = dir / "deep.msgpack";
+  // {"params": {}, "x": [[[...nil...]]]}
+  std::string bytes = "\x82\xa6params\x80\xa1x" + std::string(200000, '\x91') + "\xc0";
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  CHECK_THROWS_WITH(open(path, ReadOptions{}), Catch::Matchers::EndsWith("values nested deeper than 128"));
+  // {"params": {}, "ckpt.roles": "[[[...]]]"}
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  bytes = "\x82\xa6params\x80\xaa" "ckpt.roles\xdb";
+  for (int shift = 24; shift >= 0; shift -= 8) bytes += static_cast<char>((deep.size() >> shift) & 0xff);
+  bytes += deep;
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  CHECK_THROWS_WITH(open(path), path.string() + ": value at 'ckpt.roles' nests deeper than 128 levels");
 }

@@ -85,3 +85,20 @@ TEST_CASE("pickle: malformed and bomb pickles are refused with the place", "[pic
   CHECK(error_of("\x80\x02N" + std::string(2000, '2') + ".", small) ==
         "x.pkl: pickle opcode at offset 1002: more than 1000 values on the stack");
 }
+
+TEST_CASE("pickle: rendering is cut short whatever shared references expand to", "[pickle][hostile]") {
+  // [inner] * 2000 where inner is one list of 2000 integers: 4 million values at depth 2, from a
+  // pickle of a few kilobytes (memo gets).
+  using namespace std::string_literals;
+  std::string p = "\x80\x02]q\x00("s;  // inner: memo 0
+  for (int i = 0; i < 2000; ++i) p += "K\x07"s;
+  p += "e0]("s;  // APPENDS, POP inner, the outer list
+  for (int i = 0; i < 2000; ++i) p += "h\x00"s;
+  p += "e."s;
+  const auto g = pk::parse(std::as_bytes(std::span(p)), "wide");
+  REQUIRE(g.size() < 5000);
+  const std::string text = pk::render(g, g.root(), 3);
+  CHECK(text.size() == 203);
+  CHECK_THAT(text, Catch::Matchers::StartsWith("[[7, 7, 7") && Catch::Matchers::EndsWith("..."));
+  CHECK(pk::render(g, g.root(), 3, 20) == "[[7, 7, 7, 7, 7, 7, ...");
+}

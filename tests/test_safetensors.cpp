@@ -158,3 +158,20 @@ TEST_CASE("safetensors files ckpt writes carry per-tensor checksums that reads v
   save(s, dir / "n.safetensors", none);
   CHECK(test::read_file(dir / "n.safetensors").find("ckpt.checksums") == std::string::npos);
 }
+
+// The JSON ckpt keeps in __metadata__ strings, nested 200,000 deep in real files: refused.
+TEST_CASE("safetensors: deeply nested JSON in ckpt.roles or ckpt.metadata is refused", "[safetensors][hostile]") {
+  test::TempDir dir;
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  for (const char* key : {"ckpt.roles", "ckpt.metadata"}) {
+    const std::string header = fmt::format(R"({{"w": {{"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, )"
+                                           R"("__metadata__": {{"{}": "{}"}}}})", key, deep);
+    std::string bytes(8, '\0');
+    const std::uint64_t n = header.size();
+    std::memcpy(bytes.data(), &n, 8);
+    bytes += header + std::string(4, '\0');
+    const auto path = dir / "deep.safetensors";
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+    CHECK_THROWS_WITH(open(path), path.string() + ": __metadata__ '" + key + "' nests deeper than 128 levels");
+  }
+}

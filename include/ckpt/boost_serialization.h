@@ -15,6 +15,9 @@
 
 #include "ckpt/api.h"
 
+#include <algorithm>
+#include <string>
+
 #include <boost/serialization/binary_object.hpp>
 #include <boost/serialization/nvp.hpp>
 #include <boost/serialization/split_free.hpp>
@@ -107,6 +110,18 @@ inline Role parse_boost_role(const std::string& role) {
   throw Error(ErrorCode::format, "", "Boost archive: unknown role '" + role + "'");
 }
 
+// The data size of a tensor an archive describes: a negative dimension or a size beyond 64 bits
+// is corrupt input (format), not a caller's mistake.
+inline std::uint64_t boost_tensor_bytes(const TensorInfo& info) {
+  for (const std::int64_t d : info.shape)
+    if (d < 0) throw Error(ErrorCode::format, "", "Boost archive: tensor shape " + shape_to_string(info.shape) + " has a negative dimension");
+  try {
+    return info.nbytes();
+  } catch (const Error&) {
+    throw Error(ErrorCode::format, "", "Boost archive: tensor shape " + shape_to_string(info.shape) + " overflows 64 bits");
+  }
+}
+
 // Version 2 of a tensor up to its data: dtype, rank, each dimension. (Shared with the file writer,
 // which saves the data its own way.)
 template <class Archive>
@@ -134,7 +149,7 @@ TensorInfo load_tensor_header(Archive& ar) {
   TensorInfo info;
   info.dtype = *dtype;
   info.shape = std::move(shape);
-  boost_spend(info.nbytes(), "tensor data");  // overflow-checked by nbytes()
+  boost_spend(boost_tensor_bytes(info), "tensor data");
   return info;
 }
 
@@ -151,7 +166,31 @@ EntryInfo load_entry_fields(Archive& ar) {
   return info;
 }
 
+// The deepest nesting of arrays and objects in JSON text (brackets inside strings not counted):
+// checked before parsing, since nlohmann's parse, copy, dump and destruction recurse.
+inline std::size_t json_nesting(const std::string& text) {
+  std::size_t depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
 inline Metadata parse_boost_metadata(const std::string& text) {
+  constexpr std::size_t kMaxDepth = 128;  // as for JSON in every other format
+  if (json_nesting(text) > kMaxDepth)
+    throw Error(ErrorCode::format, "", "Boost archive: metadata nests deeper than " + std::to_string(kMaxDepth) + " levels");
   try {
     return Metadata::parse(text);
   } catch (const nlohmann::json::exception& e) {
@@ -183,6 +222,7 @@ void load(Archive& ar, ckpt::Tensor& tensor, unsigned version) {
     const auto dtype = ckpt::dtype_from_name(dtype_text);
     if (!dtype) throw ckpt::Error(ckpt::ErrorCode::unsupported, "", "Boost archive: unknown dtype '" + dtype_text + "'");
     info.dtype = *dtype;
+    (void)ckpt::detail::boost_tensor_bytes(info);
   } else {
     info = ckpt::detail::load_tensor_header(ar);  // sized from the shape, within the budget
   }

@@ -103,7 +103,10 @@ class Reader final : public Source {
 
   // A whole tensor: a zero-copy view where its bytes lie as they are and ReadOptions::zero_copy
   // allows (writable, copy-on-write, unless ReadOptions::writable is false), else a copy; its
-  // stored checksum verified when ReadOptions::verify_checksums.
+  // stored checksum verified when ReadOptions::verify_checksums: ckpt-h5's XXH3-64 of the tensor,
+  // or for .pt and .npz the CRC-32 of the zip entry holding it (the whole entry: a storage shared
+  // by several tensors is checked when the first of them is read, once). A view is checked when
+  // it is handed out; what later happens to the file under it is not seen.
   Tensor read(std::size_t index) override;
   Tensor read(std::string_view name, std::string_view section = {});
 
@@ -132,7 +135,8 @@ class Reader final : public Source {
   void expect_full_read();
 
   // Read every tensor and check its checksum whatever ReadOptions said. Returns the number of
-  // tensors that carried a checksum; throws integrity on the first mismatch.
+  // tensors that carried a checksum (XXH3-64 or their zip entry's CRC-32); throws integrity on
+  // the first mismatch.
   std::size_t verify(const ProgressFn& progress = {});
 
  private:

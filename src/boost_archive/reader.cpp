@@ -285,7 +285,8 @@ class BoostReader final : public detail::FormatReader {
       }
     } catch (const Error& e) {
       if (!e.file().empty()) throw;
-      fail(e.code(), name_, "{}", e.message());
+      // Whatever the listing refuses comes from the file: never the caller's invalid argument.
+      fail(e.code() == ErrorCode::invalid_argument ? ErrorCode::format : e.code(), name_, "{}", e.message());
     } catch (const boost::archive::archive_exception& e) {
       fail(ErrorCode::format, name_, "Boost archive: {} (expected a ckpt StateDict named state_dict)", e.what());
     } catch (const boost::archive::iterators::dataflow_exception& e) {  // a string's base64

@@ -6,6 +6,7 @@
 
 #include "util/bytes.h"
 #include "util/checksum.h"
+#include "util/json_strict.h"
 
 namespace ckpt::detail::ckpt_h5 {
 namespace {
@@ -44,11 +45,14 @@ class IndexHandler final : public nlohmann::json_sax<json> {
     return true;
   }
 
+  // Nesting is capped before anything is built: nlohmann's copy and dump of a value recurse.
   bool start_object(std::size_t) override {
+    if (members_.size() > kMaxJsonDepth) return fail_with(fmt::format("nests deeper than {} levels", kMaxJsonDepth));
     members_.emplace_back();
     return start_container(true);
   }
   bool start_array(std::size_t) override {
+    if (members_.size() > kMaxJsonDepth) return fail_with(fmt::format("nests deeper than {} levels", kMaxJsonDepth));
     members_.emplace_back();
     return start_container(false);
   }

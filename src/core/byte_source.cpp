@@ -65,10 +65,19 @@ void ByteSource::check_range(std::uint64_t offset, std::uint64_t length, const c
 }
 
 std::optional<std::uint64_t> ByteSource::read(std::uint64_t offset, std::span<std::byte> out, bool hash) const {
+  return read(offset, out, hash ? Digest::xxh3_64 : Digest::none);
+}
+
+std::optional<std::uint64_t> ByteSource::read(std::uint64_t offset, std::span<std::byte> out, Digest digest,
+                                              std::uint32_t crc) const {
   check_range(offset, out.size(), "data");
-  if (is_file()) return read_at(fd_.get(), offset, out, hash, name_);
+  if (is_file()) return read_at(fd_.get(), offset, out, digest, name_, crc);
   if (!out.empty()) std::memcpy(out.data(), memory_.data() + offset, out.size());
-  if (hash) return xxh3_64(out);
+  switch (digest) {
+    case Digest::none: return std::nullopt;
+    case Digest::xxh3_64: return xxh3_64(out);
+    case Digest::crc32: return crc32(crc, out);
+  }
   return std::nullopt;
 }
 

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "ckpt/tensor.h"
+#include "util/file_read.h"
 #include "util/mapped_file.h"
 
 namespace ckpt::detail {
@@ -46,6 +47,9 @@ class ByteSource {
   // faulted in and kept for a copy), memcpy for memory. With `hash`, also returns the XXH3-64 of
   // those bytes (files: computed by a helper thread one block behind the reads).
   std::optional<std::uint64_t> read(std::uint64_t offset, std::span<std::byte> out, bool hash = false) const;
+  // The same with any digest (util/file_read.h): XXH3-64, or the CRC-32 continued from `crc`.
+  std::optional<std::uint64_t> read(std::uint64_t offset, std::span<std::byte> out, Digest digest,
+                                    std::uint32_t crc = 0) const;
 
   // Zero-copy tensors of the bytes at `offset` (checked against the size). A read-only view
   // shares the one mapping of the file (or the memory itself). A writable view is a private

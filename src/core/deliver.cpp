@@ -242,6 +242,35 @@ std::optional<Tensor> try_view(const Location& l, std::uint64_t at, const Shape&
   return l.source->private_view(l.dtype, shape, at);
 }
 
+// The CRC-32 of source bytes [offset, offset + length), continued from `crc`; files are read in
+// blocks (no page of the mapping is kept for it).
+std::uint32_t crc_of(const ByteSource& source, std::uint64_t offset, std::uint64_t length, std::uint32_t crc) {
+  if (length == 0) return crc;
+  if (!source.is_file()) {
+    source.check_range(offset, length, "zip entry");
+    return crc32(crc, source.bytes().subspan(static_cast<std::size_t>(offset), static_cast<std::size_t>(length)));
+  }
+  std::vector<std::byte> block(static_cast<std::size_t>(std::min<std::uint64_t>(length, 1u << 20)));
+  for (std::uint64_t done = 0; done < length;) {
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(block.size(), length - done));
+    crc = static_cast<std::uint32_t>(*source.read(offset + done, std::span(block).first(n), Digest::crc32, crc));
+    done += n;
+  }
+  return crc;
+}
+
+void expect_crc(const Location& l, std::uint32_t crc) {
+  if (crc != l.crc->expected)
+    fail(ErrorCode::integrity, l.source->name(), "{}: CRC-32 {:08x} does not match the stored {:08x}", l.crc->what, crc,
+         l.crc->expected);
+}
+
+// Whether source bytes [at, at + n) lie in the entry the CRC covers.
+bool inside_entry(const Location& l, std::uint64_t at, std::uint64_t n) {
+  const Extent& whole = l.crc->whole;
+  return at >= whole.offset && at - whole.offset <= whole.length && n <= whole.length - (at - whole.offset);
+}
+
 }  // namespace
 
 void copy_box(const std::byte* src, const std::vector<std::uint64_t>& src_dims, const std::vector<std::uint64_t>& src_at,
@@ -331,21 +360,45 @@ Delivered deliver(const Location& l, const Delivery& how, DeliveryScratch& scrat
   check_location(l);
   Delivered out;
   const std::uint64_t nbytes = shape_nbytes(l.dtype, l.shape);
+  const bool crc = how.crc && l.crc && !l.crc->verified;
+  bool crc_checked = false;  // on the way
   if (nbytes == 0) {
     out.tensor = Tensor::zeros(l.dtype, l.shape);
   } else if (l.is_stream() && contiguous(l) && !l.big_endian && (l.extents.size() == 1 || l.decoded)) {
+    const std::uint64_t at = l.decoded ? 0 : l.extents[0].offset + l.first;
     if (l.decoded) {
       out.tensor = Tensor::uninitialized(l.dtype, l.shape);
       l.decoded(l.first, out.tensor.mutable_bytes());
-    } else if (auto view = try_view(l, l.extents[0].offset + l.first, l.shape, how)) {
+      crc_checked = l.first + nbytes == l.decoded_size;  // the decoder checked it at the end
+    } else if (auto view = try_view(l, at, l.shape, how)) {
       out.tensor = std::move(*view);
+      if (crc && inside_entry(l, at, nbytes)) {  // the entry's bytes before, in and after the view
+        const Extent& whole = l.crc->whole;
+        std::uint32_t c = crc_of(*l.source, whole.offset, at - whole.offset, 0);
+        c = crc32(c, out.tensor.bytes());
+        expect_crc(l, crc_of(*l.source, at + nbytes, whole.offset + whole.length - at - nbytes, c));
+        crc_checked = true;
+      }
     } else {
       out.tensor = Tensor::uninitialized(l.dtype, l.shape);
-      out.hash = l.source->read(l.extents[0].offset + l.first, out.tensor.mutable_bytes(), how.hash);
+      if (crc && !how.hash && inside_entry(l, at, nbytes)) {  // computed as the tensor is read
+        const Extent& whole = l.crc->whole;
+        const std::uint32_t before = crc_of(*l.source, whole.offset, at - whole.offset, 0);
+        const auto c = static_cast<std::uint32_t>(*l.source->read(at, out.tensor.mutable_bytes(), Digest::crc32, before));
+        expect_crc(l, crc_of(*l.source, at + nbytes, whole.offset + whole.length - at - nbytes, c));
+        crc_checked = true;
+      } else {
+        out.hash = l.source->read(at, out.tensor.mutable_bytes(), how.hash);
+      }
     }
   } else {
     out.tensor = read_region(l, std::vector<std::uint64_t>(l.shape.size(), 0), dims_of(l.shape), how, scratch);
   }
+  if (crc && !crc_checked) {  // the whole entry, read again for it
+    if (l.decoded) l.decoded(l.decoded_size, {});
+    else expect_crc(l, crc_of(*l.source, l.crc->whole.offset, l.crc->whole.length, 0));
+  }
+  if (crc) l.crc->verified = true;
   if (how.hash && !out.hash) out.hash = xxh3_64(out.tensor.bytes());
   return out;
 }

@@ -18,6 +18,10 @@ struct Delivery {
   bool zero_copy = true;  // views where the bytes lie as they are (one aligned little-endian run)
   bool writable = true;   // views are private copy-on-write mappings (else read-only, shared)
   bool hash = false;      // also compute the XXH3-64 of the whole tensor's bytes
+  // Check the location's StreamCrc, if it has one not yet checked: the CRC of the tensor's own
+  // bytes is computed as they are read (pread) or from the view, the rest of the entry (a header,
+  // other tensors sharing a storage) is read for it; throws integrity on a mismatch.
+  bool crc = false;
   unsigned threads = 0;   // decompressing chunks; 0 = one per core
 };
 

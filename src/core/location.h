@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "core/byte_source.h"
@@ -47,6 +48,16 @@ struct ChunkedData {
   std::uint64_t max_stored_bytes = 0;
 };
 
+// The CRC-32 of a zip entry: of `whole`, the source range that holds a stored entry (and the
+// stream in it), or of a decoded stream's bytes, which its decoder checks when it decodes the
+// stream's last byte (decoded(decoded_size, {}) decodes all of it to check).
+struct StreamCrc {
+  std::string what;  // "zip entry 'archive/data/0'", for messages
+  Extent whole;
+  std::uint32_t expected = 0;
+  bool verified = false;  // set once checked
+};
+
 // Reads the region of `sizes` elements at `offsets` into `out` (row-major, little-endian).
 using RegionReader = std::function<void(const std::vector<std::uint64_t>& offsets,
                                         const std::vector<std::uint64_t>& sizes, std::span<std::byte> out)>;
@@ -68,6 +79,10 @@ struct Location {
   std::uint64_t first = 0;
   std::vector<std::uint64_t> strides;
   bool big_endian = false;
+
+  // A CRC-32 the stream's container records (a zip entry's), checked when checksums are
+  // verified (Delivery::crc), once however many tensors share the entry (they share this object).
+  std::shared_ptr<StreamCrc> crc;
 
   // --- or not a stream ---------------------------------------------------------------------
   std::shared_ptr<const ChunkedData> chunked;

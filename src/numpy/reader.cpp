@@ -47,7 +47,10 @@ class NumpyReader final : public detail::FormatReader {
     } else {
       archive_ = std::make_unique<detail::zip::Archive>(bytes, name_);
       for (const auto& e : archive_->entries()) {
-        if (!e.name.ends_with(".npy")) continue;
+        if (!e.name.ends_with(".npy")) {  // not an array; its local header still agrees (a flipped name)
+          (void)archive_->data_offset(e);
+          continue;
+        }
         const std::string where = name_ + ": " + e.name;
         Array a;
         a.entry = &e;
@@ -84,11 +87,13 @@ class NumpyReader final : public detail::FormatReader {
     if (!a.entry || a.entry->method == 0) {
       const std::uint64_t start = a.entry ? archive_->data_offset(*a.entry) : 0;
       l.extents = {{start, a.entry ? a.entry->size : source_->size()}};
+      if (a.entry) l.crc = archive_->crc_check(*a.entry);
     } else {
       const detail::zip::Entry* entry = a.entry;
       const detail::zip::Archive* archive = archive_.get();
       l.decoded = [archive, entry](std::uint64_t skip, std::span<std::byte> out) { archive->read_range(*entry, skip, out); };
       l.decoded_size = entry->size;
+      l.crc = archive_->crc_check(*entry);
     }
     l.first = h.data_offset;
     l.big_endian = h.big_endian;

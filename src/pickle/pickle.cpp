@@ -371,7 +371,8 @@ Graph parse(std::span<const std::byte> data, const std::string& where, const Pic
 
 namespace {
 
-void render_into(const Graph& g, NodeId id, std::size_t depth, std::string& out) {
+void render_into(const Graph& g, NodeId id, std::size_t depth, std::size_t max_chars, std::string& out) {
+  if (out.size() > max_chars) return;  // render() cuts the text: nothing more is needed
   if (id == kNoNode) {
     out += "null";
     return;
@@ -383,19 +384,19 @@ void render_into(const Graph& g, NodeId id, std::size_t depth, std::string& out)
   const Node& n = g.at(id);
   auto entries = [&](const std::vector<std::pair<NodeId, NodeId>>& items) {
     out += '{';
-    for (std::size_t i = 0; i < items.size(); ++i) {
+    for (std::size_t i = 0; i < items.size() && out.size() <= max_chars; ++i) {
       if (i) out += ", ";
-      render_into(g, items[i].first, depth - 1, out);
+      render_into(g, items[i].first, depth - 1, max_chars, out);
       out += ": ";
-      render_into(g, items[i].second, depth - 1, out);
+      render_into(g, items[i].second, depth - 1, max_chars, out);
     }
     out += '}';
   };
   auto list = [&](const std::vector<NodeId>& items, char open, char close) {
     out += open;
-    for (std::size_t i = 0; i < items.size(); ++i) {
+    for (std::size_t i = 0; i < items.size() && out.size() <= max_chars; ++i) {
       if (i) out += ", ";
-      render_into(g, items[i], depth - 1, out);
+      render_into(g, items[i], depth - 1, max_chars, out);
     }
     out += close;
   };
@@ -405,10 +406,10 @@ void render_into(const Graph& g, NodeId id, std::size_t depth, std::string& out)
     case Kind::integer: out += std::to_string(n.integer); break;
     case Kind::big_integer: out += fmt::format("<int of {} bytes>", n.text.size()); break;
     case Kind::floating: out += fmt::format("{}", n.floating); break;
-    case Kind::string: out += quote(n.text); break;
+    case Kind::string: out += quote(n.text.substr(0, max_chars)); break;
     case Kind::bytes:
       out += 'b';
-      out += quote(n.text);
+      out += quote(n.text.substr(0, max_chars));
       break;
     case Kind::list: list(n.items, '[', ']'); break;
     case Kind::tuple: list(n.items, '(', ')'); break;
@@ -421,16 +422,16 @@ void render_into(const Graph& g, NodeId id, std::size_t depth, std::string& out)
       break;
     case Kind::persistent:
       out += "<persistent ";
-      render_into(g, n.first, depth - 1, out);
+      render_into(g, n.first, depth - 1, max_chars, out);
       out += ">";
       break;
     case Kind::object:
       out += n.newobj ? "<new " : "<call ";
       out += g.global_name(id).empty() ? "?" : g.global_name(id);
-      render_into(g, n.args, depth - 1, out);
+      render_into(g, n.args, depth - 1, max_chars, out);
       if (n.state != kNoNode) {
         out += " state=";
-        render_into(g, n.state, depth - 1, out);
+        render_into(g, n.state, depth - 1, max_chars, out);
       }
       if (!n.items.empty()) {
         out += " items=";
@@ -447,9 +448,13 @@ void render_into(const Graph& g, NodeId id, std::size_t depth, std::string& out)
 
 }  // namespace
 
-std::string render(const Graph& graph, NodeId id, std::size_t max_depth) {
+std::string render(const Graph& graph, NodeId id, std::size_t max_depth, std::size_t max_chars) {
   std::string out;
-  render_into(graph, id, max_depth, out);
+  render_into(graph, id, max_depth, max_chars, out);
+  if (out.size() > max_chars) {
+    out.resize(max_chars);
+    out += "...";
+  }
   return out;
 }
 

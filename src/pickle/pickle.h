@@ -80,7 +80,9 @@ class Graph {
 Graph parse(std::span<const std::byte> data, const std::string& where, const PickleLimits& limits = {},
             std::size_t* consumed = nullptr);
 
-// A JSON-like rendering for tests and diagnostics, depth-limited (so cycles terminate).
-std::string render(const Graph& graph, NodeId id, std::size_t max_depth = 64);
+// A JSON-like rendering for tests and diagnostics, depth-limited (so cycles terminate) and cut
+// at about `max_chars` characters (ending "..."): shared references would otherwise expand a
+// small pickle into an exponentially long text.
+std::string render(const Graph& graph, NodeId id, std::size_t max_depth = 64, std::size_t max_chars = 200);
 
 }  // namespace ckpt::detail::pickle

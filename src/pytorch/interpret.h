@@ -61,6 +61,13 @@ class Interpreter {
   // A module's __dict__ entry `key`, or kNoNode.
   static pk::NodeId member(const pk::Graph& g, const pk::Node& state, std::string_view key);
 
+  // Values reached through shared references (memo gets) are read as copies, one per reference,
+  // as Python's unpickler gives them; a few hundred bytes of pickle can so reach 2^40 values. The
+  // walk over the pickle's values (tensors, metadata, modules) visits at most this many per
+  // node of the pickle's graph, plus kBaseVisits, and then refuses the file.
+  static constexpr std::size_t kVisitsPerNode = 4;
+  static constexpr std::size_t kBaseVisits = 1u << 16;
+
   // What the pickle says.
   std::vector<TensorInfo> infos_;
   std::vector<View> views_;  // parallel to infos_
@@ -71,6 +78,10 @@ class Interpreter {
   std::string model_key_;
 
  private:
+  // Counts one visit of a value against the budget set from the graph's size.
+  void visit(const pk::Graph& g);
+  std::size_t visits_ = 0;
+
   // state.cpp: containers, tensors and storages, values.
   [[noreturn]] void bad(const std::string& key, const std::string& what);
   std::int64_t integer(const pk::Graph& g, pk::NodeId id, const std::string& key, const char* what);

@@ -25,6 +25,7 @@ bool Interpreter::is_module(const pk::Graph& g, pk::NodeId id) {
 // buffers, then its children), non-persistent buffers included and marked.
 void Interpreter::walk_module(const pk::Graph& g, pk::NodeId id, const std::string& prefix, std::size_t depth) {
   if (depth > 256) fail(ErrorCode::unsupported, name_, "data.pkl: modules nested too deeply");
+  visit(g);
   record_module_class(prefix, g.global_name(g.at(id).first));
   const pk::Node& state = g.at(g.at(id).state);
   auto entries = [&](const char* key) -> const std::vector<std::pair<pk::NodeId, pk::NodeId>>* {
@@ -48,6 +49,7 @@ void Interpreter::walk_module(const pk::Graph& g, pk::NodeId id, const std::stri
     if (!list) continue;
     for (const auto& [k, v] : *list) {
       if (g.at(v).kind == pk::Kind::none) continue;  // e.g. bias=False
+      visit(g);
       const std::string key = key_text(g, k, "");
       add_tensor(g, v, prefix + key);
       TensorInfo& info = infos_.back();

@@ -82,11 +82,13 @@ class PytorchReader final : public detail::FormatReader {
       l.extents = {{storage.data_offset, storage.nbytes}};
     } else if (storage.entry->method == 0) {
       l.extents = {{archive_->data_offset(*storage.entry), storage.root_offset + storage.nbytes}};
+      l.crc = archive_->crc_check(*storage.entry);
     } else {
       const detail::zip::Entry* entry = storage.entry;
       const detail::zip::Archive* archive = archive_.get();
       l.decoded = [archive, entry](std::uint64_t skip, std::span<std::byte> out) { archive->read_range(*entry, skip, out); };
       l.decoded_size = entry->size;
+      l.crc = archive_->crc_check(*entry);
     }
     return l;
   }

@@ -73,6 +73,14 @@ void Interpreter::refuse_unsafe(const pk::Graph& graph) {
   }
 }
 
+void Interpreter::visit(const pk::Graph& g) {
+  const std::size_t budget = kBaseVisits + kVisitsPerNode * g.size();
+  if (++visits_ > budget)
+    fail(ErrorCode::unsupported, name_,
+         "data.pkl: shared references expand its {} values to more than {} (each reference is a copy); refused",
+         g.size(), budget);
+}
+
 [[noreturn]] void Interpreter::bad(const std::string& key, const std::string& what) {
   fail(ErrorCode::format, name_, "data.pkl, value of {}: {}", quote(key), what);
 }
@@ -273,6 +281,7 @@ std::size_t Interpreter::direct_tensors(const pk::Graph& g, pk::NodeId dict) {
 Metadata Interpreter::to_metadata(const pk::Graph& g, pk::NodeId id, const std::string& path, Metadata& where, std::size_t depth) {
   const auto& n = g.at(id);
   if (depth > 64) fail(ErrorCode::unsupported, name_, "data.pkl, {}: nested too deeply", quote(path));
+  visit(g);
   switch (n.kind) {
     case pk::Kind::none: return nullptr;
     case pk::Kind::boolean: return n.integer != 0;
@@ -318,6 +327,7 @@ void Interpreter::walk(const pk::Graph& g, pk::NodeId dict, const std::vector<st
                   [&](const auto& kv) { return g.at(kv.first).kind == pk::Kind::integer; }))
     int_key_paths_.push_back(path);
   for (const auto& [k, v] : g.at(dict).entries) {
+    visit(g);
     std::vector<std::string> here = path;
     here.push_back(key_text(g, k, ""));
     const std::string dotted = fmt::format("{}", fmt::join(here, "."));

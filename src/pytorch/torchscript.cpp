@@ -77,6 +77,7 @@ std::vector<std::string> Interpreter::quoted_names(std::string_view text, const 
 // submodules (attributes holding objects of TorchScript module classes) in attribute order.
 void Interpreter::walk_script_module(const pk::Graph& g, pk::NodeId id, const std::string& prefix, std::size_t depth) {
   if (depth > 256) fail(ErrorCode::unsupported, name_, "data.pkl: modules nested too deeply");
+  visit(g);
   const pk::Node& object = g.at(id);
   const std::string cls = g.global_name(id);
   record_module_class(prefix, cls);
@@ -92,6 +93,7 @@ void Interpreter::walk_script_module(const pk::Graph& g, pk::NodeId id, const st
       if (v == pk::kNoNode) fail(ErrorCode::format, name_, "data.pkl: TorchScript module {} has no attribute {}",
                                  quote(prefix.empty() ? cls : prefix), quote(name));
       if (g.at(v).kind == pk::Kind::none) continue;  // e.g. bias=False
+      visit(g);
       add_tensor(g, v, prefix + name);
       if (buffers) {
         infos_.back().role = Role::buffer;

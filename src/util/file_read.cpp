@@ -6,9 +6,11 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <new>
 #include <thread>
 
 #include "util/bytes.h"
+#include "util/checksum.h"
 
 namespace ckpt::detail {
 namespace {
@@ -29,24 +31,51 @@ void read_block(int fd, std::uint64_t offset, std::byte* out, std::size_t size, 
   }
 }
 
+// A digest computed block by block.
+class Running {
+ public:
+  Running(Digest kind, std::uint32_t crc) : kind_(kind), crc_(crc) {
+    if (kind_ == Digest::xxh3_64) {
+      state_ = XXH3_createState();
+      if (!state_) throw std::bad_alloc();
+      XXH3_64bits_reset(state_);
+    }
+  }
+  ~Running() {
+    if (state_) XXH3_freeState(state_);
+  }
+  Running(const Running&) = delete;
+  Running& operator=(const Running&) = delete;
+  void update(const std::byte* data, std::size_t size) {
+    if (kind_ == Digest::xxh3_64) XXH3_64bits_update(state_, data, size);
+    else crc_ = crc32(crc_, std::span<const std::byte>(data, size));
+  }
+  std::uint64_t value() const { return kind_ == Digest::xxh3_64 ? XXH3_64bits_digest(state_) : crc_; }
+
+ private:
+  Digest kind_;
+  XXH3_state_t* state_ = nullptr;
+  std::uint32_t crc_;
+};
+
 }  // namespace
 
-std::optional<std::uint64_t> read_at(int fd, std::uint64_t offset, std::span<std::byte> out, bool hash,
-                                     const std::string& file) {
-  if (!hash) {
+std::optional<std::uint64_t> read_at(int fd, std::uint64_t offset, std::span<std::byte> out, Digest digest,
+                                     const std::string& file, std::uint32_t crc) {
+  if (digest == Digest::none) {
     read_block(fd, offset, out.data(), out.size(), file);
     return std::nullopt;
   }
+  Running running(digest, crc);
   if (out.size() < kThreadedHashMin) {
     read_block(fd, offset, out.data(), out.size(), file);
-    return XXH3_64bits(out.data(), out.size());
+    running.update(out.data(), out.size());
+    return running.value();
   }
   // The reader publishes how many bytes are in place; the hasher follows, while they are still in
   // cache. SIZE_MAX means the reader gave up.
   constexpr std::size_t kAbort = SIZE_MAX;
   std::atomic<std::size_t> ready{0};
-  XXH3_state_t* state = XXH3_createState();
-  XXH3_64bits_reset(state);
   std::thread hasher([&] {
     std::size_t done = 0;
     while (done < out.size()) {
@@ -56,7 +85,7 @@ std::optional<std::uint64_t> read_at(int fd, std::uint64_t offset, std::span<std
         available = ready.load(std::memory_order_acquire);
       }
       if (available == kAbort) return;
-      XXH3_64bits_update(state, out.data() + done, available - done);
+      running.update(out.data() + done, available - done);
       done = available;
     }
   });
@@ -72,13 +101,10 @@ std::optional<std::uint64_t> read_at(int fd, std::uint64_t offset, std::span<std
     ready.store(kAbort, std::memory_order_release);
     ready.notify_one();
     hasher.join();
-    XXH3_freeState(state);
     throw;
   }
   hasher.join();
-  const std::uint64_t digest = XXH3_64bits_digest(state);
-  XXH3_freeState(state);
-  return digest;
+  return running.value();
 }
 
 }  // namespace ckpt::detail

@@ -49,6 +49,7 @@ Archive::Archive(std::span<const std::byte> file, std::string name, const ZipLim
   std::uint64_t cd_offset = load_le<std::uint32_t>(e + 16);
   if (load_le<std::uint16_t>(e + 4) != 0 || load_le<std::uint16_t>(e + 6) != 0)
     fail(ErrorCode::unsupported, name_, "multi-disk zip archives are not supported");
+  std::uint64_t cd_end = end;  // where the central directory must end: at the (zip64) end record
   if (end >= kZip64LocatorSize && load_le<std::uint32_t>(file_.data() + end - kZip64LocatorSize) == kZip64LocatorSignature) {
     const std::uint64_t z_offset = load_le<std::uint64_t>(file_.data() + end - kZip64LocatorSize + 8);
     const std::byte* z = at(z_offset, kZip64EndSize, "zip64 end record");
@@ -57,8 +58,12 @@ Archive::Archive(std::span<const std::byte> file, std::string name, const ZipLim
     count = load_le<std::uint64_t>(z + 32);
     cd_size = load_le<std::uint64_t>(z + 40);
     cd_offset = load_le<std::uint64_t>(z + 48);
+    cd_end = z_offset;
   }
   const std::byte* cd = at(cd_offset, cd_size, "central directory");
+  if (cd_offset + cd_size != cd_end)
+    fail(ErrorCode::format, name_, "zip central directory (offset {}, {} bytes) does not end where the end record starts ({})",
+         cd_offset, cd_size, cd_end);
   if (count > limits_.max_entries) fail(ErrorCode::format, name_, "zip claims {} entries, more than the limit of {}", count, limits_.max_entries);
   if (count > cd_size / kCentralSize)
     fail(ErrorCode::format, name_, "zip claims {} entries in a central directory of {} bytes", count, cd_size);
@@ -114,9 +119,46 @@ Archive::Archive(std::span<const std::byte> file, std::string name, const ZipLim
     entry.local_offset = local;
     entries_.push_back(std::move(entry));
   }
+  if (pos != cd_size)
+    fail(ErrorCode::format, name_, "zip central directory holds {} more bytes after the {} entries the end record counts",
+         cd_size - pos, count);
   for (std::size_t i = 0; i < entries_.size(); ++i)
     if (!by_name_.emplace(entries_[i].name, i).second)
       fail(ErrorCode::format, name_, "zip names entry {} twice", quote(entries_[i].name));
+  // Records must not overlap: each entry's local header and data end before the next record (the
+  // next local header in the file, or the central directory). Checked here with what the central
+  // directory says (a local header is 30 bytes and the name); data_offset() checks the rest.
+  std::vector<std::size_t> order(entries_.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](std::size_t a, std::size_t b) { return entries_[a].local_offset < entries_[b].local_offset; });
+  for (std::size_t k = 0; k < order.size(); ++k) {
+    Entry& e = entries_[order[k]];
+    if (e.local_offset >= cd_offset && e.local_offset < cd_offset + cd_size)
+      fail(ErrorCode::format, name_, "zip entry {}: local header at offset {} lies inside the central directory",
+           quote(e.name), e.local_offset);
+    const Entry* next = k + 1 < order.size() ? &entries_[order[k + 1]] : nullptr;
+    e.next_record = file_.size();
+    const char* what = "the end of the file";
+    if (next) {
+      e.next_record = next->local_offset;
+      what = "the next entry's local header";
+    }
+    if (cd_offset > e.local_offset && cd_offset < e.next_record) {
+      e.next_record = cd_offset;
+      what = "the central directory";
+    }
+    if (next && next->local_offset == e.local_offset)
+      fail(ErrorCode::format, name_, "zip entries {} and {} both start at offset {}", quote(e.name), quote(next->name),
+           e.local_offset);
+    const std::uint64_t least = e.local_offset + kLocalSize + e.name.size() + e.compressed_size;  // within the file
+    if (least > e.next_record)
+      fail(ErrorCode::format, name_,
+           "zip entry {} (local header at offset {}, {} bytes of data) overlaps {} at offset {}", quote(e.name),
+           e.local_offset, e.compressed_size, next && e.next_record == next->local_offset ? "entry " + quote(next->name) : std::string(what),
+           e.next_record);
+  }
+  crc_checks_.resize(entries_.size());
 }
 
 const Entry* Archive::find(std::string_view name) const {
@@ -129,9 +171,73 @@ std::uint64_t Archive::data_offset(const Entry& entry) const {
   if (load_le<std::uint32_t>(l) != kLocalSignature)
     fail(ErrorCode::format, name_, "zip entry {}: local header at offset {} has a wrong signature", quote(entry.name),
          entry.local_offset);
-  const std::uint64_t offset = entry.local_offset + kLocalSize + load_le<std::uint16_t>(l + 26) + load_le<std::uint16_t>(l + 28);
+  const auto flags = load_le<std::uint16_t>(l + 6), method = load_le<std::uint16_t>(l + 8);
+  const std::uint64_t name_len = load_le<std::uint16_t>(l + 26), extra_len = load_le<std::uint16_t>(l + 28);
+  const std::byte* local_name = at(entry.local_offset + kLocalSize, name_len + extra_len, "local header");
+  if (std::string_view(reinterpret_cast<const char*>(local_name), name_len) != entry.name || method != entry.method)
+    fail(ErrorCode::format, name_,
+         "zip entry {}: local header at offset {} names {} (method {}), the central directory {} (method {})",
+         quote(entry.name), entry.local_offset,
+         quote(std::string(reinterpret_cast<const char*>(local_name), std::min<std::uint64_t>(name_len, 256))), method,
+         quote(entry.name), entry.method);
+  const std::uint64_t offset = entry.local_offset + kLocalSize + name_len + extra_len;
   (void)at(offset, entry.compressed_size, ("data of entry " + quote(entry.name)).c_str());
+  std::uint64_t end = offset + entry.compressed_size;
+  if (flags & 0x8) {
+    // Sizes and CRC-32 follow the data (a data descriptor: an optional signature, then the
+    // CRC-32): it must be where the central directory's sizes say the data ends.
+    constexpr std::uint32_t kDescriptorSignature = 0x08074b50;
+    std::uint64_t crc_at = end;
+    if (end + 4 <= file_.size() && load_le<std::uint32_t>(file_.data() + end) == kDescriptorSignature) crc_at += 4;
+    if (crc_at + 4 > file_.size() || load_le<std::uint32_t>(file_.data() + crc_at) != entry.crc32)
+      fail(ErrorCode::format, name_, "zip entry {}: no data descriptor with its CRC-32 {:08x} where its data ends (offset {})",
+           quote(entry.name), entry.crc32, end);
+    // A descriptor without its signature, right after one: the data was placed 4 bytes too far
+    // (a local header whose extra field grew by 4), which the CRC alone cannot tell.
+    if (crc_at == end && end - offset >= 4 && load_le<std::uint32_t>(file_.data() + end - 4) == kDescriptorSignature)
+      fail(ErrorCode::format, name_,
+           "zip entry {}: its data descriptor starts 4 bytes before the end of its data (offset {}): the local header's "
+           "lengths are wrong",
+           quote(entry.name), end);
+    end = crc_at + 4;
+  } else {
+    std::uint64_t size = load_le<std::uint32_t>(l + 22), compressed = load_le<std::uint32_t>(l + 18);
+    const std::byte* extra = local_name + name_len;
+    for (std::uint64_t x = 0; x + 4 <= extra_len;) {  // zip64: the sizes that read 0xffffffff
+      const auto id = load_le<std::uint16_t>(extra + x), len = load_le<std::uint16_t>(extra + x + 2);
+      if (x + 4 + len > extra_len) break;
+      if (id == 0x0001) {
+        std::uint64_t field = 0;
+        for (std::uint64_t* value : {&size, &compressed})
+          if (*value == 0xffffffffu && field + 8 <= len) {
+            *value = load_le<std::uint64_t>(extra + x + 4 + field);
+            field += 8;
+          }
+      }
+      x += 4 + len;
+    }
+    const auto crc = load_le<std::uint32_t>(l + 14);
+    if (crc != entry.crc32 || size != entry.size || compressed != entry.compressed_size)
+      fail(ErrorCode::format, name_,
+           "zip entry {}: local header at offset {} gives CRC-32 {:08x} and sizes {} and {}, the central directory "
+           "{:08x}, {} and {}",
+           quote(entry.name), entry.local_offset, crc, compressed, size, entry.crc32, entry.compressed_size, entry.size);
+  }
+  if (end > entry.next_record)
+    fail(ErrorCode::format, name_, "zip entry {}: its data (offset {}, {} bytes) runs into the next record at offset {}",
+         quote(entry.name), offset, entry.compressed_size, entry.next_record);
   return offset;
+}
+
+std::shared_ptr<StreamCrc> Archive::crc_check(const Entry& entry) const {
+  auto& check = crc_checks_.at(static_cast<std::size_t>(&entry - entries_.data()));
+  if (!check) {
+    check = std::make_shared<StreamCrc>();
+    check->what = "zip entry " + quote(entry.name);
+    check->expected = entry.crc32;
+    if (entry.method == 0) check->whole = {data_offset(entry), entry.size};
+  }
+  return check;
 }
 
 std::span<const std::byte> Archive::stored(const Entry& entry) const {

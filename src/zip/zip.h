@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "ckpt/io.h"
+#include "core/location.h"
 
 namespace ckpt::detail::zip {
 
@@ -31,6 +33,9 @@ struct Entry {
   std::uint64_t size = 0;          // uncompressed
   std::uint64_t local_offset = 0;  // of the local header in the file
   std::string comment;             // the central directory's comment for the entry
+  // Where the next record starts (another entry's local header, or the central directory): the
+  // entry's header, data and data descriptor must end before it.
+  std::uint64_t next_record = 0;
 };
 
 struct ZipLimits {
@@ -51,12 +56,18 @@ class Archive {
   const std::string& comment() const noexcept { return comment_; }  // the archive's comment
   const Entry* find(std::string_view name) const;
 
-  // Where the entry's (compressed) data starts in the file, from its local header (checked:
-  // signature, and the data lies inside the file).
+  // Where the entry's (compressed) data starts in the file, from its local header, checked
+  // against the central directory: signature, name and method; CRC-32 and sizes when the local
+  // header has them, else a data descriptor with the CRC-32 right after the data; and the data
+  // lies inside the file, before the next record.
   std::uint64_t data_offset(const Entry& entry) const;
 
   // The bytes of a stored entry, in place (no CRC check: that would read them all).
   std::span<const std::byte> stored(const Entry& entry) const;
+  // The entry's CRC-32 for deliver() (core/location.h) to check, one object per entry so that
+  // tensors sharing an entry check it once. Stored entries: the range of their data; deflated
+  // ones are checked by read_range when it inflates to the end.
+  std::shared_ptr<StreamCrc> crc_check(const Entry& entry) const;
   // Bytes [skip, skip + out.size()) of an entry, inflated if need be (inflating no further, and
   // dropping the first `skip` bytes). When they run to the entry's end, the CRC-32 of the whole
   // entry is checked (integrity error) and so is the end of its deflate stream.
@@ -74,6 +85,7 @@ class Archive {
   std::vector<Entry> entries_;
   std::string comment_;
   std::unordered_map<std::string_view, std::size_t> by_name_;
+  mutable std::vector<std::shared_ptr<StreamCrc>> crc_checks_;  // per entry, when first asked for
 };
 
 }  // namespace ckpt::detail::zip

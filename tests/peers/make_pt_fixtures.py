@@ -211,6 +211,16 @@ def main():
     # A dict that contains itself.
     cyclic = b"\x80\x02}q\x00X\x01\x00\x00\x00ah\x00s."
     write_zip(os.path.join(bad, "pt_cyclic.pt"), {"data.pkl": cyclic})
+    # Shared references, each a copy when read: 40 levels of a = [a, a] (2**40 values) and 60 of
+    # d = {"a": d, "b": d}, under 1.1 KB each.
+    shared = [0]
+    for _ in range(40):
+        shared = [shared, shared]
+    write_zip(os.path.join(bad, "pt_shared_lists.pt"), {"data.pkl": dumps({"x": shared})})
+    shared = {"v": 0}
+    for _ in range(60):
+        shared = {"a": shared, "b": shared}
+    write_zip(os.path.join(bad, "pt_shared_dicts.pt"), {"data.pkl": dumps({"x": shared})})
     # Zip entries whose sizes lie: a storage entry claiming more bytes than the file has, and a
     # deflated data.pkl claiming 1 TB from 23 compressed bytes (a zip bomb's header).
     path = os.path.join(bad, "pt_zip_size_lies.pt")
