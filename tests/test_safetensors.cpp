@@ -175,3 +175,93 @@ TEST_CASE("safetensors: deeply nested JSON in ckpt.roles or ckpt.metadata is ref
     CHECK_THROWS_WITH(open(path), path.string() + ": __metadata__ '" + key + "' nests deeper than 128 levels");
   }
 }
+
+namespace {
+
+// What opening a safetensors file with this header (and `data` bytes of data) says ("header: "
+// for the header's "header (offset 8, N bytes) ").
+std::string open_error(const test::TempDir& dir, const std::string& header, std::size_t data = 4) {
+  std::string bytes(8, '\0');
+  const std::uint64_t n = header.size();
+  std::memcpy(bytes.data(), &n, 8);
+  bytes += header + std::string(data, '\0');
+  const auto path = dir / "h.safetensors";
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  try {
+    (void)open(path);
+  } catch (const Error& e) {
+    std::string message = std::string(e.what()).substr(path.string().size() + 2);
+    if (message.starts_with("header (offset 8, ")) message = "header: " + message.substr(message.find(") ") + 2);
+    return message;
+  }
+  return "no error";
+}
+
+}  // namespace
+
+// The header is read in one pass into tensor entries (safetensors/header.h); it refuses what the
+// strict JSON parser refuses, wherever it is, and checks entries as before.
+TEST_CASE("safetensors: the one-pass header parser refuses duplicates, depth and bad entries", "[safetensors][hostile]") {
+  test::TempDir dir;
+  const std::string w = R"("w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]})";
+  CHECK(open_error(dir, "{" + w + "}") == "no error");
+  CHECK(open_error(dir, "{" + w + ", " + w + "}") == "header: member 'w' appears twice in one object");
+  CHECK(open_error(dir, R"({"w": {"dtype": "F32", "dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})") ==
+        "header: member 'dtype' appears twice in one object");
+  CHECK(open_error(dir, "{" + w + R"(, "__metadata__": {"a": "1", "a": "2"}})") ==
+        "header: member 'a' appears twice in one object");
+  CHECK(open_error(dir, "{" + w + R"(, "__metadata__": {}, "__metadata__": {}})") ==
+        "header: member '__metadata__' appears twice in one object");
+  CHECK(open_error(dir, R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4], "x": {"k": 1, "k": 2}}})") ==
+        "header: member 'k' appears twice in one object");
+  const std::string deep = std::string(200, '[') + std::string(200, ']');
+  CHECK(open_error(dir, R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4], "x": )" + deep + "}}") ==
+        "header: nests deeper than 128 levels");
+  CHECK(open_error(dir, R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 18446744073709551616]}})") ==
+        "header: integer 18446744073709551616 does not fit in 64 bits");
+  CHECK(open_error(dir, R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]})") ==
+        "header: is not valid JSON: [json.exception.parse_error.101] parse error at line 1, "
+        "column 61: syntax error while parsing object - unexpected end of input; expected '}'");
+  CHECK(open_error(dir, "{" + w + R"(, "__metadata__": {"a": 1}})") == "__metadata__ value of 'a' is not a string");
+  CHECK(open_error(dir, "{" + w + R"(, "__metadata__": [1]})") == "__metadata__ is not an object");
+  CHECK(open_error(dir, R"({"w": [1]})") == "tensor 'w': entry is not an object");
+  CHECK(open_error(dir, R"({"w": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}})") ==
+        "tensor 'w': \"dtype\" must be a string");
+  CHECK(open_error(dir, R"({"w": {"dtype": "F32", "shape": {"0": 1}, "data_offsets": [0, 4]}})") ==
+        "tensor 'w': \"shape\" must be an array");
+  CHECK(open_error(dir, R"({"w": {"dtype": "F32", "shape": [[1]], "data_offsets": [0, 4]}})") ==
+        "tensor 'w': \"shape\" must hold non-negative integers");
+  CHECK(open_error(dir, R"({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})") ==
+        "tensor 'w': \"shape\" must hold non-negative integers");
+  CHECK(open_error(dir, R"({"w": {"dtype": "F32", "shape": [1.0], "data_offsets": [0, 4]}})") ==
+        "tensor 'w': \"shape\" must hold non-negative integers");
+  CHECK(open_error(dir, R"({"w": {"dtype": "F32", "shape": [9223372036854775808], "data_offsets": [0, 4]}})") ==
+        "tensor 'w': dimension too large");
+  CHECK(open_error(dir, R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4, 8]}})") ==
+        "tensor 'w': \"data_offsets\" must be two non-negative integers");
+  CHECK(open_error(dir, R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, [4]]}})") ==
+        "tensor 'w': \"data_offsets\" must be two non-negative integers");
+  CHECK(open_error(dir, R"({"w": {"dtype": "F32", "shape": [1]}})") ==
+        "tensor 'w': \"data_offsets\" must be two non-negative integers");
+  CHECK(open_error(dir, R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 0]}})") ==
+        "tensor 'w': data_offsets [4, 0] end before they begin");
+  // Unknown fields, however nested, are skipped; __metadata__ strings are kept.
+  CHECK(open_error(dir, R"({"w": {"x": {"y": [1, {"z": null}]}, "dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})") ==
+        "no error");
+}
+
+TEST_CASE("safetensors: a header of 40,000 tensors is listed in file order of data", "[safetensors]") {
+  test::TempDir dir;
+  std::string header = "{";
+  constexpr int kCount = 40000;
+  for (int i = kCount; i-- > 0;)  // names in reverse: the listing follows the data offsets
+    header += fmt::format(R"({}"layer.{}.weight": {{"dtype": "U8", "shape": [1], "data_offsets": [{}, {}]}})",
+                          i == kCount - 1 ? "" : ", ", i, i, i + 1);
+  header += R"(, "__metadata__": {"format": "pt"}})";
+  REQUIRE(open_error(dir, header, kCount) == "no error");
+  auto reader = open(dir / "h.safetensors");
+  REQUIRE(reader->tensors().size() == kCount);
+  CHECK(reader->tensors()[0].name == "layer.0.weight");
+  CHECK(reader->tensors()[kCount - 1].name == "layer.39999.weight");
+  CHECK(reader->metadata() == Metadata{{"format", "pt"}});
+}

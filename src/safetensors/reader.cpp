@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <string_view>
+#include <unordered_set>
 
 #include <nlohmann/json.hpp>
 
@@ -12,6 +14,7 @@
 #include "core/format_reader.h"
 #include "safetensors/dtypes.h"
 #include "safetensors/format.h"
+#include "safetensors/header.h"
 #include "util/json_get.h"
 #include "util/json_strict.h"
 #include "util/bytes.h"
@@ -54,39 +57,30 @@ class SafetensorsReader final : public detail::FormatReader {
 
  private:
   struct Parsed {
-    TensorInfo info;
-    std::string file_name;
+    TensorInfo info;  // info.name: the name in the file (apply_roles may rename extra tensors)
     std::uint64_t begin = 0, end = 0;
   };
 
   void parse_header(std::string_view text) {
-    json header;
-    if (const std::string error = detail::parse_json_strict(text, header); !error.empty())
+    st::Header header;
+    if (const std::string error = st::parse_header(text, header); !error.empty())
       fail(ErrorCode::format, name_, "header (offset 8, {} bytes) {}", text.size(), error);
-    if (!header.is_object()) fail(ErrorCode::format, name_, "header is not a JSON object");
+    if (!header.is_object) fail(ErrorCode::format, name_, "header is not a JSON object");
+    if (!header.metadata_error.empty()) fail(ErrorCode::format, name_, "{}", header.metadata_error);
 
     std::vector<Parsed> tensors;
-    json file_metadata = json::object();
-    for (auto it = header.begin(); it != header.end(); ++it) {
-      if (it.key() == st::kMetadataKey) {
-        if (!it.value().is_object()) fail(ErrorCode::format, name_, "__metadata__ is not an object");
-        for (auto m = it.value().begin(); m != it.value().end(); ++m)
-          if (!m.value().is_string())
-            fail(ErrorCode::format, name_, "__metadata__ value of {} is not a string", quote(m.key()));
-        file_metadata = it.value();
-        continue;
-      }
-      tensors.push_back(parse_tensor(it.key(), it.value()));
-    }
-    // Data must be one gap-free run: sorted by offset, each tensor starts where the last ended.
+    tensors.reserve(header.entries.size());
+    for (auto& entry : header.entries) tensors.push_back(parse_tensor(entry));
+    // Data must be one gap-free run: sorted by offset, each tensor starts where the last ended
+    // (empty tensors at one offset in name order).
     std::sort(tensors.begin(), tensors.end(), [](const Parsed& a, const Parsed& b) {
-      return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+      return a.begin != b.begin ? a.begin < b.begin : a.end != b.end ? a.end < b.end : a.info.name < b.info.name;
     });
     std::uint64_t expected = 0;
     for (const auto& t : tensors) {
       if (t.begin != expected)
         fail(ErrorCode::format, name_, "tensor {}: data_offsets [{}, {}] {} (expected to start at {})",
-             quote(t.file_name), t.begin, t.end, t.begin < expected ? "overlap the previous tensor" : "leave a gap",
+             quote(t.info.name), t.begin, t.end, t.begin < expected ? "overlap the previous tensor" : "leave a gap",
              expected);
       expected = t.end;
     }
@@ -94,8 +88,11 @@ class SafetensorsReader final : public detail::FormatReader {
     if (expected != buffer)
       fail(ErrorCode::format, name_, "data buffer (offset {}) is {} bytes but the tensors cover {} bytes: {}",
            data_start_, buffer, expected, expected > buffer ? "file is truncated" : "trailing bytes after the data");
-    apply_roles(tensors, file_metadata);
-    apply_checksums(tensors, file_metadata);
+    // Checksums first: they are keyed by the names in the file, which apply_roles may change.
+    apply_checksums(tensors, header.has_metadata ? header.metadata : json::object());
+    apply_roles(tensors, header.has_metadata ? header.metadata : json::object());
+    begins_.reserve(tensors.size());
+    infos_.reserve(tensors.size());
     for (auto& t : tensors) {
       begins_.push_back(t.begin);
       infos_.push_back(std::move(t.info));
@@ -121,7 +118,7 @@ class SafetensorsReader final : public detail::FormatReader {
     }
     checksums_.reserve(tensors.size());
     for (const auto& t : tensors) {
-      const auto it = by_name.find(t.file_name);
+      const auto it = by_name.find(t.info.name);
       checksums_.push_back(it == by_name.end() ? std::nullopt : std::optional(it->second));
       if (it != by_name.end()) by_name.erase(it);
     }
@@ -130,31 +127,30 @@ class SafetensorsReader final : public detail::FormatReader {
            quote(by_name.begin()->first));
   }
 
-  Parsed parse_tensor(const std::string& name, const json& value) {
+  // A tensor entry as written, checked (safetensors' own checks, in its order).
+  Parsed parse_tensor(st::HeaderEntry& entry) {
+    const std::string& name = entry.name;
     auto bad = [&](const std::string& what) { fail(ErrorCode::format, name_, "tensor {}: {}", quote(name), what); };
-    if (!value.is_object()) bad("entry is not an object");
-    if (!value.contains("dtype") || !value["dtype"].is_string()) bad("\"dtype\" must be a string");
-    const std::string code = value["dtype"].get<std::string>();
-    const auto dtype = st::dtype_from_code(code);
-    if (!dtype) fail(ErrorCode::unsupported, name_, "tensor {}: unknown dtype {}", quote(name), quote(code));
+    using Field = st::HeaderEntry::Field;
+    if (!entry.is_object) bad("entry is not an object");
+    if (entry.dtype != Field::present) bad("\"dtype\" must be a string");
+    const auto dtype = st::dtype_from_code(entry.dtype_code);
+    if (!dtype) fail(ErrorCode::unsupported, name_, "tensor {}: unknown dtype {}", quote(name), quote(entry.dtype_code));
+    if (entry.shape != Field::present) bad("\"shape\" must be an array");
+    if (entry.dims.size() > options_.max_rank)
+      bad(fmt::format("rank {} exceeds the limit of {}", entry.dims.size(), options_.max_rank));
     Parsed p;
-    p.file_name = name;
-    p.info.name = name;
     p.info.dtype = *dtype;
-    if (!value.contains("shape") || !value["shape"].is_array()) bad("\"shape\" must be an array");
-    if (value["shape"].size() > options_.max_rank)
-      bad(fmt::format("rank {} exceeds the limit of {}", value["shape"].size(), options_.max_rank));
-    for (const auto& d : value["shape"]) {
-      if (!d.is_number_unsigned()) bad("\"shape\" must hold non-negative integers");
-      if (d.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) bad("dimension too large");
-      p.info.shape.push_back(d.get<std::int64_t>());
+    p.info.shape.reserve(entry.dims.size());
+    for (const std::int64_t d : entry.dims) {
+      if (d == st::HeaderEntry::kNotUnsigned) bad("\"shape\" must hold non-negative integers");
+      if (d == st::HeaderEntry::kTooLarge) bad("dimension too large");
+      p.info.shape.push_back(d);
     }
-    const auto& offsets = value.contains("data_offsets") ? value["data_offsets"] : json();
-    if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
-        !offsets[1].is_number_unsigned())
+    if (entry.offsets != Field::present || entry.offset_count != 2 || !entry.offsets_unsigned)
       bad("\"data_offsets\" must be two non-negative integers");
-    p.begin = offsets[0].get<std::uint64_t>();
-    p.end = offsets[1].get<std::uint64_t>();
+    p.begin = entry.offset_values[0];
+    p.end = entry.offset_values[1];
     if (p.end < p.begin) bad(fmt::format("data_offsets [{}, {}] end before they begin", p.begin, p.end));
     std::uint64_t nbytes = 0;
     try {
@@ -164,7 +160,8 @@ class SafetensorsReader final : public detail::FormatReader {
     }
     if (p.end - p.begin != nbytes)
       bad(fmt::format("data_offsets [{}, {}] do not match shape {} of {} ({} bytes)", p.begin, p.end,
-                      shape_to_string(p.info.shape), code, nbytes));
+                      shape_to_string(p.info.shape), entry.dtype_code, nbytes));
+    p.info.name = std::move(entry.name);
     return p;
   }
 
@@ -205,31 +202,32 @@ class SafetensorsReader final : public detail::FormatReader {
     const json buffers = roles.value("buffers", json::object());
     const json extra = roles.value("extra", json::object());
     if (!buffers.is_object() || !extra.is_object()) bad("\"buffers\" and \"extra\" must be objects");
-    std::set<std::string> names;
-    for (const auto& t : tensors) names.insert(t.file_name);
+    std::unordered_set<std::string_view> names;  // (no tensor is renamed before the loop below)
+    names.reserve(tensors.size());
+    for (const auto& t : tensors) names.insert(t.info.name);
     for (auto it = buffers.begin(); it != buffers.end(); ++it)
       if (!names.count(it.key())) bad(fmt::format("lists buffer {} that is not in the file", quote(it.key())));
     for (auto it = extra.begin(); it != extra.end(); ++it)
       if (!names.count(it.key())) bad(fmt::format("lists tensor {} that is not in the file", quote(it.key())));
     for (auto& t : tensors) {
-      if (auto b = buffers.find(t.file_name); b != buffers.end()) {
-        if (!b->is_object()) bad(fmt::format("entry of {} is not an object", quote(t.file_name)));
+      if (auto b = buffers.find(t.info.name); b != buffers.end()) {
+        if (!b->is_object()) bad(fmt::format("entry of {} is not an object", quote(t.info.name)));
         t.info.role = Role::buffer;
         const json collection = b->value("collection", json(std::string(kDefaultBufferCollection)));
         const json persistent = b->value("persistent", json(true));
         if (!collection.is_string() || !persistent.is_boolean())
-          bad(fmt::format("entry of {} needs a string collection and a boolean persistent", quote(t.file_name)));
+          bad(fmt::format("entry of {} needs a string collection and a boolean persistent", quote(t.info.name)));
         t.info.collection = collection.get<std::string>();
         t.info.persistent = persistent.get<bool>();
-      } else if (auto x = extra.find(t.file_name); x != extra.end()) {
+      } else if (auto x = extra.find(t.info.name); x != extra.end()) {
         if (!x->is_object() || !x->contains("section") || !(*x)["section"].is_string() || !x->contains("name") ||
             !(*x)["name"].is_string())
-          bad(fmt::format("entry of {} needs string \"section\" and \"name\"", quote(t.file_name)));
+          bad(fmt::format("entry of {} needs string \"section\" and \"name\"", quote(t.info.name)));
         t.info.role = Role::extra;
         t.info.section = (*x)["section"].get<std::string>();
-        t.info.name = (*x)["name"].get<std::string>();
         if (t.info.section.empty() || t.info.section == kParametersSection || t.info.section == kBuffersSection)
-          bad(fmt::format("entry of {} names a reserved section", quote(t.file_name)));
+          bad(fmt::format("entry of {} names a reserved section", quote(t.info.name)));
+        t.info.name = (*x)["name"].get<std::string>();  // last: the name in the file, until here
       }
     }
   }
