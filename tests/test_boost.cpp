@@ -14,6 +14,7 @@
 #include "ckpt/boost_archive.h"
 #include "ckpt/boost_serialization.h"
 #include "helpers.h"
+#include "util/checksum.h"
 
 using namespace ckpt;
 
@@ -198,10 +199,16 @@ TEMPLATE_TEST_CASE("Boost archive files are byte for byte what Boost's own archi
     }
     state.add_buffer("u" + std::to_string(n), std::move(t));
   }
+  // The file writers keep each tensor's checksum in the metadata, which comes last.
+  StateDict with_checksums = state;
+  Metadata sums = Metadata::array();
+  for (const auto& e : state.entries()) sums.push_back(detail::format_checksum(detail::xxh3_64(e.tensor.bytes())));
+  if (!with_checksums.metadata().is_object()) with_checksums.metadata() = Metadata::object();
+  with_checksums.metadata()["ckpt.checksums"] = sums;
   std::ostringstream expected;
   {
     TestType out(expected);
-    out << boost::serialization::make_nvp("state_dict", state);
+    out << boost::serialization::make_nvp("state_dict", with_checksums);
   }
   test::TempDir dir;
   const auto path = dir / "s.boost";
@@ -347,4 +354,31 @@ TEST_CASE("Boost archives: deeply nested metadata is refused, not a crash", "[bo
     CHECK_THROWS_WITH(open(path), path.string() + ": Boost archive: metadata nests deeper than 128 levels");
   }
   CHECK(detail::json_nesting(R"({"a": "[[[{{", "b": [[1], {"c": "\"]]"}]})") == 3);
+}
+
+TEST_CASE("Boost archive files ckpt writes carry per-tensor checksums that reads verify", "[boost][checksum]") {
+  test::TempDir dir;
+  StateDict s;
+  s.add_parameter("w", test::pattern_tensor(DType::float32, {256}, 1));
+  s.metadata() = {{"epoch", 3}};
+  const auto path = dir / "m.boost.bin";
+  save(s, path);
+  auto reader = open(path);
+  CHECK(reader->metadata() == Metadata{{"epoch", 3}});  // the checksums are taken out
+  CHECK(reader->read("w").equals(s.at("w")));
+  std::string bytes = test::read_file(path);
+  const auto at = bytes.find(std::string(reinterpret_cast<const char*>(s.at("w").bytes().data()), 64));
+  REQUIRE(at != std::string::npos);
+  bytes[at + 10] ^= 0x04;
+  { std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes; }
+  try {
+    (void)load(path);
+    FAIL("a flipped bit loaded");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::integrity);
+  }
+  WriteOptions none;
+  none.checksums = false;
+  save(s, dir / "n.boost.bin", none);
+  CHECK(test::read_file(dir / "n.boost.bin").find("ckpt.checksums") == std::string::npos);
 }

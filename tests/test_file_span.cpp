@@ -95,7 +95,7 @@ TEST_CASE("conversions into ckpt-h5 and Boost binary copy tensors file to file, 
       save(state, in);
       ckpt::convert(in, out);
       auto reader = open(out);
-      CHECK(reader->verify() == (std::string(to) == ".ckpt.h5" ? state.size() : 0));  // stored checksums match
+      CHECK(reader->verify() == state.size());  // stored checksums (both formats keep them) match
       StateDict back = reader->read_all();
       back.metadata().erase("ckpt.torch");
       for (const auto& e : state.entries()) CHECK(back.at(e.name).equals(e.tensor));

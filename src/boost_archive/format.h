@@ -4,8 +4,15 @@
 #include <cstddef>
 #include <memory>
 #include <span>
+#include <string_view>
 
 #include "core/format_reader.h"
+
+namespace ckpt::detail {
+// The metadata key under which ckpt's file writers keep per-tensor checksums: a list of
+// "xxh3-64:<16 hex>", one per entry in order (format-spec/conventions.md §3).
+inline constexpr std::string_view kBoostChecksumsKey = "ckpt.checksums";
+}  // namespace ckpt::detail
 
 namespace ckpt::detail::boost_file {
 

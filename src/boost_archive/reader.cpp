@@ -24,6 +24,7 @@
 #include "ckpt/boost_serialization.h"
 #include "core/format_reader.h"
 #include "util/bytes.h"
+#include "util/checksum.h"
 
 namespace ckpt {
 namespace {
@@ -296,6 +297,7 @@ class BoostReader final : public detail::FormatReader {
     }
     role_source_ = RoleSource::stored;
     metadata_ = std::move(listing.entries.metadata());
+    take_checksums(listing.tensors.size());
     for (std::size_t i = 0; i < listing.tensors.size(); ++i) {
       TensorInfo info = listing.tensors[i].info;
       static_cast<EntryInfo&>(info) = listing.entries.entries()[i];
@@ -303,6 +305,24 @@ class BoostReader final : public detail::FormatReader {
       offsets_.push_back(listing.tensors[i].offset);
     }
     finish_listing();
+  }
+
+  // The per-tensor checksums a ckpt writer keeps in the metadata (format-spec/conventions.md §3).
+  void take_checksums(std::size_t count) {
+    if (!metadata_.is_object() || !metadata_.contains(detail::kBoostChecksumsKey)) return;
+    const Metadata list = std::move(metadata_[std::string(detail::kBoostChecksumsKey)]);
+    metadata_.erase(std::string(detail::kBoostChecksumsKey));
+    if (!list.is_array() || list.size() != count)
+      fail(ErrorCode::format, name_, "metadata {} is not a list of {} checksums, one per tensor",
+           detail::quote(detail::kBoostChecksumsKey), count);
+    for (std::size_t i = 0; i < count; ++i) {
+      std::uint64_t value = 0;
+      if (!list[i].is_string() ||
+          detail::parse_checksum(list[i].get<std::string>(), value) != detail::ChecksumText::xxh3_64)
+        fail(ErrorCode::format, name_, "metadata {}: entry {} is not \"xxh3-64:\" and 16 hex digits",
+             detail::quote(detail::kBoostChecksumsKey), i);
+      checksums_.push_back(value);
+    }
   }
 
   // Binary archives: the tensor's bytes as they are. Text and xml archives: base64 text from the

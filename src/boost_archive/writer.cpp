@@ -17,9 +17,11 @@
 #include <boost/archive/xml_oarchive.hpp>
 
 #include "boost_archive/base64.h"
+#include "boost_archive/format.h"
 #include "ckpt/boost_archive.h"
 #include "ckpt/boost_serialization.h"
 #include "util/atomic_file.h"
+#include "util/checksum.h"
 #include "util/bytes.h"
 
 namespace ckpt {
@@ -140,6 +142,7 @@ void serialize(Archive& ar, ckpt::SourceAsStateDict& view, unsigned /*version*/)
   ar << make_nvp("count", count);
   std::uint64_t done = 0, total = 0;
   for (const auto& info : infos) total += info.nbytes();
+  ckpt::Metadata checksums = ckpt::Metadata::array();
   for (std::size_t i = 0; i < infos.size(); ++i) {
     const auto& e = infos[i];
     ckpt::detail::save_string(ar, "name", e.name);
@@ -149,10 +152,19 @@ void serialize(Archive& ar, ckpt::SourceAsStateDict& view, unsigned /*version*/)
     const ckpt::Tensor tensor = source.read_checked(i, *view.file);
     ckpt::TensorForFile saved{&tensor, view.buffer, source.file_span(i)};
     ar << make_nvp("persistent", e.persistent) << make_nvp("tensor", saved);
+    if (view.options->checksums) checksums.push_back(ckpt::detail::format_checksum(ckpt::detail::xxh3_64(tensor.bytes())));
     done += tensor.nbytes();
     if (view.options->progress) view.options->progress(done, total);
   }
-  ckpt::detail::save_string(ar, "metadata", source.metadata().dump());
+  // The metadata comes last: by then every tensor's checksum is known (format-spec/conventions.md
+  // §3: "ckpt.checksums", one per entry, in order; the reader takes it out of the metadata).
+  if (!checksums.empty()) {
+    ckpt::Metadata metadata = source.metadata().is_object() ? source.metadata() : ckpt::Metadata::object();
+    metadata[std::string(ckpt::detail::kBoostChecksumsKey)] = checksums;
+    ckpt::detail::save_string(ar, "metadata", metadata.dump());
+  } else {
+    ckpt::detail::save_string(ar, "metadata", source.metadata().dump());
+  }
 }
 
 }  // namespace boost::serialization

@@ -87,7 +87,13 @@ void remove_orphan_shards(const std::filesystem::path& dir, const std::string& s
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir.empty() ? "." : dir, ec)) {
     const std::string file = entry.path().filename().string();
-    if (!shard_file_of(file, stem) || named.count(file)) continue;
+    // A shard, or the temporary name of one (".SHARD.tmp-XXXXXX": a writer killed between
+    // naming and renaming it); either only when no living writer holds it.
+    constexpr std::size_t kSuffix = 11;  // ".tmp-XXXXXX"
+    const bool temporary = file.size() > kSuffix + 1 && file[0] == '.' &&
+                           file.compare(file.size() - kSuffix, 5, ".tmp-") == 0 &&
+                           shard_file_of(file.substr(1, file.size() - 1 - kSuffix), stem);
+    if (!temporary && (!shard_file_of(file, stem) || named.count(file))) continue;
     const detail::UniqueFd fd(::open(entry.path().c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     struct stat st {};
     if (fd.valid() && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && ::flock(fd.get(), LOCK_EX | LOCK_NB) == 0)
