@@ -10,7 +10,7 @@
 
 namespace ckpt::detail::ckpt_h5 {
 
-// Opens a ckpt-h5 file, or a checkpoint held in memory (read in place through HDF5's core driver).
+// Opens a ckpt-h5 file, or a checkpoint held in memory (read in place through ckpt's HDF5 file driver).
 std::unique_ptr<FormatReader> open_reader(std::shared_ptr<const ByteSource> source, const ReadOptions& options);
 
 }  // namespace ckpt::detail::ckpt_h5

@@ -38,8 +38,8 @@ std::string file_identity(int fd) {
 
 class CkptH5Reader final : public detail::FormatReader {
  public:
-  // A file is opened by HDF5 by its path; a checkpoint held in memory in place, through HDF5's
-  // core driver.
+  // HDF5 reads a file through the reader's own descriptor, a checkpoint held in memory in place,
+  // both through ckpt's file driver (src/h5/fd_driver.cpp).
   CkptH5Reader(std::shared_ptr<const detail::ByteSource> source, const ReadOptions& options)
       : FormatReader(std::move(source), options) {
     format_ = schema::kFormatName;

@@ -1,5 +1,6 @@
 // ckpt's HDF5 file driver: HDF5 reads and writes through a descriptor that ckpt opened, never
-// through a path of its own.
+// through a path of its own; or reads a file held in memory in place (HDF5's core driver through
+// H5LTopen_file_image leaked its bookkeeping whenever the open failed, as on any corrupt image).
 //
 // Why not HDF5's sec2 driver (which opens the file by name):
 // - A writer's file can be anonymous (O_TMPFILE: nothing is left behind when the process is
@@ -21,6 +22,7 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <span>
 
 #include "h5/h5.h"
 
@@ -30,12 +32,16 @@ namespace {
 struct DriverInfo {
   int fd = -1;                    // borrowed; the driver works on its own dup
   WriteStatus* status = nullptr;  // null for files opened to read
+  const std::byte* image = nullptr;  // or a file held in memory (fd -1), read in place
+  std::size_t image_size = 0;
 };
 
 struct FdFile {
   H5FD_t pub;  // first: HDF5 casts between the two
   int fd;
   WriteStatus* status;
+  const std::byte* image;
+  std::size_t image_size;
   haddr_t eoa;
   haddr_t eof;
   dev_t device;
@@ -52,11 +58,24 @@ herr_t info_free(void* info) {
   delete static_cast<DriverInfo*>(info);
   return 0;
 }
-void* info_get(H5FD_t* f) { return new DriverInfo{file_of(f)->fd, file_of(f)->status}; }
+void* info_get(H5FD_t* f) {
+  const FdFile* file = file_of(f);
+  return new DriverInfo{file->fd, file->status, file->image, file->image_size};
+}
 
 H5FD_t* fd_open(const char* /*name*/, unsigned flags, hid_t fapl, haddr_t maxaddr) {
   const auto* info = static_cast<const DriverInfo*>(H5Pget_driver_info(fapl));
-  if (info == nullptr || info->fd < 0 || maxaddr == 0 || maxaddr > kMaxAddr) return nullptr;
+  if (info == nullptr || maxaddr == 0 || maxaddr > kMaxAddr) return nullptr;
+  if (info->image != nullptr) {  // memory: read only, in place
+    if ((flags & (H5F_ACC_RDWR | H5F_ACC_TRUNC | H5F_ACC_CREAT)) != 0) return nullptr;
+    auto* file = new FdFile{};
+    file->fd = -1;
+    file->image = info->image;
+    file->image_size = info->image_size;
+    file->eof = info->image_size;
+    return &file->pub;
+  }
+  if (info->fd < 0) return nullptr;
   const int fd = ::fcntl(info->fd, F_DUPFD_CLOEXEC, 0);
   if (fd < 0) return nullptr;
   struct stat st {};
@@ -75,7 +94,7 @@ H5FD_t* fd_open(const char* /*name*/, unsigned flags, hid_t fapl, haddr_t maxadd
 
 herr_t fd_close(H5FD_t* f) {
   FdFile* file = file_of(f);
-  if (::close(file->fd) != 0 && file->status != nullptr) file->status->record(errno, "close");
+  if (file->fd >= 0 && ::close(file->fd) != 0 && file->status != nullptr) file->status->record(errno, "close");
   delete file;
   return 0;
 }
@@ -83,6 +102,7 @@ herr_t fd_close(H5FD_t* f) {
 int fd_cmp(const H5FD_t* a, const H5FD_t* b) {
   const FdFile* x = file_of(a);
   const FdFile* y = file_of(b);
+  if (x->image != y->image) return x->image < y->image ? -1 : 1;
   if (x->device != y->device) return x->device < y->device ? -1 : 1;
   if (x->inode != y->inode) return x->inode < y->inode ? -1 : 1;
   return 0;
@@ -113,6 +133,12 @@ herr_t fd_read(H5FD_t* f, H5FD_mem_t, hid_t, haddr_t addr, std::size_t size, voi
   FdFile* file = file_of(f);
   if (addr > kMaxAddr || size > kMaxAddr - addr) return -1;
   auto* out = static_cast<unsigned char*>(buffer);
+  if (file->image != nullptr) {
+    const std::size_t have = addr < file->image_size ? std::min<std::size_t>(size, file->image_size - addr) : 0;
+    if (have > 0) std::memcpy(out, file->image + addr, have);
+    if (have < size) std::memset(out + have, 0, size - have);  // past the end: zeros
+    return 0;
+  }
   while (size > 0) {
     const ssize_t n = ::pread(file->fd, out, std::min<std::size_t>(size, 1u << 30), static_cast<off_t>(addr));
     if (n < 0 && errno == EINTR) continue;
@@ -218,12 +244,12 @@ std::string WriteStatus::message() const {
 }
 
 // Called with the library lock held (h5.cpp).
-hid_t fd_driver_access_list(int fd, WriteStatus* status) {
+hid_t fd_driver_access_list(int fd, WriteStatus* status, std::span<const std::byte> image) {
   static const hid_t driver = H5FDregister(&kDriverClass);
   if (driver < 0) return -1;
   const hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
   if (fapl < 0) return -1;
-  const DriverInfo info{fd, status};
+  const DriverInfo info{fd, status, image.empty() ? nullptr : image.data(), image.size()};
   if (H5Pset_driver(fapl, driver, &info) < 0) {
     H5Pclose(fapl);
     return -1;

@@ -1,7 +1,6 @@
 #include "h5/h5.h"
 
 #include <hdf5.h>
-#include <hdf5_hl.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -148,11 +147,11 @@ void Handle::reset() noexcept {
 // --- files ---------------------------------------------------------------------------------
 
 // In fd_driver.cpp: an access list for ckpt's descriptor driver.
-hid_t fd_driver_access_list(int fd, WriteStatus* status);
+hid_t fd_driver_access_list(int fd, WriteStatus* status, std::span<const std::byte> image);
 
 namespace {
-Handle fd_access_list(Where w, int fd, WriteStatus* status) {
-  return Handle(check(fd_driver_access_list(fd, status), w, "cannot set up the file driver"));
+Handle fd_access_list(Where w, int fd, WriteStatus* status, std::span<const std::byte> image = {}) {
+  return Handle(check(fd_driver_access_list(fd, status, image), w, "cannot set up the file driver"));
 }
 }  // namespace
 
@@ -189,10 +188,9 @@ Handle open_file_readonly(Where w, int fd) {
 Handle open_image_readonly(Where w, std::span<const std::byte> image) {
   const auto lock = lock_library();
   init_library();
-  // Read-only: HDF5 never writes through the pointer it is given.
-  void* data = const_cast<std::byte*>(image.data());
-  return Handle(check(H5LTopen_file_image(data, image.size(), H5LT_FILE_IMAGE_DONT_COPY | H5LT_FILE_IMAGE_DONT_RELEASE), w,
-                      "cannot open as HDF5"));
+  if (image.empty()) throw Error(ErrorCode::format, w.file, "cannot open as HDF5: the file is empty");
+  Handle fapl = fd_access_list(w, -1, nullptr, image);
+  return Handle(check(H5Fopen(w.file.c_str(), H5F_ACC_RDONLY, fapl.get()), w, "cannot open as HDF5"));
 }
 
 void close_file(Where w, Handle& file) {

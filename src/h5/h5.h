@@ -76,8 +76,8 @@ Handle create_file(Where w, int fd, WriteStatus& status, const CreateSettings& s
 // Opens the file open on `fd` to read (through a dup of it; no lock is taken: ckpt replaces files
 // by renaming a complete file over them, never writes one in place).
 Handle open_file_readonly(Where w, int fd);
-// A file held in memory, read in place (HDF5's core driver through H5LTopen_file_image, neither
-// copied nor freed): `image` must outlive the file and everything opened in it.
+// A file held in memory, read in place by ckpt's driver (neither copied nor freed): `image` must
+// outlive the file and everything opened in it.
 Handle open_image_readonly(Where w, std::span<const std::byte> image);
 void close_file(Where w, Handle& file);  // close and report errors (Handle's destructor is silent)
 // Closes a group, dataset, attribute, ... and reports errors (Handle's destructor is silent).
