@@ -121,6 +121,8 @@ const Golden kGolden[] = {
      "zip entry 'a.npy': its data (offset 59, 188 bytes) runs into the next record at offset 243"},
     {"bad/npz_overlapping_entries.npz", ErrorCode::format,
      "zip entries 'a.npy' and 'f.npy' both start at offset 0"},
+    {"bad/npz_comment_name_differs.npz", ErrorCode::format,
+     "layer3.bias.npy: entry comment names tensor 'lcyer3.bias', but the entry is 'layer3.bias'"},
     {"bad/npz_local_name_differs.npz", ErrorCode::format,
      "zip entry 'i.npy': local header at offset 474 names 'j.npy' (method 0), the central directory 'i.npy' (method 0)"},
     {"bad/pt_legacy_truncated.pt", ErrorCode::format, "legacy storage 'r' at offset 315 needs 24 bytes, 12 remain"},

@@ -197,7 +197,7 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);
-    fmt::print(stderr, "checkpoint-convert: error: {}\n", e.what());
+    ckpt::cli::print_error("checkpoint-convert", e.what());
     return ckpt::cli::kUsage;
   }
   return ckpt::cli::run_guarded("checkpoint-convert", [&] { return convert_files(o); });

@@ -404,12 +404,12 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);
-    fmt::print(stderr, "checkpoint-inspect: error: {}\n", e.what());
+    ckpt::cli::print_error("checkpoint-inspect", e.what());
     return ckpt::cli::kUsage;
   }
   if (options.diff != !options.other.empty()) {
-    fmt::print(stderr, "checkpoint-inspect: error: {}\n",
-               options.diff ? "--diff needs two files: FILE OTHER" : "a second file is only taken with --diff");
+    ckpt::cli::print_error("checkpoint-inspect",
+                           options.diff ? "--diff needs two files: FILE OTHER" : "a second file is only taken with --diff");
     return ckpt::cli::kUsage;
   }
   return ckpt::cli::run_guarded("checkpoint-inspect",

@@ -2,9 +2,11 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -65,23 +67,44 @@ std::string one_line(std::string_view text) {
   return out;
 }
 
+void print_error(const char* tool, const std::string& message) noexcept {
+  // stdio, not fmt: fmt::print throws when stderr cannot be written (2>/dev/full, ulimit -f), and
+  // this runs in exception handlers, where a throw would end the program.
+  std::fprintf(stderr, "%s: error: %s\n", tool, message.c_str());
+  std::fflush(stderr);
+}
+
 int run_guarded(const char* tool, const std::function<int()>& body) {
+  auto finish = [] {
+    try {
+      finish_progress();
+    } catch (...) {
+    }
+  };
+  int rc = kError;
   try {
-    return body();
+    rc = body();
   } catch (const Error& e) {
-    finish_progress();
-    fmt::print(stderr, "{}: error: {}\n", tool, one_line(e.what()));
+    finish();
+    print_error(tool, one_line(e.what()));
     return e.code() == ErrorCode::integrity ? kIntegrity : e.code() == ErrorCode::invalid_argument ? kUsage : kError;
   } catch (const std::filesystem::filesystem_error& e) {
     // std::filesystem's own wording ("filesystem error: ... [path]") as FILE: what.
-    finish_progress();
-    fmt::print(stderr, "{}: error: {}: {}\n", tool, one_line(e.path1().string()), one_line(e.code().message()));
+    finish();
+    print_error(tool, one_line(e.path1().string()) + ": " + one_line(e.code().message()));
     return kError;
   } catch (const std::exception& e) {
-    finish_progress();
-    fmt::print(stderr, "{}: error: {}\n", tool, one_line(e.what()));
+    finish();
+    print_error(tool, one_line(e.what()));
     return kError;
   }
+  // What was printed must have been written (a full disk, >/dev/full): otherwise exit 0 would
+  // claim output that is not there.
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    print_error(tool, std::string("cannot write the output: ") + std::strerror(errno));
+    return kError;
+  }
+  return rc;
 }
 
 namespace {

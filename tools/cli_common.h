@@ -31,6 +31,8 @@ std::string human_bytes(std::uint64_t bytes);
 std::string one_line(std::string_view text);
 
 // Runs `body`, turning exceptions into one line "TOOL: error: ..." on stderr and an exit code.
+// "TOOL: error: MESSAGE" on stderr; never throws (stderr may be unwritable).
+void print_error(const char* tool, const std::string& message) noexcept;
 int run_guarded(const char* tool, const std::function<int()>& body);
 
 // A progress callback that draws "label  42% 1.2 GiB / 2.9 GiB" on stderr when stderr is a

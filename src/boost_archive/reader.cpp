@@ -309,7 +309,9 @@ class BoostReader final : public detail::FormatReader {
 
   // The per-tensor checksums a ckpt writer keeps in the metadata (format-spec/conventions.md §3).
   void take_checksums(std::size_t count) {
-    if (!metadata_.is_object() || !metadata_.contains(detail::kBoostChecksumsKey)) return;
+    // Metadata is a JSON object in every format ckpt writes; anything else could not be written on.
+    if (!metadata_.is_object()) fail(ErrorCode::format, name_, "Boost archive: metadata is not a JSON object");
+    if (!metadata_.contains(detail::kBoostChecksumsKey)) return;
     const Metadata list = std::move(metadata_[std::string(detail::kBoostChecksumsKey)]);
     metadata_.erase(std::string(detail::kBoostChecksumsKey));
     if (!list.is_array() || list.size() != count)

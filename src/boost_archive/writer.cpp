@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <span>
@@ -40,7 +41,11 @@ class FileStreamBuf final : public std::streambuf {
   // Boost's text encoding of `data` (base64.h), written after everything buffered so far.
   void write_base64(std::span<const std::byte> data) {
     flush_buffer();
-    detail::boost_file::encode_boost_base64(data, [&](std::span<const char> text) { file_.write(std::as_bytes(text)); });
+    detail::boost_file::encode_boost_base64(data, [&](std::span<const char> text) { put(std::as_bytes(text)); });
+  }
+  // The first write that failed, thrown again (the writer asks after each tensor and at the end).
+  void check() const {
+    if (error_) std::rethrow_exception(error_);
   }
 
  protected:
@@ -56,13 +61,13 @@ class FileStreamBuf final : public std::streambuf {
     const std::span<const std::byte> data(reinterpret_cast<const std::byte*>(s), static_cast<std::size_t>(n));
     if (from_ && data.data() == expected_.data() && data.size() == expected_.size()) {
       flush_buffer();
-      file_.write(data, from_);
+      put(data, from_);
       from_.reset();
       return n;
     }
     if (data.size() >= buffer_.size()) {
       flush_buffer();
-      file_.write(data);
+      put(data);
       return n;
     }
     return std::streambuf::xsputn(s, n);
@@ -74,10 +79,21 @@ class FileStreamBuf final : public std::streambuf {
 
  private:
   void flush_buffer() {
-    file_.write(std::as_bytes(std::span(pbase(), static_cast<std::size_t>(pptr() - pbase()))));
+    put(std::as_bytes(std::span(pbase(), static_cast<std::size_t>(pptr() - pbase()))));
     setp(buffer_.data(), buffer_.data() + buffer_.size());
   }
+  // Never throws: Boost's archives write from their destructors (an xml archive's closing tag),
+  // where an exception would end the program. A failed write is kept, later ones are dropped.
+  void put(std::span<const std::byte> data, const std::optional<Source::FileSpan>& from = std::nullopt) {
+    if (error_) return;
+    try {
+      file_.write(data, from);
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+  }
   detail::AtomicFile& file_;
+  std::exception_ptr error_;
   std::array<char, 1 << 20> buffer_{};
   std::span<const std::byte> expected_;
   std::optional<Source::FileSpan> from_;
@@ -152,19 +168,22 @@ void serialize(Archive& ar, ckpt::SourceAsStateDict& view, unsigned /*version*/)
     const ckpt::Tensor tensor = source.read_checked(i, *view.file);
     ckpt::TensorForFile saved{&tensor, view.buffer, source.file_span(i)};
     ar << make_nvp("persistent", e.persistent) << make_nvp("tensor", saved);
+    view.buffer->check();  // a full disk stops the write here, not after the last tensor
     if (view.options->checksums) checksums.push_back(ckpt::detail::format_checksum(ckpt::detail::xxh3_64(tensor.bytes())));
     done += tensor.nbytes();
     if (view.options->progress) view.options->progress(done, total);
   }
   // The metadata comes last: by then every tensor's checksum is known (format-spec/conventions.md
   // §3: "ckpt.checksums", one per entry, in order; the reader takes it out of the metadata).
+  // The key is ckpt's: a value of that name in the source's metadata is not carried over (a reader
+  // would take it for checksums).
+  ckpt::Metadata metadata = source.metadata();
+  if (metadata.is_object()) metadata.erase(std::string(ckpt::detail::kBoostChecksumsKey));
   if (!checksums.empty()) {
-    ckpt::Metadata metadata = source.metadata().is_object() ? source.metadata() : ckpt::Metadata::object();
+    if (!metadata.is_object()) metadata = ckpt::Metadata::object();
     metadata[std::string(ckpt::detail::kBoostChecksumsKey)] = checksums;
-    ckpt::detail::save_string(ar, "metadata", metadata.dump());
-  } else {
-    ckpt::detail::save_string(ar, "metadata", source.metadata().dump());
   }
+  ckpt::detail::save_string(ar, "metadata", metadata.dump());
 }
 
 }  // namespace boost::serialization
@@ -191,6 +210,7 @@ void write_archive(Source& source, const std::filesystem::path& path, const Writ
         archive << boost::serialization::make_nvp("state_dict", view);
       }  // xml archives write their closing tag here
       out.flush();
+      buffer->check();
     } catch (const std::ios_base::failure& e) {
       fail(ErrorCode::io, name, "cannot write: {}", e.what());
     }

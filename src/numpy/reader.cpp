@@ -155,6 +155,12 @@ class NumpyReader final : public detail::FormatReader {
       info.section = detail::json_string(c, "section", "extra");
     }
     if (c.contains("name") && c["name"].is_string()) info.name = c["name"].get<std::string>();
+    // The entry's name says the same (conventions §6): a comment whose name or section was
+    // changed (a flipped bit: no CRC covers comments) is refused, not read under another name.
+    const std::string stem = e.name.substr(0, e.name.size() - 4);
+    const std::string expected = info.role == Role::extra ? info.section + "/" + info.name : info.name;
+    if (expected != stem)
+      fail(ErrorCode::format, where, "entry comment names tensor {}, but the entry is {}", quote(expected), quote(stem));
     if (c.contains("dtype") && c["dtype"].is_string()) {
       const auto d = dtype_from_name(c["dtype"].get<std::string>());
       if (!d) fail(ErrorCode::unsupported, where, "entry comment names dtype {}", quote(c["dtype"].get<std::string>()));

@@ -116,11 +116,15 @@ class SafetensorsReader final : public detail::FormatReader {
              quote(st::kChecksumsKey), quote(it.key()));
       by_name.emplace(it.key(), value);
     }
+    // Every tensor is listed (a writer lists all): one left out would go unverified.
     checksums_.reserve(tensors.size());
     for (const auto& t : tensors) {
       const auto it = by_name.find(t.info.name);
-      checksums_.push_back(it == by_name.end() ? std::nullopt : std::optional(it->second));
-      if (it != by_name.end()) by_name.erase(it);
+      if (it == by_name.end())
+        fail(ErrorCode::format, name_, "__metadata__ {} has no checksum for tensor {}", quote(st::kChecksumsKey),
+             quote(t.info.name));
+      checksums_.push_back(it->second);
+      by_name.erase(it);
     }
     if (!by_name.empty())
       fail(ErrorCode::format, name_, "__metadata__ {} lists {}, which is not a tensor of the file", quote(st::kChecksumsKey),

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 
@@ -45,23 +46,43 @@ bool plain_file_name(const std::string& file) {
          file != "..";
 }
 
-// The shard files the index at `path` names (none if it does not exist or does not parse).
-std::set<std::string> shards_named_by(const std::filesystem::path& path) {
+// The shard files the index at `path` names: none if there is no index; nullopt if there is one
+// that cannot be read as an index (then nothing may be deleted on its account).
+std::optional<std::set<std::string>> shards_named_by(const std::filesystem::path& path) {
   std::set<std::string> out;
   std::error_code ec;
+  if (!std::filesystem::exists(std::filesystem::symlink_status(path, ec))) return out;
   const auto size = std::filesystem::file_size(path, ec);
-  if (ec || size > kMaxIndexBytes) return out;
+  if (ec || size > kMaxIndexBytes) return std::nullopt;
   std::ifstream in(path, std::ios::binary);
   std::string text(size, '\0');
-  if (!in.read(text.data(), static_cast<std::streamsize>(size))) return out;
+  if (!in.read(text.data(), static_cast<std::streamsize>(size))) return std::nullopt;
   Metadata index;
   if (!detail::parse_json_strict(text, index).empty() || !index.is_object() || !index.contains("weight_map") ||
       !index["weight_map"].is_object())
-    return out;
-  for (const auto& [tensor, shard] : index["weight_map"].items())
-    if (shard.is_string() && plain_file_name(shard.get<std::string>())) out.insert(shard.get<std::string>());
+    return std::nullopt;
+  for (const auto& [tensor, shard] : index["weight_map"].items()) {
+    if (!shard.is_string()) return std::nullopt;
+    out.insert(shard.get<std::string>());
+  }
   return out;
 }
+
+// An exclusive flock on a directory, held while one sharded writer decides and acts on what is
+// old, what is orphaned and what the new shards are called: writers of the same directory take
+// turns, so none deletes what another has just written.
+class DirectoryLock {
+ public:
+  explicit DirectoryLock(const std::filesystem::path& dir, const std::string& name)
+      : fd_(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) {
+    if (!fd_.valid()) fail(ErrorCode::io, name, "cannot open its directory: {}", std::strerror(errno));
+    while (::flock(fd_.get(), LOCK_EX) != 0)
+      if (errno != EINTR) fail(ErrorCode::io, name, "cannot lock its directory: {}", std::strerror(errno));
+  }
+
+ private:
+  detail::UniqueFd fd_;  // closing it releases the lock
+};
 
 // NAME-00001-of-00005.safetensors, or with a tag: NAME-00001-of-00005-0123abcd.safetensors.
 bool shard_file_of(const std::string& file, const std::string& stem) {
@@ -224,7 +245,21 @@ class ShardedReader final : public detail::FormatReader {
 namespace detail::safetensors {
 
 std::unique_ptr<FormatReader> open_index_reader(std::shared_ptr<const ByteSource> source, const ReadOptions& options) {
-  return std::make_unique<ShardedReader>(std::move(source), options);
+  // A writer replacing the checkpoint removes the old shards once the new index is in place: a
+  // reader that opened the old index just before may then miss a shard. If the path names another
+  // index by then, that one is read instead (a few times at most).
+  for (int attempt = 0;; ++attempt) {
+    try {
+      return std::make_unique<ShardedReader>(source, options);
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::io || attempt == 4 || !source->is_file()) throw;
+      struct stat now {}, opened {};
+      if (::stat(source->path().c_str(), &now) != 0 || ::fstat(source->fd(), &opened) != 0 ||
+          (now.st_dev == opened.st_dev && now.st_ino == opened.st_ino))
+        throw;
+      source = ByteSource::open_file(source->path());
+    }
+  }
 }
 
 }  // namespace detail::safetensors
@@ -251,20 +286,24 @@ void write_safetensors_sharded(Source& source, const std::filesystem::path& path
   WriteOptions shard_options = options;
   shard_options.max_shard_bytes = 0;
   shard_options.notice = nullptr;  // what is left out was said above
-  if (shards.size() <= 1) {
+  // NAME.safetensors whose tensors fit in one shard is one file, as huggingface writes it; an
+  // index asked for by name is always written.
+  if (shards.size() <= 1 && !path.filename().string().ends_with(".index.json")) {
     write_safetensors(source, dir / (file + ".safetensors"), shard_options);
     return;
   }
   const auto index_path = dir / (file + ".safetensors.index.json");
+  const DirectoryLock lock(dir, index_path.string());
   if (!options.overwrite && std::filesystem::exists(index_path))
     fail(ErrorCode::io, index_path.string(), "already exists; use --force to replace it");
   // At every moment the index names one complete set of shards, the old or the new: the new
   // shards get names no file has (the old set keeps its own), the index is renamed over the old
-  // one last, and only then are the old shards removed. A writer holds its shards' locks until
-  // its index is in place, so shards that no index names and no writer holds are what a killed
-  // writer left: they are removed first.
-  const std::set<std::string> old_set = shards_named_by(index_path);
-  remove_orphan_shards(dir, file, old_set);
+  // one last, and only then are the old shards removed. Shards that the index does not name and
+  // that no writer holds (a writer holds its shards' locks until its index is in place) are what
+  // a killed writer left: they are removed first. An index that does not read as one names
+  // nothing that may be deleted.
+  const std::optional<std::set<std::string>> old_set = shards_named_by(index_path);
+  if (old_set) remove_orphan_shards(dir, file, *old_set);
   std::vector<std::string> names(shards.size());
   bool taken = false;
   for (std::size_t s = 0; s < shards.size(); ++s) {
@@ -308,9 +347,12 @@ void write_safetensors_sharded(Source& source, const std::filesystem::path& path
     for (const auto& f : written) ::unlink(f->target().c_str());
     throw;
   }
-  // The new index is in place: the old shards it no longer names go.
-  for (const auto& old : old_set)
-    if (std::find(names.begin(), names.end(), old) == names.end()) ::unlink((dir / old).c_str());
+  // The new index is in place: the old shards it no longer names go (only files named as shards
+  // of this checkpoint: an index may name anything).
+  if (old_set)
+    for (const auto& old : *old_set)
+      if (shard_file_of(old, file) && std::find(names.begin(), names.end(), old) == names.end())
+        ::unlink((dir / old).c_str());
 }
 
 }  // namespace ckpt

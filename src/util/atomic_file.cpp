@@ -13,6 +13,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <system_error>
 
 #include "util/bytes.h"
 
@@ -152,7 +153,8 @@ AtomicFile::AtomicFile(std::filesystem::path target, bool overwrite)
 void AtomicFile::start_writeback() {
   const int fd = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
   if (fd < 0) return;  // only a speed-up
-  writeback_ = std::thread([this, fd] {
+  try {
+    writeback_ = std::thread([this, fd] {
     std::unique_lock lock(writeback_mutex_);
     while (!writeback_wake_.wait_for(lock, std::chrono::milliseconds(50), [this] { return writeback_stop_; })) {
       lock.unlock();
@@ -161,6 +163,9 @@ void AtomicFile::start_writeback() {
     }
     ::close(fd);
   });
+  } catch (const std::system_error&) {  // no thread to be had: only a speed-up
+    ::close(fd);
+  }
 }
 
 void AtomicFile::stop_writeback() {

@@ -9,6 +9,7 @@ WORKDIR (and unmounted at the end). Without root they are skipped and the script
 other sections run as any user.
 """
 import os
+import json
 import random
 import resource
 import shutil
@@ -135,15 +136,12 @@ def section_fsize(source, sources_out):
     d = os.path.join(WORK, "fsize")
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
-    limit = 1 << 20  # under every output, and under a shard
-
-    def limited():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    for label, name, extra in OUTPUTS:
+    for limit in (0, 65536, 1 << 20):  # all under every output, and under a shard
+      for label, name, extra in OUTPUTS:
         out = os.path.join(d, name)
-        r = subprocess.run([CONVERT, "-q", *extra, source, out], capture_output=True, text=True, preexec_fn=limited)
-        what = f"ulimit -f, {label}"
+        r = subprocess.run([CONVERT, "-q", *extra, source, out], capture_output=True, text=True,
+                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+        what = f"ulimit -f {limit}, {label}"
         check(r.returncode == 1, f"{what}: exit {r.returncode}, expected 1 ({r.stderr.strip()})")
         one_line_error(r, what)
         check("too large" in r.stderr, f"{what}: the error does not say the file is too large: {r.stderr.strip()}")
@@ -259,7 +257,60 @@ def section_shards(source):
     r = run(CONVERT, *args, "--force", bad, os.path.join(d, "model.safetensors"))
     check(r.returncode == 1, f"shards: a failing replacement: {r.returncode} {r.stderr!r}")
     check(snapshot(d) == before, "shards: a failing replacement changed the old set")
-    print("shards: done")
+
+    # An index that names other files (itself, a config) or that ckpt cannot parse: replacing it
+    # deletes nothing but shards of this checkpoint, and nothing at all before the new index is in.
+    odd = os.path.join(WORK, "shards-odd")
+    shutil.rmtree(odd, ignore_errors=True)
+    os.makedirs(odd)
+    open(os.path.join(odd, "config.json"), "w").write("precious")
+    index = os.path.join(odd, "model.safetensors.index.json")
+    open(index, "w").write('{"metadata": {}, "weight_map": {"a": "config.json", "b": "model.safetensors.index.json"}}')
+    r = run(CONVERT, *args, "--force", source, index)
+    check(r.returncode == 0 and os.path.exists(os.path.join(odd, "config.json")) and os.path.exists(index),
+          f"shards: an index naming other files: {r.returncode} {sorted(os.listdir(odd))}")
+    run(CONVERT, *args, "--force", OLD_SOURCE, index)
+    text = open(index).read()
+    open(index, "w").write(text.replace('"weight_map": {', '"weight_map": {"bn0.running_mean": "x", ', 1))  # a duplicate
+    before = {f for f in os.listdir(odd) if f.startswith("model-")}
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    r = subprocess.run([CONVERT, *args, "-q", "--force", source, index], capture_output=True, text=True, preexec_fn=limited)
+    check(r.returncode == 1 and before <= set(os.listdir(odd)),
+          f"shards: a failing write over an unparsable index deleted old shards: {r.returncode} {r.stderr!r}")
+
+    # OUT named as an index is an index even when one shard holds everything.
+    small_index = os.path.join(odd, "small.safetensors.index.json")
+    run(CONVERT, *args, "--force", source, small_index)
+    r = run(CONVERT, "-q", "--force", OLD_SOURCE, small_index)  # no --max-shard-size: one shard
+    check(r.returncode == 0, f"shards: one-shard index: {r.stderr!r}")
+    r = run(INSPECT, "--diff", small_index, OLD_SOURCE)
+    check(r.returncode == 0, f"shards: the index does not read as what was written: {r.stdout[-300:]}")
+
+    # Two writers replacing the same index at once, and a reader: every index it sees names shards
+    # that exist, and every read succeeds.
+    race = os.path.join(WORK, "shards-race")
+    shutil.rmtree(race, ignore_errors=True)
+    os.makedirs(race)
+    index = os.path.join(race, "model.safetensors.index.json")
+    run(CONVERT, *args, source, index)
+    loop = 'for i in 1 2 3 4 5 6 7 8; do "{c}" -q --force --max-shard-size 2MB "{s}" "{o}" || exit 1; done'
+    writers = [subprocess.Popen(["sh", "-c", loop.format(c=CONVERT, s=src, o=index)]) for src in (source, OLD_SOURCE)]
+    reads = failed = 0
+    while any(w.poll() is None for w in writers):
+        r = run(INSPECT, "--verify", index)
+        reads += 1
+        failed += r.returncode != 0
+    codes = [w.wait() for w in writers]
+    check(codes == [0, 0], f"shards: concurrent writers failed: {codes}")
+    check(failed == 0, f"shards: {failed} of {reads} reads failed while two writers replaced the set")
+    r = run(INSPECT, "--verify", index)
+    left = sorted(f for f in os.listdir(race) if f.startswith("model-"))
+    check(r.returncode == 0 and len(left) == len(json.load(open(index))["metadata"]["ckpt.shards"]),
+          f"shards: after concurrent writers: {r.returncode} {left}")
+    print(f"shards: done ({reads} reads during concurrent replacement)")
 
 
 def section_paths(source):
@@ -325,6 +376,17 @@ def section_paths(source):
     check(r.returncode == 0, f"240-character OUT: {r.stderr.strip()}")
     r = run(CONVERT, "-q", "--force", source, ok_out)
     check(r.returncode == 0, f"240-character OUT, --force: {r.stderr.strip()}")
+
+    # Output that cannot be written: stderr or stdout on a full device. An error, never an abort,
+    # and never exit 0 for output that is not there.
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([CONVERT, "-q", os.path.join(d, "missing.pt"), os.path.join(d, "m.safetensors")],
+                           stdout=subprocess.PIPE, stderr=full)
+        check(r.returncode == 1, f"stderr on /dev/full: exit {r.returncode}")
+        r = subprocess.run([INSPECT, os.path.join(d, "missing.pt")], stdout=subprocess.PIPE, stderr=full)
+        check(r.returncode == 1, f"inspect, stderr on /dev/full: exit {r.returncode}")
+        r = subprocess.run([INSPECT, target], stdout=full, stderr=subprocess.PIPE, text=True)
+        check(r.returncode == 1 and "cannot write the output" in r.stderr, f"stdout on /dev/full: {r.returncode} {r.stderr!r}")
 
     # An existing OUT's permission bits are kept.
     for mode in (0o444, 0o600, 0o640):

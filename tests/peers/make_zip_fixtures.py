@@ -8,6 +8,7 @@ tests/test_golden.cpp expects).
 """
 import io
 import os
+import zipfile
 import struct
 import sys
 
@@ -85,6 +86,16 @@ def main():
     at = locals_[b"i.npy"]
     raw[at + 30:at + 31] = b"j"
     write("npz_local_name_differs.npz", raw)
+    # ckpt's entry comment naming another tensor than the entry (a flipped bit in a comment, which
+    # no CRC covers): refused rather than read under the other name.
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        arr = io.BytesIO()
+        np.save(arr, np.arange(4, dtype=np.float32))
+        info = zipfile.ZipInfo("layer3.bias.npy")
+        info.comment = b'{"ckpt": 1, "role": "parameter", "name": "lcyer3.bias"}'
+        z.writestr(info, arr.getvalue())
+    write("npz_comment_name_differs.npz", buf.getvalue())
 
 
 if __name__ == "__main__":
