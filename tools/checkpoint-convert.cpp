@@ -150,7 +150,8 @@ int main(int argc, char** argv) {
       "  .msgpack .flax            flax: {collection: nested dict}\n"
       "  .npz .npy                 numpy\n"
       "  .boost.txt .boost.xml .boost.bin   Boost text/xml/binary archive of a StateDict\n"
-      "The output is written atomically: on failure an existing OUT is left as it was.\n\n"
+      "The output is written atomically: on failure (a full disk, a kill) an existing OUT is left as it was,\n"
+      "and only a regular file is ever replaced (not a symbolic link, directory, device or FIFO).\n\n"
       "Exit codes: 0 ok, 1 the input could not be read or the output written, 2 bad usage,\n"
       "3 a checksum in the input does not match.",
       "checkpoint-convert"};
