@@ -269,7 +269,7 @@ TEST_CASE("safetensors: a header of 40,000 tensors is listed in file order of da
 TEST_CASE("safetensors ckpt.checksums must list every tensor", "[safetensors][checksum]") {
   TempDir dir;
   // Two tensors, one checksum: the other would go unverified.
-  const std::string header = R"({"__metadata__": {"ckpt.checksums": "{\"w\": \"xxh3-64:0123456789abcdef\"}"}, )"
+  const std::string header = R"({"__metadata__": {"ckpt.checksums": "xxh3-64:0123456789abcdef"}, )"
                              R"("w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, )"
                              R"("b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})";
   std::string bytes(8, '\0');
@@ -278,5 +278,7 @@ TEST_CASE("safetensors ckpt.checksums must list every tensor", "[safetensors][ch
   bytes += header + std::string(8, '\0');
   const auto path = dir / "partial.safetensors";
   std::ofstream(path, std::ios::binary) << bytes;
-  CHECK_THROWS_WITH(open(path), path.string() + ": __metadata__ 'ckpt.checksums' has no checksum for tensor 'b'");
+  CHECK_THROWS_WITH(open(path), path.string() +
+                                    ": __metadata__ 'ckpt.checksums' is not \"xxh3-64:\" and 16 hex digits for each of "
+                                    "the 2 tensors");
 }

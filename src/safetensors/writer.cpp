@@ -79,7 +79,7 @@ std::uint64_t write_into(Source& source, AtomicFile& file, const WriteOptions& o
 
   // The checksums are known only once the data is written, after the header: the header is
   // written with placeholders of the same width, and again at the end with the values.
-  std::vector<std::string> checksums(options.checksums ? infos.size() : 0, detail::format_checksum(0));
+  std::vector<std::uint64_t> checksums(options.checksums ? infos.size() : 0, 0);
   // Objects are built by appending to nlohmann's ordered map (names are unique, checked above):
   // its operator[] searches linearly, quadratic in the tensor count.
   auto append = [](json& object, std::string key, json value) {
@@ -90,11 +90,11 @@ std::uint64_t write_into(Source& source, AtomicFile& file, const WriteOptions& o
     json header = json::object();
     header.get_ref<json::object_t&>().reserve(infos.size() + 1);
     json metadata = file_metadata;
-    if (options.checksums) {
-      json sums = json::object();
-      sums.get_ref<json::object_t&>().reserve(infos.size());
-      for (std::size_t i = 0; i < infos.size(); ++i) append(sums, file_name(infos[i]), checksums[i]);
-      metadata[std::string(st::kChecksumsKey)] = sums.dump();
+    if (options.checksums) {  // "xxh3-64:" and 16 hex digits per tensor, in data order
+      std::string sums = "xxh3-64:";
+      sums.reserve(sums.size() + 16 * infos.size());
+      for (const auto h : checksums) fmt::format_to(std::back_inserter(sums), "{:016x}", h);
+      metadata[std::string(st::kChecksumsKey)] = std::move(sums);
     }
     append(header, std::string(st::kMetadataKey), std::move(metadata));
     std::uint64_t offset = 0;
@@ -119,7 +119,7 @@ std::uint64_t write_into(Source& source, AtomicFile& file, const WriteOptions& o
   for (std::size_t i = 0; i < infos.size(); ++i) {
     const Tensor tensor = source.read_checked(i, name);
     file.write(tensor.bytes(), source.file_span(i));
-    if (options.checksums) checksums[i] = detail::format_checksum(detail::xxh3_64(tensor.bytes()));
+    if (options.checksums) checksums[i] = detail::xxh3_64(tensor.bytes());
     done += tensor.nbytes();
     if (options.progress) options.progress(done, total);
   }
