@@ -35,6 +35,9 @@ const Golden kGolden[] = {
     {"bad/signedness.ckpt.h5", ErrorCode::format,
      "tensor 'w': dataset type (unsigned integer of 1 byte) cannot hold index dtype int8 (signed integer of 1 byte)"},
     {"bad/missing_group.ckpt.h5", ErrorCode::format, "tensor 'b': group /buffers is missing"},
+    // Found by fuzz_ckpt_h5: a compact dataset with no bytes made HDF5's H5Dread read address 0.
+    {"bad/compact_no_bytes.ckpt.h5", ErrorCode::format,
+     "tensor 'bf': dataset /parameters/bf stores 0 bytes, its shape and type need 6"},
     {"bad/duplicate_member.ckpt.h5", ErrorCode::format, "/index tensors[0]: member 'dtype' appears twice in one object"},
     // Spec §3, §8: a tensor's data is in the file, and was written.
     {"bad/external_link.ckpt.h5", ErrorCode::format,
