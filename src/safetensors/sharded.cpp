@@ -105,21 +105,15 @@ bool shard_file_of(const std::string& file, const std::string& stem) {
 // Shards of NAME in `dir` that the index does not name and no living writer holds (it keeps
 // an exclusive flock on its shards until its index is in place): a killed writer's.
 void remove_orphan_shards(const std::filesystem::path& dir, const std::string& stem, const std::set<std::string>& named) {
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(dir.empty() ? "." : dir, ec)) {
-    const std::string file = entry.path().filename().string();
+  detail::remove_abandoned(dir, [&](const std::string& file) {
     // A shard, or the temporary name of one (".SHARD.tmp-XXXXXX": a writer killed between
-    // naming and renaming it); either only when no living writer holds it.
+    // naming and renaming it).
     constexpr std::size_t kSuffix = 11;  // ".tmp-XXXXXX"
     const bool temporary = file.size() > kSuffix + 1 && file[0] == '.' &&
                            file.compare(file.size() - kSuffix, 5, ".tmp-") == 0 &&
                            shard_file_of(file.substr(1, file.size() - 1 - kSuffix), stem);
-    if (!temporary && (!shard_file_of(file, stem) || named.count(file))) continue;
-    const detail::UniqueFd fd(::open(entry.path().c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-    struct stat st {};
-    if (fd.valid() && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && ::flock(fd.get(), LOCK_EX | LOCK_NB) == 0)
-      ::unlink(entry.path().c_str());
-  }
+    return temporary || (shard_file_of(file, stem) && !named.count(file));
+  });
 }
 
 std::string random_tag() {
@@ -151,8 +145,7 @@ class ShardedReader final : public detail::FormatReader {
     for (const auto& [tensor, shard] : index["weight_map"].items()) {
       if (!shard.is_string()) fail(ErrorCode::format, name, "weight_map value of {} is not a file name", quote(tensor));
       const std::string file = shard.get<std::string>();
-      if (file.empty() || file.find('/') != std::string::npos || file.find('\\') != std::string::npos || file == "." ||
-          file == "..")
+      if (!plain_file_name(file))
         fail(ErrorCode::format, name, "weight_map names shard {}, not a file beside the index", quote(file));
       by_shard[file].push_back(tensor);
     }

@@ -77,13 +77,13 @@ std::string random_suffix() {
 
 }  // namespace
 
-void remove_stale_temporaries(const std::filesystem::path& dir, const std::string& prefix) {
-  DIR* d = ::opendir(dir.c_str());
+void remove_abandoned(const std::filesystem::path& dir, const std::function<bool(const std::string&)>& matches) {
+  DIR* d = ::opendir(dir.empty() ? "." : dir.c_str());
   if (d == nullptr) return;
   const int dfd = ::dirfd(d);
   while (const dirent* entry = ::readdir(d)) {
     const std::string name = entry->d_name;
-    if (!name.starts_with(prefix) || name.size() != prefix.size() + 6) continue;
+    if (!matches(name)) continue;
     const int fd = ::openat(dfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) continue;
     struct stat opened {}, named {};
@@ -95,6 +95,12 @@ void remove_stale_temporaries(const std::filesystem::path& dir, const std::strin
     ::close(fd);
   }
   ::closedir(d);
+}
+
+void remove_stale_temporaries(const std::filesystem::path& dir, const std::string& prefix) {
+  remove_abandoned(dir, [&](const std::string& name) {
+    return name.starts_with(prefix) && name.size() == prefix.size() + 6;
+  });
 }
 
 AtomicFile::AtomicFile(std::filesystem::path target, bool overwrite)

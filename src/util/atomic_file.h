@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -83,8 +84,10 @@ class AtomicFile {
   bool committed_ = false;
 };
 
-// Removes the temporaries ".NAME.tmp-*" in `dir` whose writers are gone (no one holds their
-// flock). Never fails.
+// Removes the regular files in `dir` whose names `matches` and whose writers are gone (no one
+// holds their flock; the name must still be the file that was locked). Never fails.
+void remove_abandoned(const std::filesystem::path& dir, const std::function<bool(const std::string&)>& matches);
+// The same for the temporaries "PREFIX" + 6 characters (".NAME.tmp-XXXXXX").
 void remove_stale_temporaries(const std::filesystem::path& dir, const std::string& prefix);
 
 }  // namespace ckpt::detail
