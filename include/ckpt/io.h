@@ -21,6 +21,7 @@
 
 // Internals the public classes hold by pointer (declared outside the exported API).
 namespace ckpt::detail {
+struct BlockChecksum;
 class ByteSource;
 class FormatReader;
 struct Location;
@@ -115,7 +116,9 @@ class Reader final : public Source {
   // (all formats whose tensors lie in the file as they are; for ckpt-h5 zstd only the chunks the
   // slice meets; zip-deflated entries and Boost text decode up to the slice's last byte); a slice
   // that is one aligned run of the stored bytes is a zero-copy view. A slice is not verified
-  // against the stored checksum (that covers the whole tensor: use verify() or read()).
+  // against a whole-tensor checksum (use verify() or read()); a tensor written in blocks
+  // (ckpt-h5 1.1, ckpt::mpi::save) has a checksum per block, and then every block the slice meets
+  // is read whole and verified when ReadOptions::verify_checksums.
   // Throws invalid_argument for a slice outside the tensor.
   Tensor read_slice(std::size_t index, const std::vector<std::uint64_t>& offsets,
                     const std::vector<std::uint64_t>& sizes);
@@ -142,6 +145,7 @@ class Reader final : public Source {
  private:
   const detail::Location& located(std::size_t index) const;
   Tensor read_verified(std::size_t index, bool verify);
+  void check_block(std::size_t index, const detail::BlockChecksum& block, std::uint64_t got) const;
 
   std::unique_ptr<detail::FormatReader> format_;
   std::filesystem::path path_;

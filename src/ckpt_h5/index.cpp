@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/blocks.h"
 #include "util/bytes.h"
 #include "util/checksum.h"
 #include "util/json_strict.h"
@@ -80,6 +81,7 @@ class IndexHandler final : public nlohmann::json_sax<json> {
     bool name = false, section = false, dtype = false, shape = false;
     std::string section_name, collection;
     std::optional<bool> persistent;
+    json blocks;  // null when absent
   };
 
   bool fail_with(std::string message) {
@@ -160,6 +162,8 @@ class IndexHandler final : public nlohmann::json_sax<json> {
       }
     } else if (key_ == "shape") {
       return entry_error("\"shape\" must be an array");
+    } else if (key_ == "blocks") {
+      return entry_error("\"blocks\" must be an array");
     }
     return true;  // unknown fields are ignored
   }
@@ -183,6 +187,7 @@ class IndexHandler final : public nlohmann::json_sax<json> {
           index_.metadata = json::object();
           stack_.assign(1, &index_.metadata);
           mode_ = Mode::capture;
+          capture_return_ = Mode::root;
         } else {
           begin_skip(Mode::root);
         }
@@ -191,6 +196,7 @@ class IndexHandler final : public nlohmann::json_sax<json> {
         if (!object) return fail_with(fmt::format("tensors[{}]: not an object", index_.tensors.size()));
         index_.tensors.emplace_back();
         index_.checksums.emplace_back();
+        index_.blocks.emplace_back();
         fields_ = Fields();
         mode_ = Mode::entry;
         return true;
@@ -201,7 +207,16 @@ class IndexHandler final : public nlohmann::json_sax<json> {
           mode_ = Mode::shape;
           return true;
         }
-        if (key_ == "shape" || key_ == "name" || key_ == "section" || key_ == "dtype" || key_ == "checksum" ||
+        // Per-block checksums (1.1, spec §7.1): small, captured as a tree and checked at the
+        // entry's end, when its shape is known.
+        if (key_ == "blocks" && !object) {
+          fields_.blocks = json::array();
+          stack_.assign(1, &fields_.blocks);
+          mode_ = Mode::capture;
+          capture_return_ = Mode::entry;
+          return true;
+        }
+        if (key_ == "shape" || key_ == "blocks" || key_ == "name" || key_ == "section" || key_ == "dtype" || key_ == "checksum" ||
             key_ == "collection" || key_ == "persistent")
           return entry_error(fmt::format("\"{}\" has the wrong type", key_));
         begin_skip(Mode::entry);
@@ -215,7 +230,7 @@ class IndexHandler final : public nlohmann::json_sax<json> {
     switch (mode_) {
       case Mode::capture:
         stack_.pop_back();
-        if (stack_.empty()) mode_ = Mode::root;
+        if (stack_.empty()) mode_ = capture_return_;
         return true;
       case Mode::skip:
         if (--skip_depth_ == 0) mode_ = skip_return_;
@@ -270,6 +285,60 @@ class IndexHandler final : public nlohmann::json_sax<json> {
     }
     if (!checked_mul(shape_numel_unchecked(info.shape), dtype_size(info.dtype)))
       return entry_error(fmt::format("shape {} overflows", shape_to_string(info.shape)));
+    if (!fields_.blocks.is_null()) return finish_blocks(info);
+    return true;
+  }
+
+  // Spec §7.1: every block inside the tensor, of its rank, none overlapping another, their
+  // volumes summing to the tensor's element count (so together they cover it).
+  bool finish_blocks(const TensorInfo& info) {
+    std::vector<BlockChecksum> blocks;
+    bool verifiable = true;
+    const std::uint64_t numel = shape_numel_unchecked(info.shape);
+    if (fields_.blocks.size() > std::max<std::uint64_t>(numel, 1))
+      return entry_error(fmt::format("{} blocks for {} elements", fields_.blocks.size(), numel));
+    std::uint64_t total = 0;
+    for (std::size_t b = 0; b < fields_.blocks.size(); ++b) {
+      const json& block = fields_.blocks[b];
+      auto block_error = [&](const std::string& what) { return entry_error(fmt::format("blocks[{}]: {}", b, what)); };
+      if (!block.is_object()) return block_error("not an object");
+      BlockChecksum out;
+      for (const char* field : {"offset", "shape"}) {
+        const auto it = block.find(field);
+        if (it == block.end() || !it->is_array() || it->size() != info.shape.size())
+          return block_error(fmt::format("\"{}\" must be an array of {} non-negative integers", field, info.shape.size()));
+        auto& dims = std::string_view(field) == "offset" ? out.box.offsets : out.box.sizes;
+        for (const auto& v : *it) {
+          if (!v.is_number_integer() || v.get<std::int64_t>() < 0)
+            return block_error(fmt::format("\"{}\" must be an array of {} non-negative integers", field, info.shape.size()));
+          dims.push_back(v.get<std::uint64_t>());
+        }
+      }
+      const auto sum = block.find("checksum");
+      if (sum == block.end() || !sum->is_string()) return block_error("\"checksum\" must be a string");
+      switch (parse_checksum(sum->get_ref<const std::string&>(), out.xxh3)) {
+        case ChecksumText::xxh3_64: break;
+        case ChecksumText::unknown_algorithm: verifiable = false; break;  // §7: unverifiable, not corrupt
+        case ChecksumText::malformed:
+          return block_error(fmt::format("checksum {} is not \"ALGORITHM:DIGITS\" (xxh3-64: 16 hex digits)",
+                                         quote(sum->get_ref<const std::string&>())));
+      }
+      if (!box_inside(out.box, info.shape))
+        return block_error(fmt::format("{} lies outside the tensor {}", box_to_string(out.box), shape_to_string(info.shape)));
+      total += *box_volume(out.box);  // inside the tensor: no overflow, and the sum stays <= numel below
+      if (total > numel) return entry_error(fmt::format("blocks hold more than the tensor's {} elements", numel));
+      blocks.push_back(std::move(out));
+    }
+    if (total != numel)
+      return entry_error(fmt::format("blocks hold {} of the tensor's {} elements", total, numel));
+    std::vector<Box> boxes;
+    for (const auto& b : blocks) boxes.push_back(b.box);
+    bool exhausted = false;
+    if (const auto pair = find_overlap(boxes, overlap_budget_, exhausted))
+      return entry_error(fmt::format("blocks[{}] {} and blocks[{}] {} overlap", pair->first, box_to_string(boxes[pair->first]),
+                                     pair->second, box_to_string(boxes[pair->second])));
+    if (exhausted) return entry_error("too many blocks to check for overlaps");
+    if (verifiable) index_.blocks.back() = std::move(blocks);
     return true;
   }
 
@@ -296,6 +365,9 @@ class IndexHandler final : public nlohmann::json_sax<json> {
   std::string key_;
   Fields fields_;
   bool saw_tensors_ = false;
+  Mode capture_return_ = Mode::root;
+  // Comparisons the overlap checks of all entries may make together (spec §11).
+  std::uint64_t overlap_budget_ = 1u << 26;
   std::vector<json*> stack_;
   std::vector<std::set<std::string>> members_{1};  // of each open container (arrays: unused)
 };
@@ -321,7 +393,8 @@ Index parse_index(std::string_view text, const ReadOptions& options, const std::
   fail(ErrorCode::format, file, "/index {}", handler.error);
 }
 
-void IndexWriter::add(const TensorInfo& info, std::optional<std::uint64_t> checksum) {
+void IndexWriter::add(const TensorInfo& info, std::optional<std::uint64_t> checksum,
+                      const std::vector<BlockChecksum>& blocks) {
   json entry = {{"name", info.name}, {"section", info.section_name()}};
   if (info.role == Role::buffer) {
     entry["collection"] = info.collection.empty() ? std::string(kDefaultBufferCollection) : info.collection;
@@ -330,6 +403,12 @@ void IndexWriter::add(const TensorInfo& info, std::optional<std::uint64_t> check
   entry["dtype"] = dtype_name(info.dtype);
   entry["shape"] = info.shape;
   if (checksum) entry["checksum"] = format_checksum(*checksum);
+  if (!blocks.empty()) {
+    json list = json::array();
+    for (const auto& b : blocks)
+      list.push_back({{"offset", b.box.offsets}, {"shape", b.box.sizes}, {"checksum", format_checksum(b.xxh3)}});
+    entry["blocks"] = std::move(list);
+  }
   std::string text;
   try {
     text = entry.dump();

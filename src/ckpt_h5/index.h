@@ -8,12 +8,14 @@
 
 #include "ckpt/options.h"
 #include "ckpt/state_dict.h"
+#include "core/blocks.h"
 
 namespace ckpt::detail::ckpt_h5 {
 
 struct Index {
   std::vector<TensorInfo> tensors;
   std::vector<std::optional<std::uint64_t>> checksums;  // parallel to tensors
+  std::vector<std::vector<BlockChecksum>> blocks;         // parallel to tensors (1.1; mostly empty)
   Metadata metadata = Metadata::object();
 };
 
@@ -24,7 +26,7 @@ Index parse_index(std::string_view text, const ReadOptions& options, const std::
 // Builds the index text entry by entry, as the writer goes.
 class IndexWriter {
  public:
-  void add(const TensorInfo& info, std::optional<std::uint64_t> checksum);
+  void add(const TensorInfo& info, std::optional<std::uint64_t> checksum, const std::vector<BlockChecksum>& blocks = {});
   std::string finish(const Metadata& metadata);
 
  private:

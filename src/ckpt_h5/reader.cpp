@@ -68,6 +68,7 @@ class CkptH5Reader final : public detail::FormatReader {
         name_);
     infos_ = std::move(index.tensors);
     checksums_ = std::move(index.checksums);
+    blocks_ = std::move(index.blocks);
     metadata_ = std::move(index.metadata);
     finish_listing();
     checked_.assign(infos_.size(), false);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "ckpt/io.h"
+#include "core/blocks.h"
 #include "core/byte_source.h"
 #include "core/location.h"
 
@@ -48,6 +49,9 @@ class FormatReader {
   Metadata metadata_ = Metadata::object();
   std::vector<TensorInfo> infos_;
   std::vector<std::optional<std::uint64_t>> checksums_;  // empty, or parallel to infos_
+  // Per-block checksums (ckpt-h5 1.1): empty, or parallel to infos_; each list, when not empty,
+  // covers its tensor with disjoint blocks (checked when listed).
+  std::vector<std::vector<BlockChecksum>> blocks_;
 
   // Index of a tensor by section and name; throws invalid_argument if absent.
   std::size_t find(std::string_view name, std::string_view section) const;
@@ -66,5 +70,7 @@ class FormatReader {
 
 // The public Reader over a format's reader.
 std::unique_ptr<Reader> make_reader(std::unique_ptr<FormatReader> format);
+// A Reader of `source`, its format detected by content (what ckpt::open does with a path).
+std::unique_ptr<Reader> open_source(std::shared_ptr<const ByteSource> source, const ReadOptions& options);
 
 }  // namespace ckpt::detail

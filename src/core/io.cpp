@@ -126,6 +126,12 @@ auto about_tensor(const detail::FormatReader& format, std::size_t index, Fn&& fn
   }
 }
 
+// The tensor's per-block checksums, or null when it has none.
+const std::vector<detail::BlockChecksum>* block_checksums(const detail::FormatReader& format, std::size_t index) {
+  if (format.blocks_.empty() || format.blocks_[index].empty()) return nullptr;
+  return &format.blocks_[index];
+}
+
 const detail::Location& Reader::located(std::size_t index) const {
   format_->check_index(index);
   if (!located_[index])
@@ -137,6 +143,7 @@ const detail::Location& Reader::located(std::size_t index) const {
 
 Tensor Reader::read_verified(std::size_t index, bool verify) {
   const auto expected = checksum(index);
+  const auto* blocks = block_checksums(*format_, index);
   const detail::Location& location = located(index);
   detail::Delivery how;
   how.zero_copy = format_->options_.zero_copy;
@@ -148,7 +155,21 @@ Tensor Reader::read_verified(std::size_t index, bool verify) {
   if (how.hash && *got.hash != *expected)
     fail(ErrorCode::integrity, format_->name_, "tensor {}: checksum mismatch (stored {}, data has {})",
          quote(format_->infos_[index].name), detail::format_checksum(*expected), detail::format_checksum(*got.hash));
+  // Per-block checksums (ckpt-h5 1.1): each block hashed where it lies in the tensor.
+  if (verify && blocks) {
+    const auto& info = format_->infos_[index];
+    const std::vector<std::uint64_t> dims(info.shape.begin(), info.shape.end());
+    for (const auto& b : *blocks) check_block(index, b, detail::hash_box(got.tensor.bytes().data(), dims, b.box,
+                                                                         dtype_size(info.dtype)));
+  }
   return std::move(got.tensor);
+}
+
+void Reader::check_block(std::size_t index, const detail::BlockChecksum& block, std::uint64_t got) const {
+  if (got != block.xxh3)
+    fail(ErrorCode::integrity, format_->name_, "tensor {}: block {}: checksum mismatch (stored {}, data has {})",
+         quote(format_->infos_[index].name), detail::box_to_string(block.box), detail::format_checksum(block.xxh3),
+         detail::format_checksum(got));
 }
 
 Tensor Reader::read(std::size_t index) { return read_verified(index, format_->options_.verify_checksums); }
@@ -162,7 +183,38 @@ Tensor Reader::read_slice(std::size_t index, const std::vector<std::uint64_t>& o
   how.zero_copy = format_->options_.zero_copy;
   how.writable = format_->options_.writable;
   how.threads = format_->options_.threads;
-  return about_tensor(*format_, index, [&] { return detail::deliver_slice(location, offsets, sizes, how, *scratch_); });
+  const auto* blocks = format_->options_.verify_checksums ? block_checksums(*format_, index) : nullptr;
+  if (!blocks)
+    return about_tensor(*format_, index, [&] { return detail::deliver_slice(location, offsets, sizes, how, *scratch_); });
+  // With per-block checksums the slice is verified: each block it meets is read whole and
+  // checked, and its part of the slice copied out (a slice that is one block is that block).
+  const auto& info = format_->infos_[index];
+  const detail::Box want{offsets, sizes};
+  if (!detail::box_inside(want, info.shape))
+    fail(ErrorCode::invalid_argument, format_->name_, "tensor {}: slice {} is outside its shape {}", quote(info.name),
+         detail::box_to_string(want), shape_to_string(info.shape));
+  const std::size_t itemsize = dtype_size(info.dtype);
+  std::optional<Tensor> out;
+  for (const auto& b : *blocks) {
+    const auto common = detail::box_intersection(b.box, want);
+    if (!common) continue;
+    Tensor piece = about_tensor(*format_, index, [&] {
+      return detail::deliver_slice(location, b.box.offsets, b.box.sizes, how, *scratch_);
+    });
+    check_block(index, b, detail::hash_box(piece.bytes().data(), b.box.sizes, {std::vector<std::uint64_t>(b.box.sizes.size(), 0), b.box.sizes}, itemsize));
+    if (b.box.offsets == offsets && b.box.sizes == sizes) return piece;
+    if (!out) out = Tensor::uninitialized(info.dtype, Shape(sizes.begin(), sizes.end()));
+    std::vector<std::uint64_t> in_piece(sizes.size()), in_out(sizes.size());
+    for (std::size_t k = 0; k < sizes.size(); ++k) {
+      in_piece[k] = common->offsets[k] - b.box.offsets[k];
+      in_out[k] = common->offsets[k] - offsets[k];
+    }
+    detail::copy_box(piece.bytes().data(), b.box.sizes, in_piece, out->mutable_bytes().data(), sizes, in_out,
+                     common->sizes, itemsize);
+  }
+  // An empty slice meets no block.
+  if (!out) out = Tensor::uninitialized(info.dtype, Shape(sizes.begin(), sizes.end()));
+  return std::move(*out);
 }
 
 Tensor Reader::read_slice(std::string_view name, const std::vector<std::uint64_t>& offsets,
@@ -202,7 +254,7 @@ std::size_t Reader::verify(const ProgressFn& progress) {
   format_->prepare_full_read();
   for (std::size_t i = 0; i < infos.size(); ++i) {
     (void)read_verified(i, true);
-    checked += checksum(i).has_value() || located(i).crc != nullptr;
+    checked += checksum(i).has_value() || block_checksums(*format_, i) || located(i).crc != nullptr;
     done += infos[i].nbytes();
     if (progress) progress(done, total);
   }
@@ -236,7 +288,9 @@ const FormatHandler& detect(const detail::ByteSource& source) {
   fail(ErrorCode::format, source.name(), "unrecognized file format at offset 0, expected one of: {}", format_names());
 }
 
-std::unique_ptr<Reader> open_source(std::shared_ptr<const detail::ByteSource> source, const ReadOptions& options) {
+}  // namespace
+
+std::unique_ptr<Reader> detail::open_source(std::shared_ptr<const detail::ByteSource> source, const ReadOptions& options) {
   const FormatHandler& handler = detect(*source);
   const std::string name = source->name();
   try {
@@ -246,7 +300,6 @@ std::unique_ptr<Reader> open_source(std::shared_ptr<const detail::ByteSource> so
   }
 }
 
-}  // namespace
 
 const FormatHandler& detect_format(const std::filesystem::path& path) {
   return detect(*detail::ByteSource::open_file(path));
@@ -267,7 +320,7 @@ const FormatHandler* format_for_extension(const std::filesystem::path& path) {
 }
 
 std::unique_ptr<Reader> open(const std::filesystem::path& path, const ReadOptions& options) {
-  return open_source(detail::ByteSource::open_file(path), options);
+  return detail::open_source(detail::ByteSource::open_file(path), options);
 }
 
 StateDict load(const std::filesystem::path& path, const ReadOptions& options) {
@@ -276,7 +329,7 @@ StateDict load(const std::filesystem::path& path, const ReadOptions& options) {
 
 std::unique_ptr<Reader> open_memory(std::span<const std::byte> bytes, std::shared_ptr<const void> owner,
                                     const ReadOptions& options, std::string name) {
-  return open_source(detail::ByteSource::from_memory(bytes, std::move(owner), std::move(name)), options);
+  return detail::open_source(detail::ByteSource::from_memory(bytes, std::move(owner), std::move(name)), options);
 }
 
 std::unique_ptr<Reader> open_memory(std::vector<std::byte> bytes, const ReadOptions& options, std::string name) {
