@@ -3,6 +3,7 @@
 #include <hdf5.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <mutex>
 #include <new>
@@ -742,4 +743,63 @@ void register_zstd_filter() {
     if (H5Zregister(&kZstdFilterClass) < 0) raise({kNoFile}, "cannot register the zstd filter");
   });
 }
+
+#ifdef CKPT_WITH_MPI
+// --- parallel files (MPI-IO) -----------------------------------------------------------------
+
+Handle create_file_parallel(Where w, const std::string& path, MPI_Comm comm, MPI_Info info,
+                            const ParallelSettings& settings) {
+  const auto lock = lock_library();
+  init_library();
+  Handle fapl = property_list(H5P_FILE_ACCESS, w);
+  check_status(H5Pset_fapl_mpio(fapl.get(), comm, info), w, "cannot use MPI-IO");
+  check_status(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_LATEST), w, "cannot set format bounds");
+  check_status(H5Pset_alignment(fapl.get(), settings.alignment_threshold, settings.alignment), w, "cannot set alignment");
+  check_status(H5Pset_small_data_block_size(fapl.get(), 0), w, "cannot set small data block size");
+  check_status(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG), w, "cannot set the close degree");
+  if (settings.collective_metadata) {
+    check_status(H5Pset_all_coll_metadata_ops(fapl.get(), true), w, "cannot make metadata reads collective");
+    check_status(H5Pset_coll_metadata_write(fapl.get(), true), w, "cannot make metadata writes collective");
+  }
+  Handle fcpl = property_list(H5P_FILE_CREATE, w);
+  check_status(H5Pset_link_creation_order(fcpl.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED), w,
+               "cannot track creation order");
+  check_status(H5Pset_file_space_strategy(fcpl.get(), H5F_FSPACE_STRATEGY_AGGR, 0, 1), w,
+               "cannot set the file space strategy");
+  const hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get());
+  if (id < 0) raise(w, "cannot create the file with MPI-IO", ErrorCode::io);
+  return Handle(id);
+}
+
+void write_region(Where w, const Handle& dataset, const Handle& mem_type, const std::vector<std::uint64_t>& offsets,
+                  const std::vector<std::uint64_t>& sizes, const void* data, bool collective, bool nothing) {
+  const auto lock = lock_library();
+  Handle dxpl = property_list(H5P_DATASET_XFER, w);
+  check_status(H5Pset_dxpl_mpio(dxpl.get(), collective ? H5FD_MPIO_COLLECTIVE : H5FD_MPIO_INDEPENDENT), w,
+               "cannot set the transfer mode");
+  Handle file_space(check(H5Dget_space(dataset.get()), w, "cannot read dataspace"));
+  Handle memory_space;
+  if (nothing) {
+    check_status(H5Sselect_none(file_space.get()), w, "cannot select nothing");
+    memory_space = Handle(check(H5Scopy(file_space.get()), w, "cannot copy a dataspace"));
+  } else if (sizes.empty()) {  // a scalar dataset: all of it
+    memory_space = Handle(check(H5Scopy(file_space.get()), w, "cannot copy a dataspace"));
+  } else {
+    const auto start = to_hsize(offsets), count = to_hsize(sizes);
+    check_status(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
+                 w, "cannot select a block");
+    memory_space = Handle(check(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr), w,
+                                "cannot create a dataspace"));
+  }
+  // MPI-IO reports a short write to HDF5 without its cause ("file write failed"); the failed
+  // write(2) left it in errno.
+  errno = 0;
+  if (H5Dwrite(dataset.get(), mem_type.get(), memory_space.get(), file_space.get(), dxpl.get(), data) < 0) {
+    const int error = errno;
+    const bool known = error == ENOSPC || error == EFBIG || error == EDQUOT || error == EIO || error == EROFS;
+    raise(w, known ? std::string("cannot write a block: ") + std::strerror(error) : "cannot write a block", ErrorCode::io);
+  }
+}
+#endif
+
 }  // namespace ckpt::detail::h5

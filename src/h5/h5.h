@@ -17,6 +17,10 @@
 #include "ckpt/ckpt_h5.h"
 #include "ckpt/error.h"
 
+#ifdef CKPT_WITH_MPI
+#include <mpi.h>
+#endif
+
 namespace ckpt::detail::h5 {
 
 using hid = std::int64_t;  // HDF5's hid_t
@@ -183,6 +187,22 @@ std::optional<std::string> read_string_attribute(Where w, const Handle& object, 
 // Integer array attribute (any integer type, converted); nullopt if absent.
 std::optional<std::vector<std::int64_t>> read_int_array_attribute(Where w, const Handle& object,
                                                                   const std::string& name);
+
+#ifdef CKPT_WITH_MPI
+// --- parallel files (MPI-IO; the MPI build of HDF5) ---------------------------------------------
+struct ParallelSettings {
+  std::uint64_t alignment = 64, alignment_threshold = 1;
+  bool collective_metadata = true;
+};
+// Creates (truncates) the file at `path` on every rank of `comm` (collective), with the settings
+// of create_file.
+Handle create_file_parallel(Where w, const std::string& path, MPI_Comm comm, MPI_Info info,
+                            const ParallelSettings& settings);
+// Writes the box of `sizes` elements at `offsets` from `data` (row-major, `mem_type`); `nothing`:
+// this rank writes nothing (a collective write still needs every rank's call).
+void write_region(Where w, const Handle& dataset, const Handle& mem_type, const std::vector<std::uint64_t>& offsets,
+                  const std::vector<std::uint64_t>& sizes, const void* data, bool collective, bool nothing = false);
+#endif
 
 // --- filters -------------------------------------------------------------------------------
 inline constexpr int kShuffleFilter = 2;

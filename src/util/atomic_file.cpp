@@ -103,7 +103,7 @@ void remove_stale_temporaries(const std::filesystem::path& dir, const std::strin
   });
 }
 
-AtomicFile::AtomicFile(std::filesystem::path target, bool overwrite)
+AtomicFile::AtomicFile(std::filesystem::path target, bool overwrite, Naming naming)
     : target_(std::move(target)), overwrite_(overwrite) {
   const std::string name = target_.string();
   const std::string leaf = target_.filename().string();
@@ -138,9 +138,9 @@ AtomicFile::AtomicFile(std::filesystem::path target, bool overwrite)
   temp_prefix_ += ".tmp-";
   remove_stale_temporaries(dir_, temp_prefix_);
 
-  fd_ = ::open(dir_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
-  if (fd_ < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
-    // No O_TMPFILE here: a named temporary, locked at once.
+  if (naming == Naming::anonymous) fd_ = ::open(dir_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
+  if (naming == Naming::named || (fd_ < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL))) {
+    // No O_TMPFILE here (or a name is wanted): a named temporary, locked at once.
     std::string pattern = (dir_ / (temp_prefix_ + "XXXXXX")).string();
     fd_ = ::mkostemp(pattern.data(), O_CLOEXEC);
     if (fd_ >= 0) temp_ = pattern;
@@ -259,5 +259,7 @@ void AtomicFile::commit() {
   committed_ = true;
   fsync_path(dir_, O_RDONLY | O_DIRECTORY, name);
 }
+
+void ignore_file_size_limit_signal() { ignore_file_size_signal(); }
 
 }  // namespace ckpt::detail

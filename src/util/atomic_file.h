@@ -42,9 +42,12 @@ void write_at(int fd, std::uint64_t offset, std::span<const std::byte> bytes, co
 // default disposition).
 class AtomicFile {
  public:
+  // How the new file is made: anonymous (O_TMPFILE) where the file system allows, or named from
+  // the start, for writers that open it again by name (other processes: ckpt::mpi's ranks).
+  enum class Naming { anonymous, named };
   // With overwrite == false an existing target is an error (checked now and again, race-free, at
   // commit).
-  AtomicFile(std::filesystem::path target, bool overwrite);
+  AtomicFile(std::filesystem::path target, bool overwrite, Naming naming = Naming::anonymous);
   ~AtomicFile();
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
@@ -52,6 +55,8 @@ class AtomicFile {
   const std::filesystem::path& target() const noexcept { return target_; }
   // Descriptor of the new file, open for reading and writing.
   int fd() const noexcept { return fd_; }
+  // The temporary's name: always with Naming::named, else empty until commit.
+  const std::filesystem::path& temp_path() const noexcept { return temp_; }
 
   // Write all of `bytes` at the current position (throws io naming the target).
   void write(std::span<const std::byte> bytes);
@@ -83,6 +88,11 @@ class AtomicFile {
   bool overwrite_;
   bool committed_ = false;
 };
+
+// SIGXFSZ (writing past `ulimit -f`) made to fail the write with EFBIG instead of killing the
+// process, if its disposition is the default (every AtomicFile does this; writers that write
+// through other descriptors, as ckpt::mpi's ranks, call it themselves).
+void ignore_file_size_limit_signal();
 
 // Removes the regular files in `dir` whose names `matches` and whose writers are gone (no one
 // holds their flock; the name must still be the file that was locked). Never fails.
