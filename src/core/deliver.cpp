@@ -129,7 +129,9 @@ void gather(const Location& l, const std::vector<std::uint64_t>& offsets, const 
     last += (offsets[k] + sizes[k] - 1) * strides[k];
   }
   StreamBytes stream(l);
-  stream.window(l.first + base * itemsize, l.first + (last + 1) * itemsize);
+  // A window pays for many short runs; runs of kPreadMinBytes or more (a region of whole rows, a
+  // block of a tensor split by rows) are read straight into place, not copied through one.
+  if (l.decoded || run_bytes < kPreadMinBytes) stream.window(l.first + base * itemsize, l.first + (last + 1) * itemsize);
   std::vector<std::uint64_t> index(outer, 0);
   for (std::uint64_t n = 0; n * run_bytes < out.size(); ++n) {
     std::uint64_t element = base;

@@ -194,27 +194,54 @@ Tensor Reader::read_slice(std::size_t index, const std::vector<std::uint64_t>& o
     fail(ErrorCode::invalid_argument, format_->name_, "tensor {}: slice {} is outside its shape {}", quote(info.name),
          detail::box_to_string(want), shape_to_string(info.shape));
   const std::size_t itemsize = dtype_size(info.dtype);
-  std::optional<Tensor> out;
+  // The blocks the slice meets, read in one piece (their bounding box) when that is not much more
+  // than the blocks themselves: one read and no copy when the slice is the bounding box (a whole
+  // tensor, a slice of whole blocks); block by block otherwise.
+  std::vector<const detail::BlockChecksum*> met;
+  detail::Box bound;
+  std::uint64_t met_volume = 0;
   for (const auto& b : *blocks) {
-    const auto common = detail::box_intersection(b.box, want);
-    if (!common) continue;
-    Tensor piece = about_tensor(*format_, index, [&] {
-      return detail::deliver_slice(location, b.box.offsets, b.box.sizes, how, *scratch_);
-    });
-    check_block(index, b, detail::hash_box(piece.bytes().data(), b.box.sizes, {std::vector<std::uint64_t>(b.box.sizes.size(), 0), b.box.sizes}, itemsize));
-    if (b.box.offsets == offsets && b.box.sizes == sizes) return piece;
-    if (!out) out = Tensor::uninitialized(info.dtype, Shape(sizes.begin(), sizes.end()));
-    std::vector<std::uint64_t> in_piece(sizes.size()), in_out(sizes.size());
-    for (std::size_t k = 0; k < sizes.size(); ++k) {
-      in_piece[k] = common->offsets[k] - b.box.offsets[k];
-      in_out[k] = common->offsets[k] - offsets[k];
+    if (!detail::box_intersection(b.box, want)) continue;
+    met.push_back(&b);
+    met_volume += *detail::box_volume(b.box);
+    if (met.size() == 1) {
+      bound = b.box;
+      continue;
     }
-    detail::copy_box(piece.bytes().data(), b.box.sizes, in_piece, out->mutable_bytes().data(), sizes, in_out,
-                     common->sizes, itemsize);
+    for (std::size_t k = 0; k < sizes.size(); ++k) {
+      const std::uint64_t lo = std::min(bound.offsets[k], b.box.offsets[k]);
+      const std::uint64_t hi = std::max(bound.offsets[k] + bound.sizes[k], b.box.offsets[k] + b.box.sizes[k]);
+      bound.offsets[k] = lo, bound.sizes[k] = hi - lo;
+    }
   }
   // An empty slice meets no block.
-  if (!out) out = Tensor::uninitialized(info.dtype, Shape(sizes.begin(), sizes.end()));
-  return std::move(*out);
+  if (met.empty()) return Tensor::uninitialized(info.dtype, Shape(sizes.begin(), sizes.end()));
+  auto place = [&](const detail::Box& inner, const detail::Box& outer) {
+    std::vector<std::uint64_t> at(inner.offsets.size());
+    for (std::size_t k = 0; k < at.size(); ++k) at[k] = inner.offsets[k] - outer.offsets[k];
+    return detail::Box{at, inner.sizes};
+  };
+  auto read_box = [&](const detail::Box& box) {
+    return about_tensor(*format_, index, [&] { return detail::deliver_slice(location, box.offsets, box.sizes, how, *scratch_); });
+  };
+  if (*detail::box_volume(bound) <= 2 * met_volume) {
+    Tensor piece = read_box(bound);
+    for (const auto* b : met) check_block(index, *b, detail::hash_box(piece.bytes().data(), bound.sizes, place(b->box, bound), itemsize));
+    if (bound.offsets == offsets && bound.sizes == sizes) return piece;
+    Tensor out = Tensor::uninitialized(info.dtype, Shape(sizes.begin(), sizes.end()));
+    detail::copy_box(piece.bytes().data(), bound.sizes, place(want, bound).offsets, out.mutable_bytes().data(), sizes,
+                     std::vector<std::uint64_t>(sizes.size(), 0), sizes, itemsize);
+    return out;
+  }
+  Tensor out = Tensor::uninitialized(info.dtype, Shape(sizes.begin(), sizes.end()));
+  for (const auto* b : met) {
+    const auto common = *detail::box_intersection(b->box, want);
+    Tensor piece = read_box(b->box);
+    check_block(index, *b, detail::hash_box(piece.bytes().data(), b->box.sizes, place(b->box, b->box), itemsize));
+    detail::copy_box(piece.bytes().data(), b->box.sizes, place(common, b->box).offsets, out.mutable_bytes().data(), sizes,
+                     place(common, want).offsets, common.sizes, itemsize);
+  }
+  return out;
 }
 
 Tensor Reader::read_slice(std::string_view name, const std::vector<std::uint64_t>& offsets,
