@@ -16,7 +16,9 @@
 //   6. rank 0 reopens the file, reads the index back, then fsyncs and renames it into place.
 #include "ckpt/mpi.h"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <climits>
@@ -363,6 +365,21 @@ const h5::Handle& group_for(OpenFile& f, const h5::Where& w, const TensorInfo& i
   return f.groups.emplace(section, h5::create_group(w, f.sections, schema::encode_link_name(section))).first->second;
 }
 
+// Why a write may have failed, when MPI-IO did not say (it reports a short write to HDF5 without
+// its errno): the file size limit below the data's end, or less free space than the data needs.
+std::string diagnose(const std::string& temp, std::uint64_t end, std::uint64_t bytes) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY && end > limit.rlim_cur)
+    return fmt::format("File too large (the file size limit, ulimit -f, is {} bytes)", limit.rlim_cur);
+  struct statvfs fs {};
+  const auto dir = std::filesystem::path(temp).parent_path();
+  if (::statvfs(dir.empty() ? "." : dir.c_str(), &fs) == 0 &&
+      static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize < bytes)
+    return fmt::format("No space left on device ({} bytes free, {} to write)",
+                       static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize, bytes);
+  return {};
+}
+
 struct Written {
   std::size_t tensor;
   detail::Box box;
@@ -462,7 +479,15 @@ void save(MPI_Comm comm, const std::filesystem::path& path, const LocalShards& l
               h5::write_region(w, f.datasets[i], f.types[i], b.box.offsets, b.box.sizes, b.data.bytes().data(), false);
         }
       } catch (const Error& e) {
-        throw Error(e.code(), name, fmt::format("tensor {}: {}", quote(plan[i].info.name), e.message()));
+        std::string message = e.message();
+        if (message.find("File too large") == std::string::npos && message.find("No space left") == std::string::npos) {
+          std::uint64_t bytes = 0;
+          for (const auto& b : blocks) bytes += b.data.nbytes();
+          const auto offset = h5::contiguous_offset(f.datasets[i]);
+          const std::string why = diagnose(temp, offset.value_or(0) + plan[i].info.nbytes(), bytes);
+          if (!why.empty()) message += ": " + why;
+        }
+        throw Error(e.code(), name, fmt::format("tensor {}: {}", quote(plan[i].info.name), message));
       }
     }
   });

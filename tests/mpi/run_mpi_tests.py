@@ -131,5 +131,43 @@ if old and os.path.exists(old):
     r = mpirun(2, "save", old, "--overwrite", "--collective")
     check(r.returncode == 0 and digest(old) != before, f"overwrite: {r.stderr.strip()}")
 
+# 7. Killed mid-save (every rank, SIGKILL): the old file stays, and the next save removes the
+# temporary the dead job left.
+if old and os.path.exists(old):
+    import signal
+    import time
+    before = digest(old)
+    for delay in (0.2, 0.5, 0.9):
+        job = subprocess.Popen(["mpirun", "--oversubscribe", "-np", "2", mpi_check, "save", old, "--overwrite",
+                                "--size", str(256 << 20)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        subprocess.run(["pkill", "-KILL", "-f", f"{mpi_check} save {old}"])
+        job.kill()
+        job.wait()
+        now = digest(old)
+        check(now == before or subprocess.run([mpi_check, "serial", old], env=env).returncode == 0,
+              f"killed after {delay} s: the file is the old one or a complete new one")
+        before = digest(old)
+    r = mpirun(2, "save", old, "--overwrite")
+    check(r.returncode == 0 and not leftovers(), f"the next save cleans up: {r.stderr.strip()} {leftovers()}")
+
+# 8. A full disk (root: a 40 MB tmpfs): the rank that cannot write fails the save, nothing stays.
+if os.geteuid() == 0:
+    mnt = os.path.join(work, "small")
+    os.makedirs(mnt)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", mnt]).returncode == 0:
+        try:
+            target = os.path.join(mnt, "m.ckpt.h5")
+            r = mpirun(2, "save", target)
+            check(r.returncode == 0, f"small save on the tmpfs: {r.stderr.strip()}")
+            before = digest(target)
+            r = mpirun(3, "save", target, "--overwrite", "--size", str(64 << 20))
+            check(r.returncode == 1 and "No space left on device" in r.stderr,
+                  f"full disk: {r.returncode} {r.stderr.strip()[-300:]}")
+            check(digest(target) == before and os.listdir(mnt) == ["m.ckpt.h5"],
+                  f"full disk: old file kept, nothing else: {os.listdir(mnt)}")
+        finally:
+            subprocess.run(["umount", mnt])
+
 print(f"{len(failures)} failed" if failures else "all MPI checks passed")
 sys.exit(1 if failures else 0)
