@@ -367,7 +367,7 @@ class IndexHandler final : public nlohmann::json_sax<json> {
   bool saw_tensors_ = false;
   Mode capture_return_ = Mode::root;
   // Comparisons the overlap checks of all entries may make together (spec §11).
-  std::uint64_t overlap_budget_ = 1u << 26;
+  std::uint64_t overlap_budget_ = kOverlapBudget;
   std::vector<json*> stack_;
   std::vector<std::set<std::string>> members_{1};  // of each open container (arrays: unused)
 };

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <numeric>
-#include <set>
 
 #include <fmt/format.h>
 #include <xxhash.h>
@@ -49,44 +48,57 @@ std::string box_to_string(const Box& box) {
   return out + "]";
 }
 
+namespace {
+
+// Overlap among `ids`, which agree on dimensions [0, dim): sorted by their interval along `dim`,
+// boxes with the very same interval are checked among themselves on the next dimension (a tiling
+// of any rank costs O(B log B) so), and groups whose intervals overlap without being equal are
+// compared box by box, each comparison taking one from `budget`.
+std::optional<std::pair<std::size_t, std::size_t>> overlap_from(const std::vector<Box>& boxes, std::vector<std::size_t> ids,
+                                                                std::size_t dim, std::uint64_t& budget, bool& exhausted) {
+  if (ids.size() < 2) return std::nullopt;
+  const std::size_t rank = boxes[ids[0]].offsets.size();
+  if (dim == rank) return std::pair(std::min(ids[0], ids[1]), std::max(ids[0], ids[1]));  // equal boxes
+  std::sort(ids.begin(), ids.end(), [&](std::size_t a, std::size_t b) {
+    return std::pair(boxes[a].offsets[dim], boxes[a].sizes[dim]) < std::pair(boxes[b].offsets[dim], boxes[b].sizes[dim]);
+  });
+  struct Group {
+    std::uint64_t begin, end;
+    std::vector<std::size_t> ids;
+  };
+  std::vector<Group> active;  // groups whose interval reaches the current start
+  for (std::size_t i = 0; i < ids.size();) {
+    const Box& first = boxes[ids[i]];
+    Group g{first.offsets[dim], first.offsets[dim] + first.sizes[dim], {}};
+    while (i < ids.size() && boxes[ids[i]].offsets[dim] == g.begin && boxes[ids[i]].sizes[dim] == g.end - g.begin)
+      g.ids.push_back(ids[i++]);
+    if (const auto found = overlap_from(boxes, g.ids, dim + 1, budget, exhausted); found || exhausted) return found;
+    std::erase_if(active, [&](const Group& a) { return a.end <= g.begin; });
+    for (const auto& a : active)
+      for (auto x : a.ids)
+        for (auto y : g.ids) {
+          if (budget == 0) {
+            exhausted = true;
+            return std::nullopt;
+          }
+          --budget;
+          if (box_intersection(boxes[x], boxes[y])) return std::pair(std::min(x, y), std::max(x, y));
+        }
+    active.push_back(std::move(g));
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::optional<std::pair<std::size_t, std::size_t>> find_overlap(const std::vector<Box>& boxes, std::uint64_t& budget,
                                                                 bool& exhausted) {
   exhausted = false;
-  if (boxes.size() < 2) return std::nullopt;
-  const std::size_t rank = boxes[0].offsets.size();
   // Empty boxes share no element with anything.
-  std::vector<std::size_t> order;
+  std::vector<std::size_t> ids;
   for (std::size_t i = 0; i < boxes.size(); ++i)
-    if (std::none_of(boxes[i].sizes.begin(), boxes[i].sizes.end(), [](auto s) { return s == 0; })) order.push_back(i);
-  if (rank == 0) {
-    if (order.size() >= 2) return std::pair(order[0], order[1]);
-    return std::nullopt;
-  }
-  // Sweep along the dimension whose starts differ most: tensors split along one dimension then
-  // compare each block with its neighbours only.
-  std::size_t dim = 0, most = 0;
-  for (std::size_t k = 0; k < rank; ++k) {
-    std::set<std::uint64_t> starts;
-    for (auto i : order) starts.insert(boxes[i].offsets[k]);
-    if (starts.size() > most) most = starts.size(), dim = k;
-  }
-  std::sort(order.begin(), order.end(),
-            [&](std::size_t a, std::size_t b) { return boxes[a].offsets[dim] < boxes[b].offsets[dim]; });
-  std::vector<std::size_t> active;  // boxes whose extent along `dim` reaches the current start
-  for (auto i : order) {
-    const std::uint64_t start = boxes[i].offsets[dim];
-    std::erase_if(active, [&](std::size_t a) { return boxes[a].offsets[dim] + boxes[a].sizes[dim] <= start; });
-    for (auto a : active) {
-      if (budget == 0) {
-        exhausted = true;
-        return std::nullopt;
-      }
-      --budget;
-      if (box_intersection(boxes[a], boxes[i])) return std::pair(std::min(a, i), std::max(a, i));
-    }
-    active.push_back(i);
-  }
-  return std::nullopt;
+    if (std::none_of(boxes[i].sizes.begin(), boxes[i].sizes.end(), [](auto s) { return s == 0; })) ids.push_back(i);
+  return overlap_from(boxes, std::move(ids), 0, budget, exhausted);
 }
 
 std::uint64_t hash_box(const std::byte* data, const std::vector<std::uint64_t>& dims, const Box& box,

@@ -35,9 +35,13 @@ std::optional<Box> box_intersection(const Box& a, const Box& b);
 std::string box_to_string(const Box& box);
 
 // The first two boxes found to share an element (indices into `boxes`), or nullopt. Boxes are
-// swept along the dimension where their starts differ most; each comparison takes one from
-// `budget`, and when none is left `exhausted` is set and nullopt returned: hostile input cannot
-// make the check quadratic.
+// swept dimension by dimension (a regular tiling, a grid of any rank, costs O(B log B)); boxes
+// whose intervals overlap without being equal are compared pairwise, each comparison taking one
+// from `budget`, and when none is left `exhausted` is set and nullopt returned: hostile input
+// cannot make the check quadratic.
+// The comparisons a reader allows find_overlap for all the tensors of one file (spec §7.1).
+inline constexpr std::uint64_t kOverlapBudget = 1u << 26;
+
 std::optional<std::pair<std::size_t, std::size_t>> find_overlap(const std::vector<Box>& boxes, std::uint64_t& budget,
                                                                 bool& exhausted);
 

@@ -206,11 +206,12 @@ int main(int argc, char** argv) {
   }
   const std::string mode = args[0];
   ckpt::mpi::ParallelOptions options;
-  std::uint64_t big = 0;
+  std::uint64_t big = 0, many = 0;
   for (std::size_t i = 2; i < args.size(); ++i) {
     if (args[i] == "--overwrite") options.overwrite = true;
     if (args[i] == "--collective") options.collective_io = true;
     if (args[i] == "--size" && i + 1 < args.size()) big = std::stoull(args[++i]);
+    if (args[i] == "--many" && i + 1 < args.size()) many = std::stoull(args[++i]);
     if (args[i] == "--fsize-rank" && i + 2 < args.size()) {
       const int who = std::stoi(args[i + 1]);
       const rlim_t limit = std::stoull(args[i + 2]);
@@ -221,7 +222,11 @@ int main(int argc, char** argv) {
       }
     }
   }
-  const std::vector<Spec> specs = model(big);
+  std::vector<Spec> specs = model(big);
+  // --many N: N more small tensors, split by rows (names kept alive in `names`).
+  static std::vector<std::string> names;
+  for (std::uint64_t k = 0; k < many; ++k) names.push_back("many." + std::to_string(k));
+  for (const auto& n : names) specs.push_back({n.c_str(), ckpt::Role::parameter, "", DType::float32, {4, 4}, 0});
 
   if (mode == "save") {
     try {
@@ -255,8 +260,12 @@ int main(int argc, char** argv) {
     }
     if (kind == "missing" && rank == ranks - 1) find("embed.weight").blocks.clear();
     if (kind == "outside" && rank == ranks - 1) find("fc.bias").blocks.at(0).box.offsets = {20};
+    if (kind == "options" && rank == ranks - 1) options.collective_io = !options.collective_io;
+    if (kind == "checksums" && rank == ranks - 1) options.checksums = false;
+    std::string target = path;
+    if (kind == "path" && rank == ranks - 1) target += ".other";
     try {
-      ckpt::mpi::save(MPI_COMM_WORLD, path, local, options);
+      ckpt::mpi::save(MPI_COMM_WORLD, target, local, options);
       if (rank == 0) std::fprintf(stderr, "error: the save succeeded\n");
       MPI_Finalize();
       return 3;
@@ -265,6 +274,22 @@ int main(int argc, char** argv) {
       MPI_Finalize();
       return 0;
     }
+  }
+
+  if (mode == "load-throw") {
+    // The last rank's WantFn throws something that is not a std::exception: every rank fails.
+    try {
+      (void)ckpt::mpi::load(MPI_COMM_WORLD, args[1], [&](const ckpt::TensorInfo&) -> std::vector<Box> {
+        if (rank == ranks - 1) throw 42;
+        return {};
+      });
+    } catch (const ckpt::Error& e) {
+      if (rank == 0) std::printf("%s\n", e.what());
+      MPI_Finalize();
+      return 0;
+    }
+    MPI_Finalize();
+    return 3;
   }
 
   if (mode == "load") {
