@@ -60,10 +60,14 @@ int convert_files(const Options& o) {
   parse_compression(o.compression, options.write);
   if (!o.max_shard_size.empty()) options.write.max_shard_bytes = cli::parse_size(o.max_shard_size);
   if (!o.to.empty() && !find_format(o.to))
-    throw Error(ErrorCode::invalid_argument, "", fmt::format("--to '{}': unknown format ({})", o.to, format_names()));
+    throw Error(ErrorCode::invalid_argument, "", fmt::format("--to '{}': unknown format ({})", o.to, writable_format_names()));
+  if (!o.to.empty() && !find_format(o.to)->write)
+    throw Error(ErrorCode::invalid_argument, "",
+                fmt::format("--to '{}': ckpt reads {} but does not write it (output formats: {})", o.to, o.to,
+                            writable_format_names()));
   if (o.to.empty() && !format_for_extension(o.output))
     throw Error(ErrorCode::invalid_argument, o.output,
-                fmt::format("cannot tell the output format from the extension; use --to ({})", format_names()));
+                fmt::format("cannot tell the output format from the extension; use --to ({})", writable_format_names()));
   const FormatHandler* out_format = !o.to.empty() ? find_format(o.to) : format_for_extension(o.output);
   if (options.write.compression == Compression::zstd && out_format->name != "ckpt-h5")
     throw Error(ErrorCode::invalid_argument, "", fmt::format("--compression zstd applies to ckpt-h5 output, not {}", out_format->name));
@@ -157,7 +161,7 @@ int main(int argc, char** argv) {
       "checkpoint-convert"};
   app.add_option("IN", o.input, "Checkpoint to read")->required();
   app.add_option("OUT", o.output, "File to write")->required();
-  app.add_option("--to", o.to, "Output format: " + format_names() + " (default: from OUT's extension)");
+  app.add_option("--to", o.to, "Output format: " + writable_format_names() + " (default: from OUT's extension)");
   app.add_option("--compression", o.compression, "none; zstd or zstd:LEVEL (1-22; default 1) for ckpt-h5; deflate for numpy .npz")
       ->capture_default_str();
   app.add_option("--buffers", o.buffer_regex,

@@ -212,8 +212,15 @@ int inspect(const Options& options) {
     if (t.role == Role::buffer && std::find(collections.begin(), collections.end(), t.collection) == collections.end())
       collections.push_back(t.collection);
   }
+  // A directory (a distributed checkpoint): the bytes of the files in it.
   std::error_code ec;
-  const auto file_bytes = std::filesystem::file_size(options.file, ec);
+  std::uintmax_t file_bytes = 0;
+  if (std::filesystem::is_directory(options.file, ec)) {
+    for (const auto& entry : std::filesystem::directory_iterator(options.file, ec))
+      if (entry.is_regular_file(ec)) file_bytes += entry.file_size(ec);
+  } else {
+    file_bytes = std::filesystem::file_size(options.file, ec);
+  }
 
   if (options.json_output) {
     json out;
@@ -246,6 +253,7 @@ int inspect(const Options& options) {
     }
     out["tensors"] = std::move(list);
     out["metadata"] = reader->metadata();
+    if (!reader->notes().empty()) out["notes"] = reader->notes();
     if (options.verify) out["verify"] = {{"ok", true}, {"checked", verified}};
     fmt::print("{}\n", out.dump(2));
     return cli::kOk;
@@ -262,6 +270,7 @@ int inspect(const Options& options) {
   for (const auto& [name, totals] : sections)
     fmt::print("section {}: {}, {}\n", name, tensor_count(totals.count), cli::human_bytes(totals.bytes));
   if (!reader->metadata().empty()) fmt::print("metadata:    {}\n", reader->metadata().dump());
+  for (const auto& note : reader->notes()) fmt::print("note:        {}\n", cli::one_line(note));
   if (options.verify)
     fmt::print("verify:      ok, {} checksums match{}\n", verified,
                verified < tensors.size() ? fmt::format(" ({} tensors have none)", tensors.size() - verified) : "");

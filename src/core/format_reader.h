@@ -48,6 +48,8 @@ class FormatReader {
   Metadata metadata_ = Metadata::object();
   std::vector<TensorInfo> infos_;
   std::vector<std::optional<std::uint64_t>> checksums_;  // empty, or parallel to infos_
+  // What the format left out or decided while listing, one line each (Reader::notes()).
+  std::vector<std::string> notes_;
 
   // Index of a tensor by section and name; throws invalid_argument if absent.
   std::size_t find(std::string_view name, std::string_view section) const;
