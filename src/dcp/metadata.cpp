@@ -71,10 +71,10 @@ class Walker {
       if (n.newobj) {
         if (class_named(callable) == Class::none)
           fail(ErrorCode::unsupported, name_,
-               ".metadata instantiates {}, which is not one of DCP's metadata classes (ckpt never runs pickled code)",
+               "the pickle instantiates {}, which is not one of DCP's metadata classes (ckpt never runs pickled code)",
                quote(callable.empty() ? pk::render(g_, n.first, 2) : callable));
         if (args.kind != pk::Kind::tuple || !args.items.empty())
-          fail(ErrorCode::format, name_, ".metadata instantiates {} with arguments", quote(callable));
+          fail(ErrorCode::format, name_, "the pickle instantiates {} with arguments", quote(callable));
         continue;
       }
       bool allowed = callable == "torch.Size" || callable == "torch.serialization._get_layout" ||
@@ -86,7 +86,7 @@ class Walker {
         allowed = true;
       if (!allowed)
         fail(ErrorCode::unsupported, name_,
-             "unsafe pickle: .metadata calls {} (ckpt never runs pickled code; DCP metadata needs only its dataclasses, "
+             "unsafe pickle: it calls {} (ckpt never runs pickled code; DCP metadata needs only its dataclasses, "
              "torch.Size, dtypes and layouts)",
              quote(callable.empty() ? pk::render(g_, n.first, 2) : callable));
     }
@@ -112,8 +112,8 @@ class Walker {
       const pk::Node& v = g_.at(version);
       out.version = v.kind == pk::Kind::integer ? std::to_string(v.integer) : text(version, "Metadata.version", "it");
       if (out.version.substr(0, out.version.find('.')) != "1")
-        fail(ErrorCode::unsupported, name_, ".metadata: DCP metadata version {} is not supported (this reader reads "
-             "none and 1.x)", quote(out.version));
+        fail(ErrorCode::unsupported, name_, "DCP metadata version {} is not supported (this reader reads none and 1.x)",
+             quote(out.version));
     }
     out.storage_meta = nullptr;
     if (const pk::NodeId meta = field(root, "storage_meta"); meta != pk::kNoNode && !none(meta)) {
@@ -126,14 +126,14 @@ class Walker {
 
  private:
   [[noreturn]] void bad(const std::string& where, const std::string& what) const {
-    fail(ErrorCode::format, name_, ".metadata, {}: {}", where, what);
+    fail(ErrorCode::format, name_, "{}: {}", where, what);
   }
   static std::string fqn_place(const std::string& fqn) { return "key " + quote(fqn); }
 
   void visit() {
     if (++visits_ > budget_)
       fail(ErrorCode::unsupported, name_,
-           ".metadata: shared references expand it to more than {} items and chunks (each reference is a copy); refused",
+           "shared references expand the metadata to more than {} items and chunks (each reference is a copy); refused",
            budget_);
   }
 
@@ -230,7 +230,7 @@ class Walker {
     }
     if (dtype == pk::kNoNode || g_.at(dtype).kind != pk::Kind::global) bad(where, "its properties name no dtype");
     const auto found = pytorch::torch_dtype(g_.global_name(dtype));
-    if (!found) fail(ErrorCode::unsupported, name_, ".metadata, {}: dtype {} is not supported", where, quote(g_.global_name(dtype)));
+    if (!found) fail(ErrorCode::unsupported, name_, "{}: dtype {} is not supported", where, quote(g_.global_name(dtype)));
     item.dtype = *found;
     if (layout == pk::kNoNode) return;  // strided, the default
     std::string name = g_.global_name(layout);  // torch.strided
@@ -241,7 +241,7 @@ class Walker {
                  : std::string();
     }
     if (name != "torch.strided")
-      fail(ErrorCode::unsupported, name_, ".metadata, {}: layout {} is not supported (only strided tensors)", where,
+      fail(ErrorCode::unsupported, name_, "{}: layout {} is not supported (only strided tensors)", where,
            quote(name.empty() ? pk::render(g_, layout, 2) : name));
   }
 
