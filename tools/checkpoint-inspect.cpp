@@ -380,13 +380,15 @@ int main(int argc, char** argv) {
   CLI::App app{
       "Show what is inside a checkpoint: format, parameters and buffers, a tree by module path with\n"
       "role, dtype, shape and size, and metadata. Formats are detected by content: "
-      "ckpt-h5, safetensors, pytorch (.pt, TorchScript), flax (msgpack), numpy (.npz, .npy), Boost archives.\n\n"
+      "ckpt-h5, safetensors, pytorch (.pt, TorchScript), flax (msgpack), numpy (.npz, .npy), Boost archives;\n"
+      "FILE may also be the directory of a PyTorch distributed checkpoint (.metadata and .distcp files).\n"
+      "Notes say what a reader left out (a distributed checkpoint's values that are not plain data).\n\n"
       "With --diff, compares FILE (A) with OTHER (B), in any formats: names only in one, role, dtype and\n"
       "shape mismatches, and per tensor the largest absolute and relative difference.\n\n"
       "Exit codes: 0 ok (--diff: equal within tolerance), 1 a file could not be read, 2 bad usage,\n"
       "3 a checksum does not match, 4 (--diff) the checkpoints differ.",
       "checkpoint-inspect"};
-  app.add_option("FILE", options.file, "Checkpoint to inspect (with --diff: A)")->required();
+  app.add_option("FILE", options.file, "Checkpoint to inspect, a file or a distributed checkpoint's directory (with --diff: A)")->required();
   app.add_option("OTHER", options.other, "With --diff: the checkpoint to compare with (B)");
   app.add_flag("--diff", options.diff, "Compare FILE with OTHER (exit 4 when they differ)");
   app.add_option("--atol", options.atol, "--diff: absolute tolerance (|a-b| <= atol + rtol*|b|; default 0)")
@@ -395,7 +397,7 @@ int main(int argc, char** argv) {
   app.add_flag("--json", options.json_output,
                "Print JSON: format, format_version, file_bytes, role_source, parameters{count,bytes}, "
                "buffers{count,bytes,collections}, sections, tensors[{name,role,section,collection,persistent,"
-               "dtype,shape,bytes,checksum,stats}], metadata, verify");
+               "dtype,shape,bytes,checksum,stats}], metadata, notes (when any), verify");
   app.add_flag("--stats", options.stats, "Per tensor: min, max, mean, std over finite values; NaN and Inf counts");
   app.add_flag("--verify", options.verify, "Read every tensor and check its stored checksum (exit 3 on mismatch)");
   app.add_option("--buffers", options.buffer_regex,
@@ -407,7 +409,8 @@ int main(int argc, char** argv) {
                  "needs; repeatable; with --json: name, offsets, sizes, dtype, values (nested; NaN and Inf as strings) "
                  "and hex (the little-endian bytes)");
   app.add_option("--key", options.model_key,
-                 "Nested .pt checkpoints: dotted key of the dict holding the model (default: found automatically)");
+                 "Nested .pt and distributed checkpoints: dotted key of the dict holding the model (default: found "
+                 "automatically)");
   app.set_version_flag("--version", CKPT_VERSION);
   try {
     app.parse(argc, argv);
