@@ -7,6 +7,7 @@
 // tensors (BytesStorageMetadata: a torch.save of the value) become metadata when they are plain
 // data (format-spec/conventions.md §8).
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -86,6 +87,7 @@ class DcpReader final : public detail::FormatReader {
     if (dir_.empty()) dir_ = ".";
     dir_fd_ = detail::UniqueFd(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!dir_fd_.valid()) fail(ErrorCode::io, dir_.string(), "cannot open the checkpoint's directory: {}", std::strerror(errno));
+    allow_open_files();
     check_storage();
     for (std::size_t i = 0; i < checkpoint_.items.size(); ++i)
       if (checkpoint_.items[i].tensor) check_chunks(checkpoint_.items[i]);
@@ -129,11 +131,32 @@ class DcpReader final : public detail::FormatReader {
     if (!fd.valid()) {
       if (errno == ELOOP)
         fail(ErrorCode::format, path.string(), "is a symbolic link: a distributed checkpoint's files must lie in its directory");
-      fail(ErrorCode::io, path.string(), "cannot open: {}", std::strerror(errno));
+      fail(ErrorCode::io, path.string(), "cannot open{}: {}",
+           errno == EMFILE ? fmt::format(" (after {} of the checkpoint's data files; raise ulimit -n)", files_.size()) : "",
+           std::strerror(errno));
     }
     const int flags = ::fcntl(fd.get(), F_GETFL);
     if (flags >= 0) ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK);
     return files_.emplace(file, detail::ByteSource::from_fd(std::move(fd), path)).first->second;
+  }
+
+  // Each data file stays open while the reader lives (its chunks' locations read from it): torch
+  // 1.13 writes one file per item by default, so a large checkpoint may need more descriptors
+  // than the soft limit allows. It is raised as far as the hard limit permits, never lowered.
+  void allow_open_files() const {
+    std::set<std::string> names;
+    for (const Item& item : checkpoint_.items) {
+      if (!item.tensor) names.insert(item.storage.file);
+      for (const Chunk& chunk : item.chunks) names.insert(chunk.storage.file);
+    }
+    constexpr rlim_t kSpare = 256;  // for everything else the process has open
+    struct rlimit limit {};
+    if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY ||
+        names.size() + kSpare <= limit.rlim_cur)
+      return;
+    const rlim_t wanted = names.size() + kSpare;
+    limit.rlim_cur = limit.rlim_max == RLIM_INFINITY ? wanted : std::min(wanted, limit.rlim_max);
+    (void)::setrlimit(RLIMIT_NOFILE, &limit);  // if it fails, opening says so
   }
 
   // Every item's bytes lie in its file, and no two items share a byte (so no tensor claims more

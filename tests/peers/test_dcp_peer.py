@@ -127,6 +127,16 @@ def check_flat(convert, inspect, work):
     check(info.get("model_key") == "" and info.get("metadata", {}).get("epoch") == 3, f"flat-2: {info.get('metadata')}")
 
 
+def check_open_files(inspect, work):
+    """train-1 has one file per item (torch 1.13's default): the reader raises a low soft limit
+    on open files to what it needs."""
+    directory = os.path.join(work, "train-1")
+    files = len([f for f in os.listdir(directory) if f.endswith(".distcp")])
+    r = subprocess.run(["bash", "-c", f'ulimit -Sn 16 && exec "$0" "$1" --verify', inspect, directory],
+                       capture_output=True, text=True)
+    check(files > 16 and r.returncode == 0, f"train-1 ({files} files) under ulimit -Sn 16: {r.stderr}")
+
+
 def main():
     convert, inspect, work = sys.argv[1:4]
     shutil.rmtree(work, ignore_errors=True)
@@ -139,6 +149,7 @@ def main():
     for world in (1, 2, 4):
         check_train(convert, inspect, work, world)
     check_flat(convert, inspect, work)
+    check_open_files(inspect, work)
     return finish("dcp")
 
 
