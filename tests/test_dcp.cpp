@@ -34,6 +34,7 @@ const Golden kGolden[] = {
      "bad/dcp_huge_size/.metadata: key 'model.w': its chunks hold 12 of its 3298534883328 elements (data is missing)"},
     {"bad/dcp_size_overflow", ErrorCode::format,
      "bad/dcp_size_overflow/.metadata: key 'model.w': size [4611686018427387904, 4611686018427387904] overflows"},
+    {"bad/dcp_rank65", ErrorCode::format, "bad/dcp_rank65/.metadata: key 'model.w': its size has 65 dimensions, more than 64"},
     {"bad/dcp_chunk_claims", ErrorCode::format,
      "bad/dcp_chunk_claims/.metadata: key 'model.w': chunk at [2, 0] needs 12884901888 bytes, its storage holds 636"},
     {"bad/dcp_shared_bytes", ErrorCode::format,
@@ -193,6 +194,31 @@ TEST_CASE("a distributed checkpoint converts like any other and is never written
   dcp.format = "dcp";
   CHECK_THROWS_WITH(save(state, dir / "x", dcp),
                     Catch::Matchers::Contains("ckpt reads dcp but does not write it (output formats: ckpt-h5,"));
+}
+
+TEST_CASE("a distributed checkpoint converts into every format with the same tensors", "[dcp]") {
+  test::TempDir dir;
+  const StateDict source = load("good/dcp_torch2");
+  for (const auto& format : test::kFormats) {
+    SECTION(format.label) {
+      ConvertOptions options;
+      options.write.compression = format.compression;
+      const auto out = dir / (std::string("out") + format.extension);
+      convert("good/dcp_torch2", out, options);
+      const StateDict back = load(out);
+      REQUIRE(back.size() == source.size());
+      for (const auto& e : source.entries()) {
+        const Entry* got = nullptr;
+        for (const auto& b : back.entries())
+          if (b.name == e.name && b.section == e.section) got = &b;
+        REQUIRE(got != nullptr);
+        CHECK(got->role == e.role);
+        CHECK(got->tensor.shape() == e.tensor.shape());
+        CHECK(std::equal(got->tensor.bytes().begin(), got->tensor.bytes().end(), e.tensor.bytes().begin(),
+                         e.tensor.bytes().end()));
+      }
+    }
+  }
 }
 
 TEST_CASE("a directory that is not a distributed checkpoint, or one held in memory", "[dcp]") {

@@ -333,6 +333,10 @@ def main():
     w.write(bad_dir("size_overflow"), planner_data=False)
 
     w = base()
+    w.items["model.w"].size = Size([1] * 65)
+    w.write(bad_dir("rank65"), planner_data=False)
+
+    w = base()
     w.items["model.w"].size = Size([(1 << 30) + 2, 3])
     edit_chunk(w, "model.w", 1, sizes=[1 << 30, 3])
     w.write(bad_dir("chunk_claims"), planner_data=False)
