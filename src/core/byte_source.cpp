@@ -103,6 +103,16 @@ bool ByteSource::aligned(std::uint64_t offset, std::size_t alignment) const {
   return (base + offset) % alignment == 0;
 }
 
+void ByteSource::release(std::uint64_t offset, std::uint64_t length) const {
+  if (parent_) return parent_->release(base_ + offset, length);
+  if (!is_file() || !mapping_ || offset >= size_) return;
+  const std::uint64_t page = page_size();
+  const std::uint64_t begin = offset / page * page;
+  const std::uint64_t end = std::min<std::uint64_t>((offset + std::min(length, size_ - offset) + page - 1) / page * page,
+                                                    (size_ + page - 1) / page * page);
+  (void)::madvise(const_cast<std::byte*>(mapping_->bytes().data()) + begin, end - begin, MADV_DONTNEED);
+}
+
 void ByteSource::prefetch(std::uint64_t offset, std::uint64_t length) const {
   if (parent_) return parent_->prefetch(base_ + offset, length);
   if (is_file() && mapping_) mapping_->prefetch(offset, length);

@@ -65,6 +65,13 @@ class ByteSource {
   Tensor view(DType dtype, Shape shape, std::uint64_t offset) const;
   std::optional<Tensor> private_view(DType dtype, Shape shape, std::uint64_t offset) const;
 
+  // Drops the pages of [offset, offset + length) (rounded out to whole pages) from this process's
+  // mapping of the file; they stay in the page cache and come back when touched. For a reader
+  // that has parsed records through the mapping and reads data with pread: where the page cache
+  // holds the file in large folios, each touch maps a whole folio (up to 2 MiB) and counts it as
+  // resident. Nothing for memory, or before the file is mapped.
+  void release(std::uint64_t offset, std::uint64_t length) const;
+
   // Whether the byte at `offset` is aligned to `alignment` in memory (views of it then are).
   bool aligned(std::uint64_t offset, std::size_t alignment) const;
 

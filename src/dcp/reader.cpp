@@ -353,6 +353,7 @@ class DcpReader final : public detail::FormatReader {
         notes_.push_back(fmt::format("{} is not plain data, left out: {}", what, e.message()));
         continue;
       }
+      if (item.storage.transforms.empty()) file(item.storage.file)->release(item.storage.offset, item.storage.length);
       if (!saved.value) {
         notes_.push_back(fmt::format("{} is a tensor saved as a value: left out", what));
         continue;
@@ -458,6 +459,9 @@ class DcpReader final : public detail::FormatReader {
            dtype_name(got.dtype), shape_to_string(got.shape), dtype_name(item.dtype), shape_to_string(want));
     detail::Location l = saved.tensor->locate(0);
     chunk_readers_.push_back(std::move(saved.tensor));  // its archive serves the location's reads
+    // Its records are parsed (the data is read with pread): the pages of the file mapped to parse
+    // them need not stay mapped (ByteSource::release).
+    if (chunk.storage.transforms.empty()) file(chunk.storage.file)->release(chunk.storage.offset, chunk.storage.length);
     return l;
   }
 
