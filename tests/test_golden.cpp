@@ -22,7 +22,7 @@ const Golden kGolden[] = {
     {"bad/truncated.ckpt.h5", ErrorCode::format,
      "cannot open as HDF5 (HDF5: truncated file: eof = 7736, sblock->base_addr = 0, stored_eof = 15473)"},
     {"bad/wrong_magic.ckpt.h5", ErrorCode::format,
-     "unrecognized file format at offset 0, expected one of: ckpt-h5, safetensors, safetensors-sharded, pytorch, flax, numpy, boost-text, boost-xml, boost-binary"},
+     "unrecognized file format at offset 0, expected one of: ckpt-h5, safetensors, safetensors-sharded, pytorch, flax, numpy, boost-text, boost-xml, boost-binary, dcp"},
     {"bad/wrong_format.ckpt.h5", ErrorCode::format,
      "not a ckpt-h5 file: root attribute 'ckpt_format' is 'something-else', expected 'ckpt-h5'"},
     {"bad/major2.ckpt.h5", ErrorCode::unsupported, "ckpt-h5 version 2.0 is not supported (this reader reads 1.x)"},

@@ -60,10 +60,14 @@ int convert_files(const Options& o) {
   parse_compression(o.compression, options.write);
   if (!o.max_shard_size.empty()) options.write.max_shard_bytes = cli::parse_size(o.max_shard_size);
   if (!o.to.empty() && !find_format(o.to))
-    throw Error(ErrorCode::invalid_argument, "", fmt::format("--to '{}': unknown format ({})", o.to, format_names()));
+    throw Error(ErrorCode::invalid_argument, "", fmt::format("--to '{}': unknown format ({})", o.to, writable_format_names()));
+  if (!o.to.empty() && !find_format(o.to)->write)
+    throw Error(ErrorCode::invalid_argument, "",
+                fmt::format("--to '{}': ckpt reads {} but does not write it (output formats: {})", o.to, o.to,
+                            writable_format_names()));
   if (o.to.empty() && !format_for_extension(o.output))
     throw Error(ErrorCode::invalid_argument, o.output,
-                fmt::format("cannot tell the output format from the extension; use --to ({})", format_names()));
+                fmt::format("cannot tell the output format from the extension; use --to ({})", writable_format_names()));
   const FormatHandler* out_format = !o.to.empty() ? find_format(o.to) : format_for_extension(o.output);
   if (options.write.compression == Compression::zstd && out_format->name != "ckpt-h5")
     throw Error(ErrorCode::invalid_argument, "", fmt::format("--compression zstd applies to ckpt-h5 output, not {}", out_format->name));
@@ -142,7 +146,9 @@ int main(int argc, char** argv) {
   CLI::App app{
       "Convert a checkpoint between formats, keeping parameter/buffer roles, sections and metadata.\n"
       "The input format is detected by content (ckpt-h5, safetensors, pytorch .pt incl. TorchScript,\n"
-      "flax msgpack, numpy, Boost archives). The output format comes from --to or OUT's extension:\n"
+      "flax msgpack, numpy, Boost archives), or IN is the directory of a PyTorch distributed checkpoint\n"
+      "(torch.distributed.checkpoint: .metadata and .distcp files, from any number of ranks; read only:\n"
+      "its chunks are assembled one tensor at a time). The output format comes from --to or OUT's extension:\n"
       "  .ckpt.h5 .h5 .hdf5 .ckpt  ckpt-h5\n"
       "  .safetensors              safetensors (--max-shard-size: shards and an index)\n"
       "  .safetensors.index.json   sharded safetensors (read: the index and all its shards)\n"
@@ -155,17 +161,17 @@ int main(int argc, char** argv) {
       "Exit codes: 0 ok, 1 the input could not be read or the output written, 2 bad usage,\n"
       "3 a checksum in the input does not match.",
       "checkpoint-convert"};
-  app.add_option("IN", o.input, "Checkpoint to read")->required();
+  app.add_option("IN", o.input, "Checkpoint to read: a file, or a distributed checkpoint's directory")->required();
   app.add_option("OUT", o.output, "File to write")->required();
-  app.add_option("--to", o.to, "Output format: " + format_names() + " (default: from OUT's extension)");
+  app.add_option("--to", o.to, "Output format: " + writable_format_names() + " (default: from OUT's extension)");
   app.add_option("--compression", o.compression, "none; zstd or zstd:LEVEL (1-22; default 1) for ckpt-h5; deflate for numpy .npz")
       ->capture_default_str();
   app.add_option("--buffers", o.buffer_regex,
                  "Inputs without stored roles: tensors whose full name matches this regex are buffers "
                  "(besides integer/bool tensors and running_mean/running_var/num_batches_tracked)");
   app.add_option("--key", o.model_key,
-                 "Nested .pt checkpoints: dotted key of the dict holding the model (default: found automatically); "
-                 "other tensors go to sections named by their top-level key (\"optimizer\")");
+                 "Nested .pt and distributed checkpoints: dotted key of the dict holding the model (default: found "
+                 "automatically); other tensors go to sections named by their top-level key (\"optimizer\")");
   app.add_option("--chunk-size", o.chunk_bytes, "ckpt-h5 output with zstd: bytes per compressed chunk")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -186,7 +192,7 @@ int main(int argc, char** argv) {
   app.add_option("--template", o.layout_template,
                  "With --layout: a checkpoint in the target layout (e.g. the Flax model's own); its names and shapes "
                  "decide which 2-D weights are Embeddings and which are Linear kernels")
-      ->check(CLI::ExistingFile);
+      ->check(CLI::ExistingPath);
   app.add_option("--max-shard-size", o.max_shard_size,
                  "safetensors output: shards of at most this size (5GB, 500MiB, bytes) with NAME.safetensors.index.json, "
                  "as huggingface writes them");

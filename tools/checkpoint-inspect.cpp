@@ -212,8 +212,15 @@ int inspect(const Options& options) {
     if (t.role == Role::buffer && std::find(collections.begin(), collections.end(), t.collection) == collections.end())
       collections.push_back(t.collection);
   }
+  // A directory (a distributed checkpoint): the bytes of the files in it.
   std::error_code ec;
-  const auto file_bytes = std::filesystem::file_size(options.file, ec);
+  std::uintmax_t file_bytes = 0;
+  if (std::filesystem::is_directory(options.file, ec)) {
+    for (const auto& entry : std::filesystem::directory_iterator(options.file, ec))
+      if (entry.is_regular_file(ec)) file_bytes += entry.file_size(ec);
+  } else {
+    file_bytes = std::filesystem::file_size(options.file, ec);
+  }
 
   if (options.json_output) {
     json out;
@@ -246,6 +253,7 @@ int inspect(const Options& options) {
     }
     out["tensors"] = std::move(list);
     out["metadata"] = reader->metadata();
+    if (!reader->notes().empty()) out["notes"] = reader->notes();
     if (options.verify) out["verify"] = {{"ok", true}, {"checked", verified}};
     fmt::print("{}\n", out.dump(2));
     return cli::kOk;
@@ -262,6 +270,7 @@ int inspect(const Options& options) {
   for (const auto& [name, totals] : sections)
     fmt::print("section {}: {}, {}\n", name, tensor_count(totals.count), cli::human_bytes(totals.bytes));
   if (!reader->metadata().empty()) fmt::print("metadata:    {}\n", reader->metadata().dump());
+  for (const auto& note : reader->notes()) fmt::print("note:        {}\n", cli::one_line(note));
   if (options.verify)
     fmt::print("verify:      ok, {} checksums match{}\n", verified,
                verified < tensors.size() ? fmt::format(" ({} tensors have none)", tensors.size() - verified) : "");
@@ -371,13 +380,15 @@ int main(int argc, char** argv) {
   CLI::App app{
       "Show what is inside a checkpoint: format, parameters and buffers, a tree by module path with\n"
       "role, dtype, shape and size, and metadata. Formats are detected by content: "
-      "ckpt-h5, safetensors, pytorch (.pt, TorchScript), flax (msgpack), numpy (.npz, .npy), Boost archives.\n\n"
+      "ckpt-h5, safetensors, pytorch (.pt, TorchScript), flax (msgpack), numpy (.npz, .npy), Boost archives;\n"
+      "FILE may also be the directory of a PyTorch distributed checkpoint (.metadata and .distcp files).\n"
+      "Notes say what a reader left out (a distributed checkpoint's values that are not plain data).\n\n"
       "With --diff, compares FILE (A) with OTHER (B), in any formats: names only in one, role, dtype and\n"
       "shape mismatches, and per tensor the largest absolute and relative difference.\n\n"
       "Exit codes: 0 ok (--diff: equal within tolerance), 1 a file could not be read, 2 bad usage,\n"
       "3 a checksum does not match, 4 (--diff) the checkpoints differ.",
       "checkpoint-inspect"};
-  app.add_option("FILE", options.file, "Checkpoint to inspect (with --diff: A)")->required();
+  app.add_option("FILE", options.file, "Checkpoint to inspect, a file or a distributed checkpoint's directory (with --diff: A)")->required();
   app.add_option("OTHER", options.other, "With --diff: the checkpoint to compare with (B)");
   app.add_flag("--diff", options.diff, "Compare FILE with OTHER (exit 4 when they differ)");
   app.add_option("--atol", options.atol, "--diff: absolute tolerance (|a-b| <= atol + rtol*|b|; default 0)")
@@ -386,7 +397,7 @@ int main(int argc, char** argv) {
   app.add_flag("--json", options.json_output,
                "Print JSON: format, format_version, file_bytes, role_source, parameters{count,bytes}, "
                "buffers{count,bytes,collections}, sections, tensors[{name,role,section,collection,persistent,"
-               "dtype,shape,bytes,checksum,stats}], metadata, verify");
+               "dtype,shape,bytes,checksum,stats}], metadata, notes (when any), verify");
   app.add_flag("--stats", options.stats, "Per tensor: min, max, mean, std over finite values; NaN and Inf counts");
   app.add_flag("--verify", options.verify, "Read every tensor and check its stored checksum (exit 3 on mismatch)");
   app.add_option("--buffers", options.buffer_regex,
@@ -398,7 +409,8 @@ int main(int argc, char** argv) {
                  "needs; repeatable; with --json: name, offsets, sizes, dtype, values (nested; NaN and Inf as strings) "
                  "and hex (the little-endian bytes)");
   app.add_option("--key", options.model_key,
-                 "Nested .pt checkpoints: dotted key of the dict holding the model (default: found automatically)");
+                 "Nested .pt and distributed checkpoints: dotted key of the dict holding the model (default: found "
+                 "automatically)");
   app.set_version_flag("--version", CKPT_VERSION);
   try {
     app.parse(argc, argv);

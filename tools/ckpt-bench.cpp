@@ -2,6 +2,7 @@
 // same run (a raw write/read of the same bytes). Not a test: it prints figures and ratios.
 #include <fcntl.h>
 #include <malloc.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -407,6 +408,82 @@ int bench_peers(std::uint64_t size_mib, const std::filesystem::path& dir, int re
   return 0;
 }
 
+// Runs a program (no shell), waits, and returns its peak resident set size in KiB (getrusage of
+// that child alone, through wait4); throws unless it exits 0.
+std::uint64_t run_measured(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  struct rusage usage {};
+  ::wait4(pid, &status, 0, &usage);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw std::runtime_error(argv[0] + " failed");
+  return static_cast<std::uint64_t>(usage.ru_maxrss);
+}
+
+// --dcp DIR: consolidating a PyTorch distributed checkpoint (made by tests/peers/make_dcp.py
+// --big-mib) into one safetensors file with checkpoint-convert, against a durable copy of its
+// .distcp files (copy_file + fsync each) in the same run, alternating, best of `repeats`, each after
+// a sync; and the converter's peak resident memory against the checkpoint's largest tensor.
+int bench_dcp(const std::filesystem::path& dcp, const std::filesystem::path& dir, int repeats) {
+  const auto convert_tool = std::filesystem::read_symlink("/proc/self/exe").parent_path() / "checkpoint-convert";
+  const auto reader = open(dcp);
+  std::uint64_t largest = 0, total = 0;
+  for (const auto& t : reader->tensors()) {
+    largest = std::max(largest, t.nbytes());
+    total += t.nbytes();
+  }
+  std::vector<std::filesystem::path> files;
+  std::uint64_t file_bytes = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dcp))
+    if (e.path().extension() == ".distcp") {
+      files.push_back(e.path());
+      file_bytes += e.file_size();
+    }
+  std::sort(files.begin(), files.end());
+  fmt::print("{}: {} tensors, {:.1f} MiB, largest {:.1f} MiB; {} .distcp files, {:.1f} MiB\n", dcp.string(),
+             reader->tensors().size(), static_cast<double>(total) / (1 << 20), static_cast<double>(largest) / (1 << 20),
+             files.size(), static_cast<double>(file_bytes) / (1 << 20));
+  const auto out = dir / "consolidated.safetensors", copies = dir / "copy";
+  std::filesystem::create_directories(copies);
+  double copy = 1e300, convert = 1e300;
+  std::uint64_t peak_kib = 0;
+  for (int r = 0; r < std::max(repeats, 1); ++r) {
+    ::sync();
+    copy = std::min(copy, seconds_of([&] {
+      for (const auto& f : files) {
+        const auto to = copies / f.filename();
+        std::filesystem::copy_file(f, to, std::filesystem::copy_options::overwrite_existing);
+        fsync_path(to);
+      }
+    }));
+    std::filesystem::remove_all(copies);
+    std::filesystem::create_directories(copies);
+    ::sync();
+    std::uint64_t peak = 0;
+    convert = std::min(convert, seconds_of([&] {
+      peak = run_measured({convert_tool.string(), dcp.string(), out.string(), "--force", "--quiet"});
+    }));
+    peak_kib = std::max(peak_kib, peak);
+    std::filesystem::remove(out);
+    fmt::print("  run {}: copy {:.3f} s, convert {:.3f} s, peak RSS {:.1f} MiB\n", r + 1, copy, convert,
+               static_cast<double>(peak) / 1024);
+    std::fflush(stdout);
+  }
+  const double peak_mib = static_cast<double>(peak_kib) / 1024, largest_mib = static_cast<double>(largest) / (1 << 20);
+  fmt::print("\n| work | seconds | durable copy of the .distcp files | ratio | target |\n|---|---|---|---|---|\n");
+  fmt::print("| DCP -> safetensors (checkpoint-convert) | {:.2f} s | {:.2f} s | {:.2f}x | <= 1.5x |\n", convert, copy,
+             convert / copy);
+  fmt::print("\n| peak RSS of checkpoint-convert | largest tensor | peak - largest | target |\n|---|---|---|---|\n");
+  fmt::print("| {:.1f} MiB | {:.1f} MiB | {:.1f} MiB | < largest + 64 MiB |\n", peak_mib, largest_mib, peak_mib - largest_mib);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -436,6 +513,11 @@ int main(int argc, char** argv) {
   app.add_flag("--peers", peers,
                "Only time the conversions that make new bytes against the tool doing the same work: zstd's CLI, "
                "Boost's own archives, a durable copy (best of --repeats)");
+  std::string dcp;
+  app.add_option("--dcp", dcp,
+                 "Only time checkpoint-convert consolidating this PyTorch distributed checkpoint's directory into "
+                 "safetensors against a durable copy of its .distcp files, with its peak memory (make one with "
+                 "/usr/bin/python3 tests/peers/make_dcp.py OUT --big-mib 1024: OUT/big)");
   CLI11_PARSE(app, argc, argv);
 
   const std::filesystem::path dir =
@@ -455,6 +537,7 @@ int main(int argc, char** argv) {
   if (matrix) return run_mode([&] { return bench_matrix(size_mib, dir, from, to, matrix_repeats); });
   if (peers) return run_mode([&] { return bench_peers(size_mib, dir, repeats); });
   if (!pt.empty()) return run_mode([&] { return bench_pytorch(pt, dir, repeats); });
+  if (!dcp.empty()) return run_mode([&] { return bench_dcp(dcp, dir, repeats); });
   try {
     fmt::print("building a {} MiB synthetic state dict...\n", size_mib);
     const StateDict state = synthetic_state(size_mib);

@@ -18,6 +18,7 @@
 #include "ckpt/boost_archive.h"
 #include "ckpt/ckpt_h5.h"
 #include "ckpt/convert.h"
+#include "ckpt/dcp.h"
 #include "ckpt/diff.h"
 #include "ckpt/dtype.h"
 #include "ckpt/error.h"

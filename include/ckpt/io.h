@@ -96,6 +96,10 @@ class Reader final : public Source {
   RoleSource role_source() const noexcept;
   // Nested files (.pt checkpoints): the key of the dict taken as the model; empty = top level.
   const std::string& model_key() const noexcept;
+  // What the reader left out of the listing or decided for you, one line each (a distributed
+  // checkpoint's values that are not plain data, ...); checkpoint-convert and checkpoint-inspect
+  // print them. Empty for most files.
+  const std::vector<std::string>& notes() const noexcept;
   // The checksum stored for tensors()[index] (XXH3-64 of its logical bytes), if any.
   std::optional<std::uint64_t> checksum(std::size_t index) const;
 
@@ -179,13 +183,16 @@ struct FormatHandler {
 const std::vector<FormatHandler>& formats();
 // The registered formats' names, comma-separated ("ckpt-h5, safetensors, ..."), for messages.
 std::string format_names();
+// The same for the formats ckpt can write (the output formats of save() and checkpoint-convert).
+std::string writable_format_names();
 const FormatHandler* find_format(std::string_view name);
 // The format a file holds, by content; throws format naming the file if none matches.
 const FormatHandler& detect_format(const std::filesystem::path& path);
 // The format an output path asks for, by extension; nullptr if none matches.
 const FormatHandler* format_for_extension(const std::filesystem::path& path);
 
-// Open any supported checkpoint (format detected by content).
+// Open any supported checkpoint (format detected by content). A directory is opened through the
+// file that describes it: a PyTorch distributed checkpoint's `.metadata`.
 std::unique_ptr<Reader> open(const std::filesystem::path& path, const ReadOptions& options = {});
 StateDict load(const std::filesystem::path& path, const ReadOptions& options = {});
 

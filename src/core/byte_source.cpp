@@ -49,7 +49,21 @@ std::shared_ptr<const ByteSource> ByteSource::from_memory(std::span<const std::b
   return source;
 }
 
+std::shared_ptr<const ByteSource> ByteSource::window(std::shared_ptr<const ByteSource> parent, std::uint64_t offset,
+                                                     std::uint64_t length, std::string name) {
+  parent->check_range(offset, length, "window");
+  std::shared_ptr<ByteSource> source(new ByteSource());
+  source->name_ = std::move(name);
+  source->path_ = parent->path_;
+  source->size_ = length;
+  // A window of a window is a window of the file or memory itself.
+  source->base_ = parent->base_ + offset;
+  source->parent_ = parent->parent_ ? parent->parent_ : std::move(parent);
+  return source;
+}
+
 std::span<const std::byte> ByteSource::bytes() const {
+  if (parent_) return parent_->bytes().subspan(static_cast<std::size_t>(base_), static_cast<std::size_t>(size_));
   if (!is_file()) return memory_;
   // Exactly the bytes the file had when it was opened (refused if it has shrunk since). A file
   // truncated after this, while mapped, ends the process with SIGBUS on access, as it does for
@@ -71,6 +85,7 @@ std::optional<std::uint64_t> ByteSource::read(std::uint64_t offset, std::span<st
 std::optional<std::uint64_t> ByteSource::read(std::uint64_t offset, std::span<std::byte> out, Digest digest,
                                               std::uint32_t crc) const {
   check_range(offset, out.size(), "data");
+  if (parent_) return parent_->read(base_ + offset, out, digest, crc);
   if (is_file()) return read_at(fd_.get(), offset, out, digest, name_, crc);
   if (!out.empty()) std::memcpy(out.data(), memory_.data() + offset, out.size());
   switch (digest) {
@@ -82,16 +97,29 @@ std::optional<std::uint64_t> ByteSource::read(std::uint64_t offset, std::span<st
 }
 
 bool ByteSource::aligned(std::uint64_t offset, std::size_t alignment) const {
+  if (parent_) return parent_->aligned(base_ + offset, alignment);
   // A mapping starts on a page boundary: the file offset decides. Memory is where it is.
   const std::uint64_t base = is_file() ? 0 : reinterpret_cast<std::uintptr_t>(memory_.data());
   return (base + offset) % alignment == 0;
 }
 
+void ByteSource::release(std::uint64_t offset, std::uint64_t length) const {
+  if (parent_) return parent_->release(base_ + offset, length);
+  if (!is_file() || !mapping_ || offset >= size_) return;
+  const std::uint64_t page = page_size();
+  const std::uint64_t begin = offset / page * page;
+  const std::uint64_t end = std::min<std::uint64_t>((offset + std::min(length, size_ - offset) + page - 1) / page * page,
+                                                    (size_ + page - 1) / page * page);
+  (void)::madvise(const_cast<std::byte*>(mapping_->bytes().data()) + begin, end - begin, MADV_DONTNEED);
+}
+
 void ByteSource::prefetch(std::uint64_t offset, std::uint64_t length) const {
+  if (parent_) return parent_->prefetch(base_ + offset, length);
   if (is_file() && mapping_) mapping_->prefetch(offset, length);
 }
 
 void ByteSource::check_unchanged() const {
+  if (parent_) return parent_->check_unchanged();
   if (!is_file()) return;
   struct stat st {};
   if (::fstat(fd_.get(), &st) != 0) fail(ErrorCode::io, name_, "cannot stat: {}", std::strerror(errno));
@@ -103,6 +131,7 @@ void ByteSource::check_unchanged() const {
 Tensor ByteSource::view(DType dtype, Shape shape, std::uint64_t offset) const {
   const std::uint64_t nbytes = shape_nbytes(dtype, shape);
   check_range(offset, nbytes, "tensor data");
+  if (parent_) return parent_->view(dtype, std::move(shape), base_ + offset);
   check_unchanged();
   const std::byte* at = bytes().data() + offset;
   prefetch(offset, nbytes);
@@ -113,6 +142,7 @@ Tensor ByteSource::view(DType dtype, Shape shape, std::uint64_t offset) const {
 std::optional<Tensor> ByteSource::private_view(DType dtype, Shape shape, std::uint64_t offset) const {
   const std::uint64_t nbytes = shape_nbytes(dtype, shape);
   check_range(offset, nbytes, "tensor data");
+  if (parent_) return parent_->private_view(dtype, std::move(shape), base_ + offset);
   if (!is_file() || nbytes == 0) return std::nullopt;
   check_unchanged();
   const std::uint64_t start = offset / page_size() * page_size();

@@ -27,6 +27,11 @@ class ByteSource {
   // `bytes`, kept alive by `owner`; `name` names it in messages ("<memory>").
   static std::shared_ptr<const ByteSource> from_memory(std::span<const std::byte> bytes,
                                                        std::shared_ptr<const void> owner, std::string name);
+  // Bytes [offset, offset + length) of `parent` as a source of their own (offset 0 is the
+  // parent's `offset`), checked against the parent; `name` names it in messages. Reads, views
+  // and file spans go to the parent's file or memory: a window copies nothing.
+  static std::shared_ptr<const ByteSource> window(std::shared_ptr<const ByteSource> parent, std::uint64_t offset,
+                                                  std::uint64_t length, std::string name);
 
   ByteSource(const ByteSource&) = delete;
   ByteSource& operator=(const ByteSource&) = delete;
@@ -34,9 +39,11 @@ class ByteSource {
   const std::string& name() const noexcept { return name_; }
   // The file's path; empty for memory.
   const std::filesystem::path& path() const noexcept { return path_; }
-  bool is_file() const noexcept { return fd_.valid(); }
-  int fd() const noexcept { return fd_.get(); }  // -1 for memory
+  bool is_file() const noexcept { return fd() >= 0; }
+  int fd() const noexcept { return parent_ ? parent_->fd() : fd_.get(); }  // -1 for memory
   std::uint64_t size() const noexcept { return size_; }
+  // Where byte `offset` of this source lies in its file (or memory): offset itself, but for a window.
+  std::uint64_t file_offset(std::uint64_t offset) const noexcept { return base_ + offset; }
 
   // Every byte: the file's read-only shared mapping (made on first use) or the memory.
   std::span<const std::byte> bytes() const;
@@ -58,6 +65,13 @@ class ByteSource {
   Tensor view(DType dtype, Shape shape, std::uint64_t offset) const;
   std::optional<Tensor> private_view(DType dtype, Shape shape, std::uint64_t offset) const;
 
+  // Drops the pages of [offset, offset + length) (rounded out to whole pages) from this process's
+  // mapping of the file; they stay in the page cache and come back when touched. For a reader
+  // that has parsed records through the mapping and reads data with pread: where the page cache
+  // holds the file in large folios, each touch maps a whole folio (up to 2 MiB) and counts it as
+  // resident. Nothing for memory, or before the file is mapped.
+  void release(std::uint64_t offset, std::uint64_t length) const;
+
   // Whether the byte at `offset` is aligned to `alignment` in memory (views of it then are).
   bool aligned(std::uint64_t offset, std::size_t alignment) const;
 
@@ -72,6 +86,8 @@ class ByteSource {
   std::filesystem::path path_;
   UniqueFd fd_;
   std::uint64_t size_ = 0;
+  std::shared_ptr<const ByteSource> parent_;  // windows: the file or memory they are part of
+  std::uint64_t base_ = 0;                    // windows: where they start in the parent
   std::span<const std::byte> memory_;      // memory sources
   std::shared_ptr<const void> owner_;      // keeps memory_ alive
   mutable std::once_flag mapped_once_;

@@ -13,6 +13,9 @@ std::size_t convert(const std::filesystem::path& input, const std::filesystem::p
   read.zero_copy = false;
   const detail::BufferReuse reuse;  // one tensor's buffer serves the next
   auto reader = open(input, read);
+  // What the reader left out is said where the writers say what they leave out.
+  if (options.write.notice)
+    for (const auto& note : reader->notes()) options.write.notice(note);
   reader->expect_full_read();
   // The next tensor is read while this one is written (read_ahead.h); at most this much is read
   // ahead, so memory holds at most two tensors of up to 32 MiB.

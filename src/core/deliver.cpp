@@ -43,6 +43,16 @@ bool contiguous(const Location& l) {
   return true;
 }
 
+// Whether a box of `box` elements is one run of a row-major array of `dims` (every dimension after
+// the first that is not 1 whole).
+bool one_run(const std::vector<std::uint64_t>& box, const std::vector<std::uint64_t>& dims) {
+  std::size_t k = 0;
+  while (k < box.size() && box[k] == 1) ++k;
+  for (++k; k < box.size(); ++k)
+    if (box[k] != dims[k]) return false;
+  return true;
+}
+
 std::uint64_t stream_size(const Location& l) {
   if (l.decoded) return l.decoded_size;
   std::uint64_t total = 0;
@@ -107,36 +117,53 @@ class StreamBytes {
   std::vector<std::byte> window_;
 };
 
+// Where a region goes: a box at `at` of a row-major array of `dims` (the whole of `bytes` when
+// the region is delivered on its own).
+struct Target {
+  std::byte* bytes;
+  std::vector<std::uint64_t> dims, at;
+};
+
 // Copies the region's elements of a stream location into `out` (row-major), in runs as long as
-// the layout allows: whole rows or more where they are contiguous, else single elements.
+// the layout allows: whole rows or more where they are contiguous in the stream and in `out`,
+// else single elements. Runs of kPreadMinBytes or more are read straight into place; shorter
+// ones (and decoded streams) come from one read of the span they lie in.
 void gather(const Location& l, const std::vector<std::uint64_t>& offsets, const std::vector<std::uint64_t>& sizes,
-            std::span<std::byte> out) {
+            const Target& out) {
   const std::size_t rank = sizes.size(), itemsize = dtype_size(l.dtype);
   const auto dims = dims_of(l.shape);
   const auto strides = strides_of(l);
+  const auto out_strides = row_major(out.dims);
   std::uint64_t run = 1;
   std::size_t outer = rank;
   if (rank > 0 && strides[rank - 1] == 1) {
     std::size_t j = rank - 1;
     run = sizes[j];
-    while (j > 0 && sizes[j] == dims[j] && strides[j - 1] == strides[j] * dims[j]) run *= sizes[--j];
+    while (j > 0 && sizes[j] == dims[j] && sizes[j] == out.dims[j] && strides[j - 1] == strides[j] * dims[j]) run *= sizes[--j];
     outer = j;
   }
   const std::uint64_t run_bytes = run * itemsize;
-  std::uint64_t base = 0, last = 0;  // element offsets of the region's first and last elements
+  std::uint64_t base = 0, last = 0, out_base = 0;  // element offsets of the region's first and last elements
+  std::uint64_t count = 1;                          // runs
   for (std::size_t k = 0; k < rank; ++k) {
     base += offsets[k] * strides[k];
     last += (offsets[k] + sizes[k] - 1) * strides[k];
+    out_base += out.at[k] * out_strides[k];
+    if (k < outer) count *= sizes[k];
   }
   StreamBytes stream(l);
   // A window pays for many short runs; runs of kPreadMinBytes or more (a region of whole rows, a
   // block of a tensor split by rows) are read straight into place, not copied through one.
   if (l.decoded || run_bytes < kPreadMinBytes) stream.window(l.first + base * itemsize, l.first + (last + 1) * itemsize);
   std::vector<std::uint64_t> index(outer, 0);
-  for (std::uint64_t n = 0; n * run_bytes < out.size(); ++n) {
-    std::uint64_t element = base;
-    for (std::size_t k = 0; k < outer; ++k) element += index[k] * strides[k];
-    stream.read(l.first + element * itemsize, out.subspan(static_cast<std::size_t>(n * run_bytes), run_bytes));
+  for (std::uint64_t n = 0; n < count; ++n) {
+    std::uint64_t element = base, target = out_base;
+    for (std::size_t k = 0; k < outer; ++k) {
+      element += index[k] * strides[k];
+      target += index[k] * out_strides[k];
+    }
+    stream.read(l.first + element * itemsize,
+                std::span<std::byte>(out.bytes + target * itemsize, static_cast<std::size_t>(run_bytes)));
     for (std::size_t k = outer; k-- > 0;) {
       if (++index[k] < sizes[k]) break;
       index[k] = 0;
@@ -224,6 +251,9 @@ void read_chunks(const Location& l, const std::vector<std::uint64_t>& offsets, c
   });
 }
 
+void read_tiles(const Location& l, const std::vector<std::uint64_t>& offsets, const std::vector<std::uint64_t>& sizes,
+                std::span<std::byte> out, const Delivery& how, DeliveryScratch& scratch);
+
 // The region of any location as a fresh tensor.
 Tensor read_region(const Location& l, const std::vector<std::uint64_t>& offsets, const std::vector<std::uint64_t>& sizes,
                    const Delivery& how, DeliveryScratch& scratch) {
@@ -231,7 +261,8 @@ Tensor read_region(const Location& l, const std::vector<std::uint64_t>& offsets,
   if (out.nbytes() == 0) return out;
   if (l.read_region) l.read_region(offsets, sizes, out.mutable_bytes());
   else if (l.chunked) read_chunks(l, offsets, sizes, out.mutable_bytes(), how, scratch);
-  else gather(l, offsets, sizes, out.mutable_bytes());
+  else if (l.tiles) read_tiles(l, offsets, sizes, out.mutable_bytes(), how, scratch);
+  else gather(l, offsets, sizes, Target{out.mutable_bytes().data(), sizes, std::vector<std::uint64_t>(sizes.size(), 0)});
   if (l.is_stream() && l.big_endian) swap_units(out.mutable_bytes(), l.dtype);
   return out;
 }
@@ -273,6 +304,58 @@ bool inside_entry(const Location& l, std::uint64_t at, std::uint64_t n) {
   return at >= whole.offset && at - whole.offset <= whole.length && n <= whole.length - (at - whole.offset);
 }
 
+// The tiles that meet the region, each read into its part of `out` (little-endian streams straight
+// from the file, row runs in place); with how.crc, the CRC-32 of each tile's zip entry not yet
+// checked (how.crc is set only when the whole tensor, so every tile, is read).
+void read_tiles(const Location& l, const std::vector<std::uint64_t>& offsets, const std::vector<std::uint64_t>& sizes,
+                std::span<std::byte> out, const Delivery& how, DeliveryScratch& scratch) {
+  const std::size_t rank = sizes.size(), itemsize = dtype_size(l.dtype);
+  for (const Tile& tile : *l.tiles) {
+    const Location& t = *tile.data;
+    std::vector<std::uint64_t> in_tile(rank), box(rank), at(rank);
+    bool meets = true;
+    for (std::size_t k = 0; k < rank && meets; ++k) {
+      const std::uint64_t lo = std::max(tile.origin[k], offsets[k]);
+      const std::uint64_t hi = std::min(tile.origin[k] + static_cast<std::uint64_t>(t.shape[k]), offsets[k] + sizes[k]);
+      meets = lo < hi;
+      in_tile[k] = lo - tile.origin[k];
+      box[k] = meets ? hi - lo : 0;
+      at[k] = lo - offsets[k];
+    }
+    if (!meets) continue;
+    const bool check = how.crc && t.crc && !t.crc->verified;
+    // A whole tile that is one run of its entry and of `out` (a tensor split along its first
+    // dimension): one read, its CRC-32 computed on the way.
+    if (check && t.is_stream() && !t.big_endian && t.extents.size() == 1 && contiguous(t) &&
+        box == dims_of(t.shape) && one_run(box, sizes)) {
+      std::uint64_t start = 0;
+      for (std::size_t k = 0; k < rank; ++k) start = start * sizes[k] + at[k];
+      const std::uint64_t from = t.extents[0].offset + t.first, n = shape_nbytes(t.dtype, t.shape);
+      check_location(t);
+      if (inside_entry(t, from, n)) {
+        const Extent& whole = t.crc->whole;
+        const std::uint32_t before = crc_of(*t.source, whole.offset, from - whole.offset, 0);
+        const auto c = static_cast<std::uint32_t>(*t.source->read(
+            from, out.subspan(static_cast<std::size_t>(start * itemsize), static_cast<std::size_t>(n)), Digest::crc32, before));
+        expect_crc(t, crc_of(*t.source, from + n, whole.offset + whole.length - from - n, c));
+        t.crc->verified = true;
+        continue;
+      }
+    }
+    if (t.is_stream() && !t.big_endian) {
+      gather(t, in_tile, box, Target{out.data(), sizes, at});
+    } else {
+      const Tensor piece = read_region(t, in_tile, box, how, scratch);
+      copy_box(piece.bytes().data(), box, std::vector<std::uint64_t>(rank, 0), out.data(), sizes, at, box, itemsize);
+    }
+    if (check) {
+      if (t.decoded) t.decoded(t.decoded_size, {});
+      else expect_crc(t, crc_of(*t.source, t.crc->whole.offset, t.crc->whole.length, 0));
+      t.crc->verified = true;
+    }
+  }
+}
+
 }  // namespace
 
 void copy_box(const std::byte* src, const std::vector<std::uint64_t>& src_dims, const std::vector<std::uint64_t>& src_at,
@@ -310,6 +393,26 @@ void check_location(const Location& l) {
   const std::uint64_t numel = shape_numel(l.shape);
   const std::size_t itemsize = dtype_size(l.dtype);
   if (l.read_region) return;  // the format's library checks its own reads
+  if (l.tiles) {
+    std::uint64_t covered = 0;
+    for (const Tile& tile : *l.tiles) {
+      const Location& t = *tile.data;
+      if (!t.is_stream() || t.dtype != l.dtype || t.shape.size() != l.shape.size() || tile.origin.size() != l.shape.size())
+        fail(ErrorCode::format, name, "a tile of the tensor is not a {} stream of rank {}", dtype_name(l.dtype), l.shape.size());
+      for (std::size_t k = 0; k < l.shape.size(); ++k)
+        if (tile.origin[k] > static_cast<std::uint64_t>(l.shape[k]) ||
+            static_cast<std::uint64_t>(t.shape[k]) > static_cast<std::uint64_t>(l.shape[k]) - tile.origin[k])
+          fail(ErrorCode::format, name, "tile at [{}] of shape {} lies outside shape {}", fmt::join(tile.origin, ", "),
+               shape_to_string(t.shape), shape_to_string(l.shape));
+      check_location(t);
+      const auto sum = checked_add(covered, shape_numel(t.shape));
+      if (!sum) fail(ErrorCode::format, name, "tiles hold more elements than the tensor");
+      covered = *sum;
+    }
+    if (covered != numel)
+      fail(ErrorCode::format, name, "tiles hold {} elements, the tensor {}", covered, numel);
+    return;
+  }
   if (l.chunked) {
     const ChunkedData& c = *l.chunked;
     if (c.chunk.size() != l.shape.size())
@@ -440,7 +543,13 @@ std::optional<std::pair<int, std::uint64_t>> file_span(const Location& l) {
       shape_nbytes(l.dtype, l.shape) == 0)
     return std::nullopt;
   check_location(l);
-  return std::pair{l.source->fd(), l.extents[0].offset + l.first};
+  return std::pair{l.source->fd(), l.source->file_offset(l.extents[0].offset + l.first)};
+}
+
+bool carries_crc(const Location& location) {
+  if (location.crc) return true;
+  if (!location.tiles || location.tiles->empty()) return false;
+  return std::all_of(location.tiles->begin(), location.tiles->end(), [](const Tile& t) { return t.data->crc != nullptr; });
 }
 
 }  // namespace ckpt::detail

@@ -57,6 +57,10 @@ Delivered deliver(const Location& location, const Delivery& how, DeliveryScratch
 Tensor deliver_slice(const Location& location, const std::vector<std::uint64_t>& offsets,
                      const std::vector<std::uint64_t>& sizes, const Delivery& how, DeliveryScratch& scratch);
 
+// Whether reading the whole tensor checks a CRC-32 its container records (its zip entry's, or
+// every tile's).
+bool carries_crc(const Location& location);
+
 // Where the whole tensor's logical bytes lie verbatim in a file: its descriptor and offset.
 std::optional<std::pair<int, std::uint64_t>> file_span(const Location& location);
 

@@ -52,6 +52,8 @@ class FormatReader {
   // Per-block checksums (ckpt-h5 1.1): empty, or parallel to infos_; each list, when not empty,
   // covers its tensor with disjoint blocks (checked when listed).
   std::vector<std::vector<BlockChecksum>> blocks_;
+  // What the format left out or decided while listing, one line each (Reader::notes()).
+  std::vector<std::string> notes_;
 
   // Index of a tensor by section and name; throws invalid_argument if absent.
   std::size_t find(std::string_view name, std::string_view section) const;
@@ -72,5 +74,8 @@ class FormatReader {
 std::unique_ptr<Reader> make_reader(std::unique_ptr<FormatReader> format);
 // A Reader of `source`, its format detected by content (what ckpt::open does with a path).
 std::unique_ptr<Reader> open_source(std::shared_ptr<const ByteSource> source, const ReadOptions& options);
+// The file to open for `path`: itself, or for a directory the file that describes what it holds
+// (a distributed checkpoint's .metadata); throws io for a directory without one.
+std::filesystem::path checkpoint_file(const std::filesystem::path& path);
 
 }  // namespace ckpt::detail

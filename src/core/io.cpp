@@ -103,6 +103,7 @@ const std::string& Reader::format() const noexcept { return format_->format_; }
 const std::string& Reader::format_version() const noexcept { return format_->format_version_; }
 RoleSource Reader::role_source() const noexcept { return format_->role_source_; }
 const std::string& Reader::model_key() const noexcept { return format_->model_key_; }
+const std::vector<std::string>& Reader::notes() const noexcept { return format_->notes_; }
 
 std::optional<std::uint64_t> Reader::checksum(std::size_t index) const {
   format_->check_index(index);
@@ -281,7 +282,7 @@ std::size_t Reader::verify(const ProgressFn& progress) {
   format_->prepare_full_read();
   for (std::size_t i = 0; i < infos.size(); ++i) {
     (void)read_verified(i, true);
-    checked += checksum(i).has_value() || block_checksums(*format_, i) || located(i).crc != nullptr;
+    checked += checksum(i).has_value() || block_checksums(*format_, i) || detail::carries_crc(located(i));
     done += infos[i].nbytes();
     if (progress) progress(done, total);
   }
@@ -293,6 +294,13 @@ std::size_t Reader::verify(const ProgressFn& progress) {
 std::string format_names() {
   std::string out;
   for (const auto& f : formats()) out += (out.empty() ? "" : ", ") + f.name;
+  return out;
+}
+
+std::string writable_format_names() {
+  std::string out;
+  for (const auto& f : formats())
+    if (f.write) out += (out.empty() ? "" : ", ") + f.name;
   return out;
 }
 
@@ -327,9 +335,18 @@ std::unique_ptr<Reader> detail::open_source(std::shared_ptr<const detail::ByteSo
   }
 }
 
+std::filesystem::path detail::checkpoint_file(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(path, ec)) return path;
+  const auto metadata = path / ".metadata";
+  if (std::filesystem::exists(std::filesystem::symlink_status(metadata, ec))) return metadata;
+  fail(ErrorCode::io, path.string(),
+       "is a directory without a .metadata file (a PyTorch distributed checkpoint's directory holds one; other "
+       "checkpoints are files)");
+}
 
 const FormatHandler& detect_format(const std::filesystem::path& path) {
-  return detect(*detail::ByteSource::open_file(path));
+  return detect(*detail::ByteSource::open_file(detail::checkpoint_file(path)));
 }
 
 const FormatHandler* format_for_extension(const std::filesystem::path& path) {
@@ -347,7 +364,7 @@ const FormatHandler* format_for_extension(const std::filesystem::path& path) {
 }
 
 std::unique_ptr<Reader> open(const std::filesystem::path& path, const ReadOptions& options) {
-  return detail::open_source(detail::ByteSource::open_file(path), options);
+  return detail::open_source(detail::ByteSource::open_file(detail::checkpoint_file(path)), options);
 }
 
 StateDict load(const std::filesystem::path& path, const ReadOptions& options) {
@@ -396,10 +413,11 @@ void save(Source& source, const std::filesystem::path& path, const WriteOptions&
     handler = format_for_extension(path);
     if (!handler)
       fail(ErrorCode::invalid_argument, path.string(),
-           "cannot tell the output format from the extension; name one ({})", format_names());
+           "cannot tell the output format from the extension; name one ({})", writable_format_names());
   }
   if (handler->write == nullptr)
-    fail(ErrorCode::unsupported, path.string(), "ckpt cannot write {} files yet", handler->name);
+    fail(ErrorCode::unsupported, path.string(), "ckpt reads {} but does not write it (output formats: {})", handler->name,
+         writable_format_names());
   // Options a format cannot honour are refused, never ignored.
   if (options.compression != Compression::none &&
       std::find(handler->compressions.begin(), handler->compressions.end(), options.compression) ==

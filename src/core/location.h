@@ -3,9 +3,11 @@
 //
 // A tensor's elements lie in a *stream* of bytes: ranges of the source (a file or memory), or the
 // output of a decoder (an inflated zip entry, base64 text), at a first byte offset with strides
-// and a byte order. Two layouts are not streams: ckpt-h5's compressed chunks (decoded here, from
-// where each chunk lies in the file) and anything the format's library must read itself (HDF5
-// converting a type, filters ckpt does not know): a region reader.
+// and a byte order. Three layouts are not streams: ckpt-h5's compressed chunks (decoded here, from
+// where each chunk lies in the file), a tensor assembled from tiles that each have a location of
+// their own (a distributed checkpoint's chunks, each saved by the rank that held it), and
+// anything the format's library must read itself (HDF5 converting a type, filters ckpt does not
+// know): a region reader.
 #pragma once
 
 #include <cstddef>
@@ -58,6 +60,15 @@ struct StreamCrc {
   bool verified = false;  // set once checked
 };
 
+struct Location;
+
+// A box of a tensor whose elements have a location of their own: of the tensor's dtype, its shape
+// the box's extent, a stream (not tiled itself).
+struct Tile {
+  std::vector<std::uint64_t> origin;  // element offset of the box in the tensor
+  std::shared_ptr<const Location> data;
+};
+
 // Reads the region of `sizes` elements at `offsets` into `out` (row-major, little-endian).
 using RegionReader = std::function<void(const std::vector<std::uint64_t>& offsets,
                                         const std::vector<std::uint64_t>& sizes, std::span<std::byte> out)>;
@@ -86,9 +97,12 @@ struct Location {
 
   // --- or not a stream ---------------------------------------------------------------------
   std::shared_ptr<const ChunkedData> chunked;
+  // Tiles that lie inside the tensor, are disjoint and cover it (the format checks the last two
+  // when it lists the tensor; delivery checks the rest).
+  std::shared_ptr<const std::vector<Tile>> tiles;
   RegionReader read_region;
 
-  bool is_stream() const { return !chunked && !read_region; }
+  bool is_stream() const { return !chunked && !tiles && !read_region; }
 };
 
 }  // namespace ckpt::detail

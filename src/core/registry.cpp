@@ -15,6 +15,7 @@ FormatHandler numpy_format();
 FormatHandler boost_text_format();
 FormatHandler boost_xml_format();
 FormatHandler boost_binary_format();
+FormatHandler dcp_format();
 }  // namespace detail
 
 const std::vector<FormatHandler>& formats() {
@@ -28,6 +29,7 @@ const std::vector<FormatHandler>& formats() {
       detail::boost_text_format(),
       detail::boost_xml_format(),
       detail::boost_binary_format(),
+      detail::dcp_format(),
   };
   return registry;
 }

@@ -604,7 +604,7 @@ LocalShards load(MPI_Comm comm, const std::filesystem::path& path, const WantFn&
   std::string checked;
   agree(comm, name, [&] {
     if (rank != 0) return;
-    auto source = detail::ByteSource::open_file(path);
+    auto source = detail::ByteSource::open_file(detail::checkpoint_file(path));
     checked = identity(*source);
     reader = detail::open_source(std::move(source), options);
     reader->expect_full_read();
@@ -613,7 +613,7 @@ LocalShards load(MPI_Comm comm, const std::filesystem::path& path, const WantFn&
   LocalShards out;
   agree(comm, name, [&] {
     if (rank != 0) {
-      auto source = detail::ByteSource::open_file(path);
+      auto source = detail::ByteSource::open_file(detail::checkpoint_file(path));
       ReadOptions mine = options;
       if (!checked.empty() && identity(*source) == checked) mine.isolate_hdf5 = false;
       reader = detail::open_source(std::move(source), mine);

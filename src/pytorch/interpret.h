@@ -23,6 +23,9 @@ namespace pk = detail::pickle;
 
 inline constexpr std::size_t kNoStorage = static_cast<std::size_t>(-1);
 
+// The dtype a GLOBAL names (torch.float32, torch.float8_e4m3fn, ...), if ckpt has it.
+std::optional<DType> torch_dtype(std::string_view global_name);
+
 struct Storage {
   std::string key;  // data/<key> in the zip; the key in the legacy format's list
   std::optional<DType> dtype;  // a typed storage; none for UntypedStorage (bytes)
@@ -53,11 +56,18 @@ class Interpreter {
   void refuse_unsafe(const pk::Graph& graph);
   // Lists the pickle's tensors with roles, and its other values as metadata.
   void interpret(const pk::Graph& g);
+  // The pickle's root as one object (an item of a distributed checkpoint): a tensor, listed as
+  // the one tensor, named "" (returns nullopt); or a value holding no tensor, returned as metadata.
+  // Throws unsupported for anything else, saying what it holds.
+  std::optional<Metadata> interpret_object(const pk::Graph& g);
+  // The key paths (dict keys, list indices) of the metadata arrays that were tuples.
+  const std::vector<Metadata>& tuple_paths() const noexcept { return tuple_paths_; }
   // Roles, metadata and non-persistent buffers ckpt wrote beside the pickle (ckpt_roles.json,
   // format-spec/conventions.md §4).
   void apply_roles(const zip::Entry& entry);
 
   static bool is_dict(const pk::Graph& g, pk::NodeId id);
+  static bool is_tensor(const pk::Graph& g, pk::NodeId id);
   // A module's __dict__ entry `key`, or kNoNode.
   static pk::NodeId member(const pk::Graph& g, const pk::Node& state, std::string_view key);
 
@@ -91,7 +101,6 @@ class Interpreter {
                                   const std::string& key);
   void add_tensor(const pk::Graph& g, pk::NodeId id, const std::string& key);
   void add_non_persistent(const Metadata& listed, const std::string& where);
-  static bool is_tensor(const pk::Graph& g, pk::NodeId id);
   std::string key_text(const pk::Graph& g, pk::NodeId id, const std::string& where);
   static std::size_t direct_tensors(const pk::Graph& g, pk::NodeId dict);
   Metadata to_metadata(const pk::Graph& g, pk::NodeId id, const std::string& path, Metadata& where, std::size_t depth);

@@ -32,10 +32,13 @@ bool is_legacy(std::span<const std::byte> file) {
 
 class PytorchReader final : public detail::FormatReader {
  public:
-  PytorchReader(std::shared_ptr<const detail::ByteSource> source, const ReadOptions& options)
+  // With `object`, the file is one object torch.save wrote (open_saved_object): a tensor is
+  // listed, anything else is put in *object.
+  PytorchReader(std::shared_ptr<const detail::ByteSource> source, const ReadOptions& options,
+                std::optional<Metadata>* object = nullptr, std::vector<Metadata>* tuples = nullptr)
       : FormatReader(std::move(source), options) {
     format_ = "pytorch";
-    if (is_legacy(source_->bytes())) {
+    if (!object && is_legacy(source_->bytes())) {
       open_legacy();
       finish_listing();
       return;
@@ -61,6 +64,13 @@ class PytorchReader final : public detail::FormatReader {
     const auto pickle_bytes = archive_->read(*pickle_entry);
     const pk::Graph graph = pk::parse(pickle_bytes, name_ + ": " + pickle_entry->name);
     pickle.refuse_unsafe(graph);
+    if (object) {
+      *object = pickle.interpret_object(graph);
+      if (tuples) *tuples = pickle.tuple_paths();
+      take(std::move(pickle));
+      finish_listing();
+      return;
+    }
     pickle.interpret(graph);
     if (const auto* roles = archive_->find(prefix + "ckpt_roles.json"); roles && pickle.role_source_ == RoleSource::heuristic)
       pickle.apply_roles(*roles);
@@ -196,6 +206,15 @@ bool sniff(std::span<const std::byte> head, std::uint64_t) {
 
 std::unique_ptr<FormatReader> open_reader(std::shared_ptr<const ByteSource> source, const ReadOptions& options) {
   return std::make_unique<PytorchReader>(std::move(source), options);
+}
+
+SavedObject open_saved_object(std::shared_ptr<const ByteSource> source, const ReadOptions& options) {
+  SavedObject saved;
+  std::optional<Metadata> value;
+  auto reader = std::make_unique<PytorchReader>(std::move(source), options, &value, &saved.tuples);
+  if (value) saved.value = std::move(*value);
+  else saved.tensor = std::move(reader);
+  return saved;
 }
 
 }  // namespace detail::pytorch

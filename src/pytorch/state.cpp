@@ -61,6 +61,13 @@ constexpr std::array<std::pair<std::string_view, DType>, 17> kTorchDtypes{{
 
 }  // namespace
 
+std::optional<DType> torch_dtype(std::string_view global_name) {
+  const auto found =
+      std::find_if(kTorchDtypes.begin(), kTorchDtypes.end(), [&](auto& p) { return p.first == global_name; });
+  if (found == kTorchDtypes.end()) return std::nullopt;
+  return found->second;
+}
+
 void Interpreter::refuse_unsafe(const pk::Graph& graph) {
   for (pk::NodeId id = 0; id < graph.size(); ++id) {
     const pk::Node& n = graph.at(id);
@@ -206,11 +213,11 @@ void Interpreter::add_tensor(const pk::Graph& g, pk::NodeId id, const std::strin
   info.name = key;
   if (v3) {
     const std::string dtype = g.global_name(args.items[6]);
-    const auto found = std::find_if(kTorchDtypes.begin(), kTorchDtypes.end(), [&](auto& p) { return p.first == dtype; });
-    if (g.at(args.items[6]).kind != pk::Kind::global || found == kTorchDtypes.end())
+    const auto found = torch_dtype(dtype);
+    if (g.at(args.items[6]).kind != pk::Kind::global || !found)
       fail(ErrorCode::unsupported, name_, "data.pkl, value of {}: dtype {} is not supported", quote(key),
            quote(dtype.empty() ? pk::render(g, args.items[6], 1) : dtype));
-    info.dtype = found->second;
+    info.dtype = *found;
     if (storage.dtype && *storage.dtype != info.dtype)
       bad(key, fmt::format("a {} tensor on a {} storage", dtype_name(info.dtype), dtype_name(*storage.dtype)));
   } else {
@@ -419,6 +426,21 @@ void Interpreter::interpret(const pk::Graph& g) {
     shape["tuples"] = tuple_paths_;
     metadata_[std::string(kTorchCheckpointKey)] = std::move(shape);
   }
+}
+
+std::optional<Metadata> Interpreter::interpret_object(const pk::Graph& g) {
+  role_source_ = RoleSource::heuristic;
+  if (is_tensor(g, g.root())) {
+    add_tensor(g, g.root(), "");
+    return std::nullopt;
+  }
+  std::size_t tensors = 0;
+  for (pk::NodeId id = 0; id < g.size(); ++id) tensors += is_tensor(g, id);
+  if (tensors > 0)
+    fail(ErrorCode::unsupported, name_, "data.pkl holds {} tensor{} inside {}, not one tensor or plain data", tensors,
+         tensors == 1 ? "" : "s", pk::render(g, g.root(), 2).substr(0, 60));
+  Metadata where = Metadata::array();
+  return to_metadata(g, g.root(), "", where, 0);
 }
 
 // Roles and metadata that ckpt wrote beside the pickle (format-spec/conventions.md §4).

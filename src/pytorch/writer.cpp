@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ckpt/dcp.h"
 #include "ckpt/pytorch.h"
 #include "util/atomic_file.h"
 #include "util/json_get.h"
@@ -202,7 +203,7 @@ void write_pytorch(Source& source, const std::filesystem::path& path, const Writ
   detail::TreeNode* model = &root;
   if (shape || extras) {
     for (const auto& [k, v] : metadata.items())
-      if (k != kTorchCheckpointKey) root.dict.emplace_back(k, detail::tree_from_metadata(v));
+      if (k != kTorchCheckpointKey && k != kDcpMetadataKey) root.dict.emplace_back(k, detail::tree_from_metadata(v));
     const std::string key = shape && shape->is_object() ? detail::json_string(*shape, "model_key", "model") : "model";
     if (!key.empty()) {
       const std::vector<std::string> path = detail::split_dots(key);

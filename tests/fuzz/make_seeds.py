@@ -37,6 +37,16 @@ def files(pattern):
     return [p for p in sorted(glob.glob(os.path.join(DATA, pattern))) if small(p)]
 
 
+def dcp_seed(directory):
+    """fuzz_dcp's input for a distributed checkpoint's directory: the lengths of .metadata and
+    __0_0.distcp, then the three files."""
+    parts = []
+    for name in (".metadata", "__0_0.distcp", "__1_0.distcp"):
+        path = os.path.join(directory, name)
+        parts.append(open(path, "rb").read() if os.path.exists(path) else b"")
+    return struct.pack("<II", len(parts[0]), len(parts[1])) + b"".join(parts)
+
+
 def main():
     shutil.rmtree(OUT, ignore_errors=True)
     work = os.path.join(OUT, "_work")
@@ -122,6 +132,10 @@ def main():
     shard = struct.pack("<Q", len(shard_header)) + shard_header + b"\0" * 4
     put("fuzz_sharded", "one", struct.pack("<I", len(index)) + index + shard)
     put("fuzz_sharded", "ckpt", struct.pack("<I", 0) + outs[".safetensors"])
+
+    # Distributed checkpoints: .metadata and two data files (the good and hostile directories).
+    for directory in sorted(glob.glob(os.path.join(DATA, "good", "dcp_*")) + glob.glob(os.path.join(DATA, "bad", "dcp_*"))):
+        put("fuzz_dcp", os.path.basename(directory), dcp_seed(directory))
     for target in ("fuzz_pickle_gen", "fuzz_json_gen"):
         for i in range(8):
             put(target, f"random{i}", bytes(rng.randrange(256) for _ in range(64)))

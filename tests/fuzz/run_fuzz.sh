@@ -9,12 +9,12 @@ shift 4
 here=$(cd "$(dirname "$0")" && pwd)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(fuzz_index fuzz_safetensors fuzz_pickle fuzz_pytorch fuzz_flax fuzz_numpy fuzz_boost
-  fuzz_ckpt_h5 fuzz_detect fuzz_zip fuzz_boost_memory fuzz_sharded fuzz_options fuzz_pickle_gen fuzz_json_gen)
+  fuzz_ckpt_h5 fuzz_detect fuzz_zip fuzz_boost_memory fuzz_sharded fuzz_options fuzz_pickle_gen fuzz_json_gen fuzz_dcp)
 dict_for() {
   case $1 in
     fuzz_index|fuzz_safetensors|fuzz_sharded) echo json ;;
     fuzz_pickle) echo pickle ;;
-    fuzz_pytorch) echo "zip pickle" ;;
+    fuzz_pytorch|fuzz_dcp) echo "zip pickle" ;;
     fuzz_flax) echo msgpack ;;
     fuzz_numpy|fuzz_zip) echo zip ;;
     fuzz_boost|fuzz_boost_memory) echo boost ;;
