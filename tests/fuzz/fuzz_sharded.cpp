@@ -13,21 +13,11 @@
 #include <string>
 
 #include "ckpt/io.h"
+#include "fuzz_files.h"
 
 namespace {
-const std::filesystem::path& work_dir() {
-  static const std::filesystem::path dir = [] {
-    auto d = std::filesystem::temp_directory_path() / ("ckpt-fuzz-sharded-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(d);
-    return d;
-  }();
-  return dir;
-}
-
-void put(const std::filesystem::path& path, const std::uint8_t* data, std::size_t size) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
-}
+const std::filesystem::path& work_dir() { return fuzz_work_dir("sharded"); }
+const auto put = fuzz_put;
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
