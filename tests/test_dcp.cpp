@@ -266,3 +266,23 @@ TEST_CASE("damaged distributed checkpoints never crash the reader", "[dcp][fuzz]
     CHECK(refused > 0);
   }
 }
+
+TEST_CASE("values under the names of ckpt's own records are left out, and a value's pickle may not inflate without bound",
+          "[dcp]") {
+  auto dcp = open("good/dcp_reserved_and_bomb");
+  const auto& notes = dcp->notes();
+  REQUIRE(notes.size() == 2);
+  CHECK(notes[0].find("'ckpt.torch': a name ckpt keeps for its own records, left out") != std::string::npos);
+  CHECK(notes[1].find("archive/data.pkl inflates to 2097156 bytes, more than an item of") != std::string::npos);
+  CHECK(!dcp->metadata().contains("bomb"));
+  CHECK(!dcp->metadata().contains("ckpt.torch"));
+  CHECK(dcp->model_key().empty());
+
+  // The same for a .pt: torch.save({"w": ..., "ckpt.torch": {"model_key": "zzz", ...}}).
+  auto pt = open("good/reserved_key.pt");
+  REQUIRE(pt->notes().size() == 1);
+  CHECK(pt->notes()[0] == "value of key 'ckpt.torch': a name ckpt keeps for its own records, left out");
+  CHECK(!pt->metadata().contains("ckpt.torch"));
+  CHECK(pt->model_key().empty());
+  CHECK(pt->tensors().size() == 1);
+}

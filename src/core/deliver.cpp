@@ -397,7 +397,9 @@ void check_location(const Location& l) {
     std::uint64_t covered = 0;
     for (const Tile& tile : *l.tiles) {
       const Location& t = *tile.data;
-      if (!t.is_stream() || t.dtype != l.dtype || t.shape.size() != l.shape.size() || tile.origin.size() != l.shape.size())
+      // A stream, or a region its format reads (a compressed chunk of a distributed checkpoint).
+      if ((!t.is_stream() && !t.read_region) || t.dtype != l.dtype || t.shape.size() != l.shape.size() ||
+          tile.origin.size() != l.shape.size())
         fail(ErrorCode::format, name, "a tile of the tensor is not a {} stream of rank {}", dtype_name(l.dtype), l.shape.size());
       for (std::size_t k = 0; k < l.shape.size(); ++k)
         if (tile.origin[k] > static_cast<std::uint64_t>(l.shape[k]) ||
@@ -547,9 +549,10 @@ std::optional<std::pair<int, std::uint64_t>> file_span(const Location& l) {
 }
 
 bool carries_crc(const Location& location) {
-  if (location.crc) return true;
+  if (location.crc || location.region_verified) return true;
   if (!location.tiles || location.tiles->empty()) return false;
-  return std::all_of(location.tiles->begin(), location.tiles->end(), [](const Tile& t) { return t.data->crc != nullptr; });
+  return std::all_of(location.tiles->begin(), location.tiles->end(),
+                     [](const Tile& t) { return t.data->crc != nullptr || t.data->region_verified; });
 }
 
 }  // namespace ckpt::detail

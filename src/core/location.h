@@ -101,6 +101,9 @@ struct Location {
   // when it lists the tensor; delivery checks the rest).
   std::shared_ptr<const std::vector<Tile>> tiles;
   RegionReader read_region;
+  // The region reader checks a checksum of the data itself (a compressed chunk of a distributed
+  // checkpoint, read whole through its own archive with its CRC-32): verify() counts it.
+  bool region_verified = false;
 
   bool is_stream() const { return !chunked && !tiles && !read_region; }
 };

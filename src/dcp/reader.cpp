@@ -20,6 +20,7 @@
 #include "ckpt/dcp.h"
 #include "ckpt/pytorch.h"
 #include "ckpt/roles.h"
+#include "core/deliver.h"
 #include "core/format_reader.h"
 #include "dcp/format.h"
 #include "dcp/metadata.h"
@@ -372,6 +373,13 @@ class DcpReader final : public detail::FormatReader {
 
   // Puts a value at its path in the metadata; false (with a note) if another is there.
   bool put_value(const Item& item, Metadata value, const std::string& what) {
+    // The keys this reader records itself: a value under such a name would be taken for ckpt's
+    // record (format-spec/conventions.md §4, §8).
+    if (const auto* top = item.path.empty() ? nullptr : std::get_if<std::string>(&item.path[0]);
+        top && (*top == kTorchCheckpointKey || *top == kDcpMetadataKey)) {
+      notes_.push_back(fmt::format("{}: a name ckpt keeps for its own records, left out", what));
+      return false;
+    }
     Metadata* node = &metadata_;
     for (std::size_t i = 0; i < item.path.size(); ++i) {
       const bool last = i + 1 == item.path.size();
@@ -445,7 +453,8 @@ class DcpReader final : public detail::FormatReader {
     return detail::ByteSource::from_memory(bytes, out, in.name() + " (zstd)");
   }
 
-  detail::Location chunk_location(const Item& item, const Chunk& chunk) {
+  // The saved tensor of a chunk, its dtype and shape checked against the metadata.
+  std::unique_ptr<detail::FormatReader> open_chunk(const Item& item, const Chunk& chunk) {
     const std::string what = fmt::format("chunk at {}", box_text(chunk.offsets));
     const std::uint64_t nbytes = volume(chunk) * dtype_size(item.dtype);
     // A torch.save archive: the bytes, the pickle and a few zip records.
@@ -457,11 +466,38 @@ class DcpReader final : public detail::FormatReader {
     if (got.dtype != item.dtype || got.shape != want)
       fail(ErrorCode::format, saved.tensor->name_, "{} holds a {} tensor of shape {}, the metadata says {} {}", what,
            dtype_name(got.dtype), shape_to_string(got.shape), dtype_name(item.dtype), shape_to_string(want));
-    detail::Location l = saved.tensor->locate(0);
-    chunk_readers_.push_back(std::move(saved.tensor));  // its archive serves the location's reads
+    return std::move(saved.tensor);
+  }
+
+  detail::Location chunk_location(const Item& item, const Chunk& chunk) {
+    if (!chunk.storage.transforms.empty()) {
+      // A compressed chunk is decompressed when it is read, and let go after: holding every
+      // chunk decompressed from the listing on would cost the whole model's memory, and a slice
+      // would decompress chunks it does not meet. The read is of the whole chunk (its zip
+      // entry's CRC-32 checked), of which the region asked for is copied.
+      detail::Location l;
+      l.source = source_;
+      l.dtype = item.dtype;
+      l.shape = Shape(chunk.sizes.begin(), chunk.sizes.end());
+      const Item* it = &item;
+      const Chunk* c = &chunk;
+      l.region_verified = options_.verify_checksums;
+      l.read_region = [this, it, c](const std::vector<std::uint64_t>& offsets, const std::vector<std::uint64_t>& sizes,
+                                    std::span<std::byte> out) {
+        auto reader = detail::make_reader(open_chunk(*it, *c));
+        const Tensor whole = reader->read(0);
+        const std::vector<std::uint64_t> dims(c->sizes.begin(), c->sizes.end());
+        detail::copy_box(whole.bytes().data(), dims, offsets, out.data(), sizes, std::vector<std::uint64_t>(sizes.size(), 0),
+                         sizes, dtype_size(it->dtype));
+      };
+      return l;
+    }
+    auto chunk_reader = open_chunk(item, chunk);
+    detail::Location l = chunk_reader->locate(0);
+    chunk_readers_.push_back(std::move(chunk_reader));  // its archive serves the location's reads
     // Its records are parsed (the data is read with pread): the pages of the file mapped to parse
     // them need not stay mapped (ByteSource::release).
-    if (chunk.storage.transforms.empty()) file(chunk.storage.file)->release(chunk.storage.offset, chunk.storage.length);
+    file(chunk.storage.file)->release(chunk.storage.offset, chunk.storage.length);
     return l;
   }
 

@@ -84,6 +84,8 @@ class Interpreter {
   std::vector<Storage> storages_;
   std::map<std::string, std::size_t> storage_index_;
   Metadata metadata_ = Metadata::object();
+  // What was left out, one line each (Reader::notes()).
+  std::vector<std::string> notes_;
   RoleSource role_source_ = RoleSource::heuristic;
   std::string model_key_;
 

@@ -60,6 +60,12 @@ class PytorchReader final : public detail::FormatReader {
         fail(ErrorCode::format, name_, "byteorder entry is {}, expected 'little' or 'big'", quote(text));
       big_endian_ = text == "big";
     }
+    // One object saved in a larger checkpoint (a distributed checkpoint's item): its pickle may not
+    // inflate far beyond the item's own bytes, since parsing costs memory per pickle byte (a
+    // deflated run of list appends in a 40 KB item made 3.6 GB of nodes).
+    if (object && pickle_entry->size > (1u << 20) + 16 * source_->size())
+      fail(ErrorCode::unsupported, name_, "{} inflates to {} bytes, more than an item of {} bytes is allowed", pickle_entry->name,
+           pickle_entry->size, source_->size());
     detail::pytorch::Interpreter pickle(name_, options_, archive_.get(), prefix);
     const auto pickle_bytes = archive_->read(*pickle_entry);
     const pk::Graph graph = pk::parse(pickle_bytes, name_ + ": " + pickle_entry->name);
@@ -109,6 +115,7 @@ class PytorchReader final : public detail::FormatReader {
     views_ = std::move(pickle.views_);
     storages_ = std::move(pickle.storages_);
     metadata_ = std::move(pickle.metadata_);
+    notes_.insert(notes_.end(), pickle.notes_.begin(), pickle.notes_.end());
     role_source_ = pickle.role_source_;
     model_key_ = std::move(pickle.model_key_);
   }

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ckpt/dcp.h"
 #include "ckpt/pytorch.h"
 #include "ckpt/roles.h"
 #include "pytorch/interpret.h"
@@ -338,6 +339,13 @@ void Interpreter::walk(const pk::Graph& g, pk::NodeId dict, const std::vector<st
     std::vector<std::string> here = path;
     here.push_back(key_text(g, k, ""));
     const std::string dotted = fmt::format("{}", fmt::join(here, "."));
+    // The metadata keys this reader records itself (ckpt.torch, and ckpt.dcp of distributed
+    // checkpoints): a value saved under such a name would be taken for ckpt's record
+    // (format-spec/conventions.md §4). ckpt's writers never write them as values.
+    if (path.empty() && (here.back() == kTorchCheckpointKey || here.back() == kDcpMetadataKey) && !is_tensor(g, v)) {
+      notes_.push_back(fmt::format("value of key {}: a name ckpt keeps for its own records, left out", quote(here.back())));
+      continue;
+    }
     if (is_tensor(g, v)) {
       add_tensor(g, v, dotted);
       TensorInfo& info = infos_.back();

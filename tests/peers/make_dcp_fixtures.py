@@ -299,6 +299,22 @@ def main():
     torch2(good)
     base().write(os.path.join(good, "dcp_v113"), planner_data=False)
 
+    # Values ckpt must not take for its own or inflate without bound: a value named 'ckpt.torch'
+    # (its record of a checkpoint's shape), and a 2 MB pickle of list appends deflated into a few
+    # KiB (parsed, it took 90 bytes of memory per pickle byte).
+    w = base()
+    w.value("ckpt.torch", {"model_key": "zzz", "int_keys": [], "tuples": []}, "__0_0.distcp")
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w") as z:
+        for name, content in [("archive/data.pkl", b"\x80\x02]" + b"]a" * (1 << 20) + b"."),
+                              ("archive/byteorder", b"little"), ("archive/version", b"3\n")]:
+            info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, content)
+    w.items["bomb"] = new(w.c.BytesStorageMetadata)
+    w.storage[new(w.c.MetadataIndex, fqn="bomb", index=None)] = w._store("__0_0.distcp", bomb.getvalue())
+    w.write(os.path.join(good, "dcp_reserved_and_bomb"), planner_data=False)
+
     def bad_dir(name):
         return os.path.join(bad, "dcp_" + name)
 
