@@ -101,6 +101,12 @@ for label, path in saved.items():
     for n in (1, 2, 3, 4):
         r = mpirun(n, "load", path)
         check(r.returncode == 0, f"saved on {label}, loaded on {n}: {r.stderr.strip()}")
+# Any checkpoint ckpt reads loads the same way, a PyTorch distributed checkpoint's directory too.
+data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "good")
+for other in ("dcp_torch2", "dcp_v113"):
+    for n in (1, 2, 3):
+        r = mpirun(n, "load-any", os.path.join(data, other))
+        check(r.returncode == 0, f"{other} loaded on {n} ranks: {r.stderr.strip()[-300:]}")
 r = mpirun(3, "load-throw", saved["2"])
 check(r.returncode == 0 and "rank 2: an exception that is not a std::exception" in r.stdout,
       f"a WantFn throwing on one rank fails the load on all: {r.returncode} {r.stdout} {r.stderr[-300:]}")
