@@ -156,16 +156,16 @@ Handle fd_access_list(Where w, int fd, WriteStatus* status, std::span<const std:
 }
 }  // namespace
 
-Handle create_file(Where w, int fd, WriteStatus& status, const CreateSettings& settings) {
-  const auto lock = lock_library();
-  init_library();
-  Handle fapl = fd_access_list(w, fd, &status);
+namespace {
+
+// The properties of every file ckpt creates, serial or parallel: set on `fapl`; the creation list.
+Handle creation_properties(Where w, const Handle& fapl, std::uint64_t alignment_threshold, std::uint64_t alignment) {
   // v1.8 object formats: compact/dense link storage, so groups with many links stay fast, while
   // HDF5 1.8 tools can still read the file.
   check_status(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_LATEST), w, "cannot set format bounds");
   // Aligned raw data makes zero-copy views aligned for every dtype; small-data aggregation would
   // pack small tensors at unaligned offsets, so it is switched off.
-  check_status(H5Pset_alignment(fapl.get(), 1, settings.alignment), w, "cannot set alignment");
+  check_status(H5Pset_alignment(fapl.get(), alignment_threshold, alignment), w, "cannot set alignment");
   check_status(H5Pset_small_data_block_size(fapl.get(), 0), w, "cannot set small data block size");
   // Everything is closed in order by the writer; a strong close degree makes a forgotten object
   // close with the file rather than keep a half-closed file alive.
@@ -174,6 +174,16 @@ Handle create_file(Where w, int fd, WriteStatus& status, const CreateSettings& s
   check_status(H5Pset_link_creation_order(fcpl.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED), w,
                "cannot track creation order");
   check_status(H5Pset_file_space_strategy(fcpl.get(), H5F_FSPACE_STRATEGY_AGGR, 0, 1), w, "cannot set the file space strategy");
+  return fcpl;
+}
+
+}  // namespace
+
+Handle create_file(Where w, int fd, WriteStatus& status, const CreateSettings& settings) {
+  const auto lock = lock_library();
+  init_library();
+  Handle fapl = fd_access_list(w, fd, &status);
+  Handle fcpl = creation_properties(w, fapl, 1, settings.alignment);
   // The name is HDF5's for messages only: the driver writes to `fd`.
   return Handle(check(H5Fcreate(w.file.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get()), w,
                       "cannot create HDF5 file"));
@@ -753,19 +763,11 @@ Handle create_file_parallel(Where w, const std::string& path, MPI_Comm comm, MPI
   init_library();
   Handle fapl = property_list(H5P_FILE_ACCESS, w);
   check_status(H5Pset_fapl_mpio(fapl.get(), comm, info), w, "cannot use MPI-IO");
-  check_status(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_LATEST), w, "cannot set format bounds");
-  check_status(H5Pset_alignment(fapl.get(), settings.alignment_threshold, settings.alignment), w, "cannot set alignment");
-  check_status(H5Pset_small_data_block_size(fapl.get(), 0), w, "cannot set small data block size");
-  check_status(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG), w, "cannot set the close degree");
   if (settings.collective_metadata) {
     check_status(H5Pset_all_coll_metadata_ops(fapl.get(), true), w, "cannot make metadata reads collective");
     check_status(H5Pset_coll_metadata_write(fapl.get(), true), w, "cannot make metadata writes collective");
   }
-  Handle fcpl = property_list(H5P_FILE_CREATE, w);
-  check_status(H5Pset_link_creation_order(fcpl.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED), w,
-               "cannot track creation order");
-  check_status(H5Pset_file_space_strategy(fcpl.get(), H5F_FSPACE_STRATEGY_AGGR, 0, 1), w,
-               "cannot set the file space strategy");
+  Handle fcpl = creation_properties(w, fapl, settings.alignment_threshold, settings.alignment);
   const hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get());
   if (id < 0) raise(w, "cannot create the file with MPI-IO", ErrorCode::io);
   return Handle(id);

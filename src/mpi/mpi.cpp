@@ -69,16 +69,21 @@ int size_of(MPI_Comm comm) {
 
 // --- moving bytes between ranks ----------------------------------------------------------------
 
+// MPI counts are ints: `fn(offset, count)` for the pieces of `n` bytes.
+template <typename Fn>
+void in_pieces(unsigned long long n, Fn&& fn) {
+  for (unsigned long long done = 0; done < n;) {
+    const int part = static_cast<int>(std::min<unsigned long long>(n - done, INT_MAX / 2));
+    fn(done, part);
+    done += part;
+  }
+}
+
 void broadcast(MPI_Comm comm, std::string& text, int root = 0) {
   unsigned long long n = text.size();
   MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, root, comm);
   text.resize(n);
-  // MPI counts are ints: large texts go in pieces.
-  for (unsigned long long done = 0; done < n;) {
-    const int part = static_cast<int>(std::min<unsigned long long>(n - done, INT_MAX / 2));
-    MPI_Bcast(text.data() + done, part, MPI_CHAR, root, comm);
-    done += part;
-  }
+  in_pieces(n, [&](unsigned long long at, int part) { MPI_Bcast(text.data() + at, part, MPI_CHAR, root, comm); });
 }
 
 // Every rank's `text`, on rank 0 (empty elsewhere).
@@ -87,24 +92,17 @@ std::vector<std::string> gather(MPI_Comm comm, const std::string& text) {
   unsigned long long n = text.size();
   std::vector<unsigned long long> sizes(rank == 0 ? size : 0);
   MPI_Gather(&n, 1, MPI_UNSIGNED_LONG_LONG, sizes.data(), 1, MPI_UNSIGNED_LONG_LONG, 0, comm);
-  std::vector<std::string> out;
-  if (rank == 0) {
-    out.resize(size);
-    out[0] = text;
-    for (int r = 1; r < size; ++r) {
-      out[r].resize(sizes[r]);
-      for (unsigned long long done = 0; done < sizes[r];) {
-        const int part = static_cast<int>(std::min<unsigned long long>(sizes[r] - done, INT_MAX / 2));
-        MPI_Recv(out[r].data() + done, part, MPI_CHAR, r, 0, comm, MPI_STATUS_IGNORE);
-        done += part;
-      }
-    }
-  } else {
-    for (unsigned long long done = 0; done < n;) {
-      const int part = static_cast<int>(std::min<unsigned long long>(n - done, INT_MAX / 2));
-      MPI_Send(text.data() + done, part, MPI_CHAR, 0, 0, comm);
-      done += part;
-    }
+  if (rank != 0) {
+    in_pieces(n, [&](unsigned long long at, int part) { MPI_Send(text.data() + at, part, MPI_CHAR, 0, 0, comm); });
+    return {};
+  }
+  std::vector<std::string> out(size);
+  out[0] = text;
+  for (int r = 1; r < size; ++r) {
+    out[r].resize(sizes[r]);
+    in_pieces(sizes[r], [&](unsigned long long at, int part) {
+      MPI_Recv(out[r].data() + at, part, MPI_CHAR, r, 0, comm, MPI_STATUS_IGNORE);
+    });
   }
   return out;
 }
@@ -364,23 +362,19 @@ struct MpiInfo {
   MpiInfo& operator=(const MpiInfo&) = delete;
 };
 
-// The objects of the file being written, closed in reverse order (datasets, groups, file) on every
-// rank alike, whether the save succeeds or every rank throws at the same phase.
+// The objects of the file being written, closed groups first and the file last on every rank
+// alike, whether the save succeeds (close_all, checked) or every rank throws at the same phase
+// (the members are declared in creation order, so they are destroyed in reverse).
 struct OpenFile {
   h5::Handle file;
-  std::map<std::string, h5::Handle> groups;
   h5::Handle sections;
+  std::map<std::string, h5::Handle> groups;
 
   void close_all(const h5::Where& w) {
     for (auto& [name, g] : groups) h5::close_object(w, g);
     groups.clear();
     if (sections.valid()) h5::close_object(w, sections);
     h5::close_file(w, file);
-  }
-  ~OpenFile() {
-    groups.clear();
-    sections.reset();
-    file.reset();
   }
 };
 
