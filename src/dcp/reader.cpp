@@ -20,6 +20,7 @@
 #include "ckpt/dcp.h"
 #include "ckpt/pytorch.h"
 #include "ckpt/roles.h"
+#include "core/blocks.h"
 #include "core/deliver.h"
 #include "core/format_reader.h"
 #include "dcp/format.h"
@@ -201,7 +202,6 @@ class DcpReader final : public detail::FormatReader {
       fail(ErrorCode::format, name_, "{}: size {} overflows", what, box_text(item.size));
     }
     std::uint64_t covered = 0;
-    std::vector<std::size_t> boxes;  // chunks holding elements
     for (std::size_t c = 0; c < item.chunks.size(); ++c) {
       const Chunk& chunk = item.chunks[c];
       for (std::size_t k = 0; k < item.size.size(); ++k)
@@ -210,39 +210,21 @@ class DcpReader final : public detail::FormatReader {
                box_text(chunk.offsets), box_text(chunk.sizes), box_text(item.size));
       const std::uint64_t n = volume(chunk);  // at most numel: the chunk lies inside
       covered = detail::checked_add(covered, n).value_or(UINT64_MAX);
-      if (n > 0) boxes.push_back(c);
       if (chunk.storage.transforms.empty() && n * dtype_size(item.dtype) > chunk.storage.length)
         fail(ErrorCode::format, name_, "{}: chunk at {} needs {} bytes, its storage holds {}", what, box_text(chunk.offsets),
              n * dtype_size(item.dtype), chunk.storage.length);
     }
-    // Disjoint: swept along the dimension with the most distinct offsets (the one the tensor
-    // was split along), comparing only chunks whose ranges meet there.
-    const std::size_t rank = item.size.size();
-    std::size_t dim = 0, best = 0;
-    for (std::size_t k = 0; k < rank; ++k) {
-      std::set<std::uint64_t> starts;
-      for (const std::size_t c : boxes) starts.insert(item.chunks[c].offsets[k]);
-      if (starts.size() > best) best = starts.size(), dim = k;
-    }
-    if (rank > 0)
-      std::sort(boxes.begin(), boxes.end(),
-                [&](std::size_t a, std::size_t b) { return item.chunks[a].offsets[dim] < item.chunks[b].offsets[dim]; });
-    std::uint64_t checks = 0;
-    for (std::size_t i = 0; i < boxes.size(); ++i) {
-      const Chunk& a = item.chunks[boxes[i]];
-      for (std::size_t j = i + 1; j < boxes.size(); ++j) {
-        const Chunk& b = item.chunks[boxes[j]];
-        if (rank > 0 && b.offsets[dim] >= a.offsets[dim] + a.sizes[dim]) break;
-        if (++checks > kMaxOverlapChecks)
-          fail(ErrorCode::unsupported, name_, "{}: its {} chunks are too many to check against each other", what,
-               item.chunks.size());
-        bool overlap = true;
-        for (std::size_t k = 0; k < rank && overlap; ++k)
-          overlap = a.offsets[k] < b.offsets[k] + b.sizes[k] && b.offsets[k] < a.offsets[k] + a.sizes[k];
-        if (overlap)
-          fail(ErrorCode::format, name_, "{}: chunks at {} and {} overlap", what, box_text(a.offsets), box_text(b.offsets));
-      }
-    }
+    // Disjoint: the check ckpt-h5's per-block checksums get (core/blocks.h), bounded.
+    std::vector<detail::Box> boxes;
+    for (const Chunk& chunk : item.chunks) boxes.push_back({chunk.offsets, chunk.sizes});
+    std::uint64_t budget = kMaxOverlapChecks;
+    bool exhausted = false;
+    if (const auto pair = detail::find_overlap(boxes, budget, exhausted))
+      fail(ErrorCode::format, name_, "{}: chunks at {} and {} overlap", what, box_text(item.chunks[pair->first].offsets),
+           box_text(item.chunks[pair->second].offsets));
+    if (exhausted)
+      fail(ErrorCode::unsupported, name_, "{}: its {} chunks are too many to check against each other", what,
+           item.chunks.size());
     if (covered != numel)
       fail(ErrorCode::format, name_, "{}: its chunks hold {} of its {} elements (data is missing)", what, covered, numel);
   }
