@@ -134,3 +134,26 @@ TEST_CASE("Read-ahead: an error reading a tensor is thrown where that tensor is 
   CHECK(ahead.read(2).bytes()[0] == std::byte{3});
   CHECK_THROWS_WITH(ahead.read(1), "src: cannot read 1");
 }
+
+TEST_CASE("Inferred roles are recorded as inferred, and exact ones are not", "[convert]") {
+  ckpt::StateDict guessed;
+  guessed.add_parameter("w", ckpt::Tensor::zeros(ckpt::DType::float32, {2}));
+  guessed.add_buffer("n", ckpt::Tensor::zeros(ckpt::DType::int64, {}));
+  guessed.set_role_source(ckpt::RoleSource::heuristic);
+  const TempDir dir;
+  for (const std::string ext : {".ckpt.h5", ".safetensors", ".pt", ".npz", ".msgpack"}) {
+    INFO(ext);
+    const auto path = dir / ("guessed" + ext);
+    ckpt::save(guessed, path);
+    auto state = ckpt::load(path);
+    CHECK(state.role_source() == ckpt::RoleSource::heuristic);
+    CHECK(state.metadata()[std::string(ckpt::kRoleSourceKey)] == "heuristic");
+    // Saved again with the roles declared exact, the record goes.
+    state.set_role_source(ckpt::RoleSource::stored);
+    const auto exact = dir / ("exact" + ext);
+    ckpt::save(state, exact);
+    const auto again = ckpt::load(exact);
+    CHECK(again.role_source() != ckpt::RoleSource::heuristic);
+    CHECK(!again.metadata().contains(std::string(ckpt::kRoleSourceKey)));
+  }
+}

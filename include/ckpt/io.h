@@ -41,6 +41,9 @@ class Source {
   virtual const Metadata& metadata() const = 0;
   // The data of tensors()[index]; its dtype and shape match the TensorInfo.
   virtual Tensor read(std::size_t index) = 0;
+  // Where the roles of tensors() came from. save() records RoleSource::heuristic in the file
+  // (kRoleSourceKey), so that inferred roles are never read back as exact ones. Default: stored.
+  virtual RoleSource role_source() const noexcept { return RoleSource::stored; }
 
   // read(index), checked against tensors()[index] (writers use it; errors name `file`).
   Tensor read_checked(std::size_t index, const std::string& file);
@@ -63,6 +66,7 @@ class StateDictSource : public Source {
   const std::vector<TensorInfo>& tensors() const override { return infos_; }
   const Metadata& metadata() const override { return state_.metadata(); }
   Tensor read(std::size_t index) override;
+  RoleSource role_source() const noexcept override { return state_.role_source(); }
 
  private:
   const StateDict& state_;
@@ -93,7 +97,9 @@ class Reader final : public Source {
   const std::string& format() const noexcept;
   // The version found in the file ("1.0"), empty for formats without one.
   const std::string& format_version() const noexcept;
-  RoleSource role_source() const noexcept;
+  // As the format records roles, except heuristic when the file says its roles were inferred
+  // (kRoleSourceKey).
+  RoleSource role_source() const noexcept override;
   // Nested files (.pt checkpoints): the key of the dict taken as the model; empty = top level.
   const std::string& model_key() const noexcept;
   // What the reader left out of the listing or decided for you, one line each (a distributed

@@ -51,6 +51,12 @@ enum class RoleSource {
 };
 const char* role_source_name(RoleSource source) noexcept;
 
+// The metadata key by which a file says that its roles were inferred (RoleSource::heuristic) when
+// it was written, whatever its format stores: `"ckpt.role_source": "heuristic"`. save() sets it
+// when its Source's roles were inferred (a plain state_dict converted to ckpt-h5) and removes it
+// otherwise; a Reader finding it reports RoleSource::heuristic (format-spec/conventions.md §1).
+inline constexpr std::string_view kRoleSourceKey = "ckpt.role_source";
+
 // Everything about an entry except its data.
 struct EntryInfo {
   std::string name;  // full key, e.g. "layer1.0.bn1.running_mean"; any UTF-8 string

@@ -93,7 +93,15 @@ Reader::Reader(std::unique_ptr<detail::FormatReader> format)
     : format_(std::move(format)),
       path_(format_->source_->is_file() ? format_->source_->path() : std::filesystem::path(format_->name_)),
       located_(format_->infos_.size()),
-      scratch_(std::make_unique<detail::DeliveryScratch>()) {}
+      scratch_(std::make_unique<detail::DeliveryScratch>()) {
+  // Roles a writer was given as inferred stay inferred, whatever the format can store.
+  auto& source = format_->role_source_;
+  if (source == RoleSource::stored || source == RoleSource::metadata) {
+    const auto& meta = format_->metadata_;
+    const auto it = meta.is_object() ? meta.find(std::string(kRoleSourceKey)) : meta.end();
+    if (it != meta.end() && *it == "heuristic") source = RoleSource::heuristic;
+  }
+}
 
 Reader::~Reader() = default;
 
@@ -404,6 +412,23 @@ const char* compression_name(Compression c) {
 
 }  // namespace
 
+namespace {
+// A Source with the metadata save() decided on (kRoleSourceKey).
+class RoleRecord final : public Source {
+ public:
+  RoleRecord(Source& inner, Metadata metadata) : inner_(inner), metadata_(std::move(metadata)) {}
+  const std::vector<TensorInfo>& tensors() const override { return inner_.tensors(); }
+  const Metadata& metadata() const override { return metadata_; }
+  Tensor read(std::size_t index) override { return inner_.read(index); }
+  RoleSource role_source() const noexcept override { return inner_.role_source(); }
+  std::optional<FileSpan> file_span(std::size_t index) const override { return inner_.file_span(index); }
+
+ private:
+  Source& inner_;
+  Metadata metadata_;
+};
+}  // namespace
+
 void save(Source& source, const std::filesystem::path& path, const WriteOptions& options) {
   const FormatHandler* handler = nullptr;
   if (!options.format.empty()) {
@@ -432,7 +457,21 @@ void save(Source& source, const std::filesystem::path& path, const WriteOptions&
   if (options.max_shard_bytes != 0 && !handler->shards)
     fail(ErrorCode::invalid_argument, path.string(), "{} cannot be written in shards (max_shard_bytes; safetensors can)",
          handler->name);
-  handler->write(source, path, options);
+  // Inferred roles are recorded as inferred (kRoleSourceKey), and a stale record is dropped, so that
+  // a plain state_dict converted to a format with stored roles is not read back as exact.
+  const bool inferred = source.role_source() == RoleSource::heuristic;
+  const auto& meta = source.metadata();
+  const auto mark = meta.is_object() ? meta.find(std::string(kRoleSourceKey)) : meta.end();
+  const bool marked = mark != meta.end() && *mark == "heuristic";
+  if (inferred == marked && (inferred || mark == meta.end())) {
+    handler->write(source, path, options);
+    return;
+  }
+  Metadata fixed = meta.is_object() ? meta : Metadata::object();
+  if (inferred) fixed[std::string(kRoleSourceKey)] = "heuristic";
+  else fixed.erase(std::string(kRoleSourceKey));
+  RoleRecord recorded(source, std::move(fixed));
+  handler->write(recorded, path, options);
 }
 
 void save(const StateDict& state, const std::filesystem::path& path, const WriteOptions& options) {

@@ -60,6 +60,7 @@ class LayoutSource final : public Source {
       : inner_(inner), infos_(std::move(infos)), ops_(std::move(ops)), metadata_(std::move(metadata)) {}
   const std::vector<TensorInfo>& tensors() const override { return infos_; }
   const Metadata& metadata() const override { return metadata_; }
+  RoleSource role_source() const noexcept override { return inner_.role_source(); }
   Tensor read(std::size_t index) override {
     const Op& op = ops_.at(index);
     if (!op.inner) return op.constant;

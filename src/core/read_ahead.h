@@ -27,6 +27,7 @@ class ReadAheadSource final : public Source {
 
   const std::vector<TensorInfo>& tensors() const override { return inner_.tensors(); }
   const Metadata& metadata() const override { return inner_.metadata(); }
+  RoleSource role_source() const noexcept override { return inner_.role_source(); }
   // Tensor `index` (read ahead if it was next), then starts reading the one after it.
   Tensor read(std::size_t index) override;
   // Known for the tensor read last, as the wrapped Source said right after reading it.

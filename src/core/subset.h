@@ -19,6 +19,7 @@ class Subset final : public Source {
   }
   const std::vector<TensorInfo>& tensors() const override { return infos_; }
   const Metadata& metadata() const override { return inner_.metadata(); }
+  RoleSource role_source() const noexcept override { return inner_.role_source(); }
   Tensor read(std::size_t index) override { return inner_.read(indices_.at(index)); }
   std::optional<FileSpan> file_span(std::size_t index) const override { return inner_.file_span(indices_.at(index)); }
 

@@ -203,7 +203,9 @@ void write_pytorch(Source& source, const std::filesystem::path& path, const Writ
   detail::TreeNode* model = &root;
   if (shape || extras) {
     for (const auto& [k, v] : metadata.items())
-      if (k != kTorchCheckpointKey && k != kDcpMetadataKey) root.dict.emplace_back(k, detail::tree_from_metadata(v));
+      // ckpt's own records ride in ckpt_roles.json, never as values of torch's dict.
+      if (k != kTorchCheckpointKey && k != kDcpMetadataKey && k != kRoleSourceKey)
+        root.dict.emplace_back(k, detail::tree_from_metadata(v));
     const std::string key = shape && shape->is_object() ? detail::json_string(*shape, "model_key", "model") : "model";
     if (!key.empty()) {
       const std::vector<std::string> path = detail::split_dots(key);
