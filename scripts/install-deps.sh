@@ -14,6 +14,8 @@ packages=(
   libcli11-dev catch2 hdf5-tools
   # ckpt::mpi (the build-mpi/ tree): the MPI build of HDF5, Open MPI's mpirun
   libhdf5-openmpi-dev openmpi-bin
+  # ckpt::torch (libckpt_torch): libtorch, found by find_package(Torch)
+  libtorch-dev
   # Python peers that judge our files
   python3 python3-h5py python3-numpy python3-xxhash python3-msgpack python3-torch python3-torchvision
 )
