@@ -107,7 +107,8 @@ struct LoadReport {
   // reader noted.
   std::vector<std::string> notes;
   bool ok() const noexcept { return problems.empty(); }
-  // "3 problems: missing fc.weight (module float32 [2, 8]); ..." on one line.
+  // "2 problems (1 missing, 1 shape): missing 'fc.weight' (module parameter float32 [2, 8]);
+  // shape 'conv1.weight' (file [8, 3, 5, 5], module [8, 3, 3, 3])", on one line.
   std::string summary() const;
 };
 

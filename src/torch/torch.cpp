@@ -539,7 +539,14 @@ const char* problem_kind_name(Problem::Kind kind) noexcept {
 
 std::string LoadReport::summary() const {
   if (problems.empty()) return fmt::format("{} tensors loaded", loaded);
-  std::string out = fmt::format("{} problem{}: ", problems.size(), problems.size() == 1 ? "" : "s");
+  // The count of each kind first: a renamed wrapper makes hundreds of lines of one kind.
+  std::string kinds;
+  for (const auto kind : {Problem::Kind::missing, Problem::Kind::unexpected, Problem::Kind::shape, Problem::Kind::dtype,
+                          Problem::Kind::role}) {
+    const auto n = std::count_if(problems.begin(), problems.end(), [&](const Problem& p) { return p.kind == kind; });
+    if (n) kinds += fmt::format("{}{} {}", kinds.empty() ? "" : ", ", n, problem_kind_name(kind));
+  }
+  std::string out = fmt::format("{} problem{} ({}): ", problems.size(), problems.size() == 1 ? "" : "s", kinds);
   for (std::size_t i = 0; i < problems.size(); ++i) {
     if (i) out += "; ";
     out += fmt::format("{} '{}' ({})", problem_kind_name(problems[i].kind), problems[i].name, problems[i].detail);

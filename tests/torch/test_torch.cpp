@@ -244,7 +244,7 @@ TEST_CASE("A strict load that fails names every problem and changes nothing", "[
     const std::string what = e.what();
     INFO(what);
     CHECK(e.code() == ckpt::ErrorCode::invalid_argument);
-    CHECK(what.find(path.string() + ": cannot load into the module: 5 problems") == 0);
+    CHECK(what.find(path.string() + ": cannot load into the module: 5 problems (1 missing, 1 unexpected, 1 shape, 1 dtype, 1 role): ") == 0);
     CHECK(what.find("missing 'fc.weight' (module parameter float32 [4, 8])") != std::string::npos);
     CHECK(what.find("unexpected 'head.weight' (file parameter float32 [4, 8])") != std::string::npos);
     CHECK(what.find("shape 'conv1.weight' (file [8, 3, 5, 5], module [8, 3, 3, 3])") != std::string::npos);
