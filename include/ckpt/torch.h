@@ -67,7 +67,9 @@ struct LoadOptions {
   // re-pointed (Tensor::set_data, so optimizers holding it keep working) at the tensor ckpt read,
   // a copy-on-write mapping of the file where its bytes lie as they are (no copy at all), else the
   // memory ckpt read it into. Training then writes private copies of the pages it touches; the file
-  // never changes. Tensors needing a dtype conversion are copied as usual.
+  // never changes. Tensors needing a dtype conversion are copied as usual. As with every mapping,
+  // the file must not be truncated or rewritten in place while the module uses it (a page not yet
+  // copied would then fault, SIGBUS); replacing it by rename, as ckpt's writers do, is safe.
   bool zero_copy = false;
   // The module's names are looked up in the file as `prefix + name` ("model." or "module." when a
   // wrapper's keys were saved).
