@@ -619,6 +619,8 @@ LoadReport load_training(::torch::nn::Module& module, ::torch::optim::Optimizer&
     *metadata = reader->metadata();
     metadata->erase(options.optimizer_key);
     metadata->erase(std::string(kTorchCheckpointKey));
+    // ckpt's record that the file's roles were inferred belongs to the file, not to the user.
+    metadata->erase(std::string(kRoleSourceKey));
   }
   return std::move(plan.report);
 }
