@@ -51,7 +51,9 @@ std::optional<DType> from_torch_dtype(::torch::Dtype dtype) noexcept;
 // torch::Tensor -> ckpt::Tensor. A dense, contiguous CPU tensor is shared without a copy (the
 // ckpt::Tensor keeps its storage alive; writes through either are seen by both); anything else
 // (another device, sparse or mkldnn layout, strides, conjugate or negative views) is first made a
-// dense contiguous CPU tensor. The result does not track gradients. Throws invalid_argument for a
+// dense contiguous CPU tensor. The result does not track gradients. A shared tensor points into
+// the torch storage: resizing the torch tensor in place (resize_, set_ to a larger size) can
+// reallocate that storage and leave the ckpt::Tensor dangling. Throws invalid_argument for a
 // quantized tensor or a dtype ckpt lacks.
 Tensor from_torch(const ::torch::Tensor& tensor);
 
@@ -67,9 +69,12 @@ struct LoadOptions {
   // re-pointed (Tensor::set_data, so optimizers holding it keep working) at the tensor ckpt read,
   // a copy-on-write mapping of the file where its bytes lie as they are (no copy at all), else the
   // memory ckpt read it into. Training then writes private copies of the pages it touches; the file
-  // never changes. Tensors needing a dtype conversion are copied as usual. As with every mapping,
-  // the file must not be truncated or rewritten in place while the module uses it (a page not yet
-  // copied would then fault, SIGBUS); replacing it by rename, as ckpt's writers do, is safe.
+  // never changes. Tensors needing a dtype conversion are copied as usual, and so are tensors under
+  // 256 KiB (ReadOptions::writable). The other way does not hold: pages the module has not written
+  // yet still read the file, so the file must stay as it is while the module lives. Rewritten in
+  // place (Python's torch.save(path), cp, open(path, "wb")) the module silently takes its new
+  // values; truncated, reading the module's tensors raises SIGBUS. ckpt's own writers replace a
+  // file by renaming a new one over it, which is safe.
   bool zero_copy = false;
   // The module's names are looked up in the file as `prefix + name` ("model." or "module." when a
   // wrapper's keys were saved).
@@ -93,7 +98,7 @@ struct Problem {
   };
   Kind kind;
   std::string name;    // the module's name (for `unexpected`, the file's without the prefix)
-  std::string detail;  // "file float64 [3, 4], module float32 [3, 4]"
+  std::string detail;  // "file float64, module float32"; "file [3, 4], module [4, 3]"
 };
 // "missing", "unexpected", "shape", "dtype", "role".
 const char* problem_kind_name(Problem::Kind kind) noexcept;
@@ -164,7 +169,10 @@ void save(const ::torch::nn::Module& module, const std::filesystem::path& path,
 // other optimizer classes, group counts or sizes that differ, state of the other optimizer kind,
 // `maximize: true` (libtorch lacks it), and Adam's step when it is not a whole number. Python's
 // implementation choices (foreach, capturable, differentiable, fused) are ignored with a note. A
-// Python AdamW checkpoint has the same shape as an Adam one and cannot be told apart.
+// Python AdamW checkpoint has the same shape as an Adam one (torch 1.13's AdamW groups merely lack
+// 'differentiable' and 'fused', as older torch's Adam groups do) and is loaded into an Adam without
+// an error: its decoupled weight decay then becomes Adam's L2 term, and training diverges from
+// Python's from the first step.
 struct TrainingOptions {
   LoadOptions load;
   // The section holding the optimizer state (the .pt's top-level key).

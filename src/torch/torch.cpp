@@ -626,6 +626,8 @@ LoadReport load_training(::torch::nn::Module& module, ::torch::optim::Optimizer&
     *metadata = reader->metadata();
     metadata->erase(options.optimizer_key);
     metadata->erase(std::string(kTorchCheckpointKey));
+    // ckpt's record that the file's roles were inferred belongs to the file, not to the user.
+    metadata->erase(std::string(kRoleSourceKey));
   }
   return std::move(plan.report);
 }
@@ -637,6 +639,17 @@ void add_optimizer(StateDict& state, const ::torch::optim::Optimizer& optimizer,
   if (optimizer_key.empty() || optimizer_key == kParametersSection || optimizer_key == kBuffersSection ||
       optimizer_key.find('.') != std::string::npos)
     fail(ErrorCode::invalid_argument, "", fmt::format("add_optimizer: '{}' cannot be the optimizer's key", optimizer_key));
+  // The optimizer's dict in the model's place would mix its "state" and "param_groups" into the
+  // model's state_dict in a .pt (or put the model inside the optimizer's dict): refused.
+  {
+    const auto& meta = state.metadata();
+    std::string model_key = "model";
+    if (const auto* record = child(meta, kTorchCheckpointKey); record && record->is_object())
+      if (const auto* mk = child(*record, "model_key"); mk && mk->is_string()) model_key = mk->get<std::string>();
+    if (model_key == optimizer_key || model_key.rfind(optimizer_key + ".", 0) == 0)
+      fail(ErrorCode::invalid_argument, "",
+           fmt::format("add_optimizer: '{}' is the model's key (ckpt/pytorch.h kTorchCheckpointKey)", optimizer_key));
+  }
   Metadata groups = Metadata::array();
   std::int64_t id = 0;
   const auto& cxx_state = optimizer.state();

@@ -445,3 +445,29 @@ TEST_CASE("Optimizer state that cannot be mapped is refused before anything chan
   CHECK(static_cast<torch::optim::AdamOptions&>(good.param_groups()[0].options()).lr() == 0.1);
   CHECK(torch::equal(target.offset, model.offset));
 }
+
+TEST_CASE("load_training's metadata holds the user's entries only, and add_optimizer keeps out of the model's key", "[torch]") {
+  mirror::BufferNet model;
+  auto sgd = torch::optim::SGD(model.parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  train_step(model, sgd, [&] { return model.forward(torch::ones({2, 4})); });
+  // A training checkpoint whose roles were inferred (as one converted from Python's plain dicts).
+  auto state = lt::state_dict(model);
+  lt::add_optimizer(state, sgd);
+  state.metadata()["epoch"] = 4;
+  state.set_role_source(ckpt::RoleSource::heuristic);
+  const auto path = scratch("inferred.train.ckpt.h5");
+  ckpt::save(state, path);
+  REQUIRE(ckpt::open(path)->role_source() == ckpt::RoleSource::heuristic);
+  mirror::BufferNet target;
+  auto sgd2 = torch::optim::SGD(target.parameters(), torch::optim::SGDOptions(0.5));
+  ckpt::Metadata meta;
+  CHECK(lt::load_training(target, sgd2, path, {}, &meta).ok());
+  CHECK(meta == ckpt::Metadata{{"epoch", 4}});
+
+  auto again = lt::state_dict(model);
+  CHECK_THROWS_WITH(lt::add_optimizer(again, sgd, "model"), Catch::Contains("'model' is the model's key"));
+  CHECK(again.metadata().empty());
+  again.metadata()[std::string(ckpt::kTorchCheckpointKey)] = {{"model_key", "net.weights"}};
+  CHECK_THROWS_WITH(lt::add_optimizer(again, sgd, "net"), Catch::Contains("'net' is the model's key"));
+  CHECK_NOTHROW(lt::add_optimizer(again, sgd, "model"));
+}
