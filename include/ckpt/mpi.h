@@ -66,7 +66,9 @@ struct ShardedTensor {
 
 struct LocalShards {
   std::vector<ShardedTensor> tensors;
-  Metadata metadata = Metadata::object();  // save: rank 0's is written; load: the file's
+  // save: rank 0's is written; load: the file's, with kRoleSourceKey (ckpt/state_dict.h) when the
+  // reader inferred its roles, so that saving it again does not make them look exact.
+  Metadata metadata = Metadata::object();
 };
 
 struct ParallelOptions {

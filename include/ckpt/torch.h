@@ -136,8 +136,11 @@ struct LoadReport {
 // Values are copied into the module's tensors under torch::NoGradGuard (or adopted: zero_copy).
 LoadReport load(::torch::nn::Module& module, const std::filesystem::path& path,
                 const LoadOptions& options = {});
+// An open Reader (a file in memory, ...): as above, but read as `reader` was opened, so zero_copy
+// adopts the file's memory only if it was opened with ReadOptions::writable (the default).
 LoadReport load(::torch::nn::Module& module, Reader& reader, const LoadOptions& options = {});
-// From memory, or through a Source such as map_layout's (roles compared as its role_source() allows).
+// From memory, or through a Source such as map_layout's (roles compared as its role_source() allows;
+// a Source that is a Reader goes to the overload above).
 LoadReport load(::torch::nn::Module& module, const StateDict& state, const LoadOptions& options = {});
 LoadReport load(::torch::nn::Module& module, Source& source, const LoadOptions& options = {});
 
@@ -147,6 +150,8 @@ struct SaveOptions {
   // Python's `persistent=False`): libtorch does not record persistence.
   std::vector<std::string> non_persistent;
   WriteOptions write;
+  // save_training: the key (section) of the optimizer's state.
+  std::string optimizer_key = "optimizer";
 };
 
 // The module's parameters and buffers as Python's state_dict() orders them (per module: its
@@ -179,7 +184,9 @@ struct TrainingOptions {
   std::string optimizer_key = "optimizer";
 };
 // Restores module and optimizer together: both are checked (and every tensor read) before either
-// changes. Returns the module's report; the metadata (epoch, ...) is in `metadata` if given.
+// changes. Returns the module's report; the metadata (epoch, ...) is in `metadata` if given,
+// without ckpt's own records. A Flax file holds no optimizer state torch can use, and is not
+// mapped here (load() maps it).
 LoadReport load_training(::torch::nn::Module& module, ::torch::optim::Optimizer& optimizer,
                          const std::filesystem::path& path, const TrainingOptions& options = {},
                          Metadata* metadata = nullptr);
@@ -189,7 +196,8 @@ LoadReport load_training(::torch::nn::Module& module, ::torch::optim::Optimizer&
 // {"model": ..., optimizer_key: ..., plus `state`'s other metadata}.
 void add_optimizer(StateDict& state, const ::torch::optim::Optimizer& optimizer,
                    const std::string& optimizer_key = "optimizer");
-// save(module) plus add_optimizer plus `metadata` (such as {"epoch": 3}) in one file.
+// save(module) plus add_optimizer (under options.optimizer_key) plus `metadata` (such as
+// {"epoch": 3}) in one file.
 void save_training(const ::torch::nn::Module& module, const ::torch::optim::Optimizer& optimizer,
                    const std::filesystem::path& path, const Metadata& metadata = Metadata::object(),
                    const SaveOptions& options = {});

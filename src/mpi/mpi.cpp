@@ -621,6 +621,9 @@ LocalShards load(MPI_Comm comm, const std::filesystem::path& path, const WantFn&
       out.tensors.push_back(std::move(t));
     }
     out.metadata = reader->metadata();
+    // Roles the reader inferred (a distributed checkpoint's) stay inferred through mpi::save.
+    if (reader->role_source() == RoleSource::heuristic && out.metadata.is_object())
+      out.metadata[std::string(kRoleSourceKey)] = "heuristic";
   });
   return out;
 }

@@ -31,6 +31,12 @@ std::string describe(DType dtype, const Shape& shape) {
 
 Shape shape_of(const ::torch::Tensor& t) { return Shape(t.sizes().begin(), t.sizes().end()); }
 
+// A torch dtype by ckpt's (numpy's) name where it has one: "float32", not torch's "Float".
+std::string torch_dtype_name(::torch::Dtype dtype) {
+  if (const auto d = from_torch_dtype(dtype)) return std::string(dtype_name(*d));
+  return c10::toString(dtype);
+}
+
 // A torch tensor over a ckpt tensor's bytes, holding the ckpt tensor (and so its memory or
 // mapping) alive. `tensor` must be writable unless the result is only ever read (a copy_ source).
 ::torch::Tensor wrap(const Tensor& tensor, ::torch::Dtype dtype) {
@@ -75,12 +81,12 @@ std::vector<ModuleTensor> module_tensors(const ::torch::nn::Module& module) {
 
 // Names given in options that must be buffers of the module (a typo would silently do nothing).
 std::set<std::string> buffer_names(const std::vector<ModuleTensor>& tensors, const std::vector<std::string>& names,
-                                   const char* option) {
+                                   const char* option, const std::string& file) {
   std::set<std::string> out;
   for (const auto& name : names) {
     const bool found = std::any_of(tensors.begin(), tensors.end(),
                                    [&](const ModuleTensor& t) { return t.name == name && t.role == Role::buffer; });
-    if (!found) fail(ErrorCode::invalid_argument, "", fmt::format("{}: '{}' is not a buffer of the module", option, name));
+    if (!found) fail(ErrorCode::invalid_argument, file, fmt::format("{}: '{}' is not a buffer of the module", option, name));
     out.insert(name);
   }
   return out;
@@ -103,9 +109,9 @@ struct ModulePlan {
 };
 
 ModulePlan plan_module(const std::vector<ModuleTensor>& module, const std::vector<TensorInfo>& file, bool roles_exact,
-                       const LoadOptions& options) {
+                       const LoadOptions& options, const std::string& path) {
   ModulePlan plan;
-  const auto non_persistent = buffer_names(module, options.non_persistent, "LoadOptions::non_persistent");
+  const auto non_persistent = buffer_names(module, options.non_persistent, "LoadOptions::non_persistent", path);
   std::unordered_map<std::string_view, std::size_t> by_name;
   for (std::size_t i = 0; i < file.size(); ++i)
     if (file[i].role != Role::extra) by_name.emplace(file[i].name, i);
@@ -113,10 +119,8 @@ ModulePlan plan_module(const std::vector<ModuleTensor>& module, const std::vecto
   auto& problems = plan.report.problems;
   for (const auto& m : module) {
     const auto it = by_name.find(options.prefix + m.name);
-    const auto mdtype = from_torch_dtype(m.tensor.scalar_type());
-    const std::string mdesc = mdtype ? describe(*mdtype, shape_of(m.tensor))
-                                     : fmt::format("{} {}", c10::toString(m.tensor.scalar_type()),
-                                                   shape_to_string(shape_of(m.tensor)));
+    const std::string mdesc =
+        fmt::format("{} {}", torch_dtype_name(m.tensor.scalar_type()), shape_to_string(shape_of(m.tensor)));
     if (it == by_name.end()) {
       if (!non_persistent.count(m.name))
         problems.push_back({Problem::Kind::missing, m.name, fmt::format("module {} {}", role_name(m.role), mdesc)});
@@ -160,7 +164,7 @@ ModulePlan plan_module(const std::vector<ModuleTensor>& module, const std::vecto
     const bool prefixed = f.name.compare(0, options.prefix.size(), options.prefix) == 0;
     problems.push_back({Problem::Kind::unexpected, prefixed ? f.name.substr(options.prefix.size()) : f.name,
                         fmt::format("file {} {}{}", role_name(f.role), describe(f.dtype, f.shape),
-                                    prefixed ? "" : fmt::format(" (outside prefix '{}')", options.prefix))});
+                                    prefixed ? "" : fmt::format(", outside prefix '{}'", options.prefix))});
   }
   return plan;
 }
@@ -200,13 +204,6 @@ std::vector<std::size_t> plan_indices(const ModulePlan& plan) {
   return out;
 }
 
-std::string source_name(Source& source) {
-  if (auto* reader = dynamic_cast<Reader*>(&source)) return reader->path().string();
-  return {};
-}
-
-bool source_roles_exact(Source& source) { return exact_roles(source.role_source()); }
-
 ReadOptions read_options(const LoadOptions& options) {
   ReadOptions read = options.read;
   read.zero_copy = true;
@@ -216,36 +213,39 @@ ReadOptions read_options(const LoadOptions& options) {
   return read;
 }
 
-// A Flax file is in Flax's layout: map it to torch's, with the module's tensors as the template.
-struct Opened {
-  std::unique_ptr<Reader> reader;
-  std::unique_ptr<Source> mapped;
-  std::vector<std::string> notes;
-  Source& source() { return mapped ? *mapped : *reader; }
-};
-
-Opened open_for(const std::vector<ModuleTensor>& module, const std::filesystem::path& path, const ReadOptions& read) {
-  Opened o;
-  o.reader = open(path, read);
-  o.notes = o.reader->notes();
-  if (o.reader->format() == "flax") {
-    LayoutOptions layout;
-    layout.target = Layout::torch;
-    layout.keep_unmapped = true;
-    for (const auto& m : module) {
-      TensorInfo info;
-      info.name = m.name;
-      info.role = m.role;
-      info.shape = shape_of(m.tensor);
-      if (auto d = from_torch_dtype(m.tensor.scalar_type())) info.dtype = *d;
-      layout.template_tensors.push_back(std::move(info));
-    }
-    LayoutReport report;
-    o.mapped = map_layout(*o.reader, layout, path.string(), &report);
-    o.notes.push_back("a Flax file: mapped to torch's layout (ckpt/layout.h)");
-    for (const auto& n : report.notes) o.notes.push_back(n);
+// A Flax file is in Flax's layout: a view of it in torch's, with the module's tensors as the
+// template; nullptr for other formats.
+std::unique_ptr<Source> torch_layout(const std::vector<ModuleTensor>& module, Reader& reader,
+                                     std::vector<std::string>& notes) {
+  if (reader.format() != "flax") return nullptr;
+  LayoutOptions layout;
+  layout.target = Layout::torch;
+  layout.keep_unmapped = true;  // what cannot be placed is then reported missing or unexpected
+  for (const auto& m : module) {
+    TensorInfo info;
+    info.name = m.name;
+    info.role = m.role;
+    info.shape = shape_of(m.tensor);
+    if (auto d = from_torch_dtype(m.tensor.scalar_type())) info.dtype = *d;
+    layout.template_tensors.push_back(std::move(info));
   }
-  return o;
+  LayoutReport report;
+  auto mapped = map_layout(reader, layout, reader.path().string(), &report);
+  notes.push_back("a Flax file: mapped to torch's layout (ckpt/layout.h)");
+  notes.insert(notes.end(), report.notes.begin(), report.notes.end());
+  return mapped;
+}
+
+// Plan from the listing, read everything, then change the module.
+LoadReport load_module(::torch::nn::Module& module, const std::vector<ModuleTensor>& tensors, Source& source,
+                       const std::string& file, std::vector<std::string> notes, const LoadOptions& options) {
+  auto plan = plan_module(tensors, source.tensors(), exact_roles(source.role_source()), options, file);
+  plan.report.notes.insert(plan.report.notes.end(), notes.begin(), notes.end());
+  throw_if_strict(plan.report, options, file);
+  const auto values = read_planned(source, plan_indices(plan), file);
+  apply_module(plan, values, options.zero_copy);
+  plan.report.loaded = plan.assigns.size();
+  return std::move(plan.report);
 }
 
 // ---- optimizers ----------------------------------------------------------------------------------
@@ -391,7 +391,7 @@ OptimizerPlan plan_optimizer(::torch::optim::Optimizer& optimizer, Source& sourc
           const auto t = to_torch_dtype(info.dtype);
           if (!t || (*t != param.scalar_type() && !allow_conversion))
             fail(ErrorCode::invalid_argument, file, fmt::format("{}: dtype {}, the parameter's {}", where,
-                                                                dtype_name(info.dtype), c10::toString(param.scalar_type())));
+                                                                dtype_name(info.dtype), torch_dtype_name(param.scalar_type())));
           st.tensors[field] = plan.reads.size();
           plan.reads.push_back(index);
         }
@@ -555,20 +555,16 @@ std::string LoadReport::summary() const {
 }
 
 LoadReport load(::torch::nn::Module& module, Source& source, const LoadOptions& options) {
-  const auto file = source_name(source);
-  const auto tensors = module_tensors(module);
-  auto plan = plan_module(tensors, source.tensors(), source_roles_exact(source), options);
-  if (auto* reader = dynamic_cast<Reader*>(&source))
-    plan.report.notes.insert(plan.report.notes.end(), reader->notes().begin(), reader->notes().end());
-  throw_if_strict(plan.report, options, file);
-  const auto values = read_planned(source, plan_indices(plan), file);
-  apply_module(plan, values, options.zero_copy);
-  plan.report.loaded = plan.assigns.size();
-  return std::move(plan.report);
+  if (auto* reader = dynamic_cast<Reader*>(&source)) return load(module, *reader, options);
+  return load_module(module, module_tensors(module), source, "", {}, options);
 }
 
 LoadReport load(::torch::nn::Module& module, Reader& reader, const LoadOptions& options) {
-  return load(module, static_cast<Source&>(reader), options);
+  const auto tensors = module_tensors(module);
+  auto notes = reader.notes();
+  const auto mapped = torch_layout(tensors, reader, notes);
+  return load_module(module, tensors, mapped ? *mapped : static_cast<Source&>(reader), reader.path().string(),
+                     std::move(notes), options);
 }
 
 LoadReport load(::torch::nn::Module& module, const StateDict& state, const LoadOptions& options) {
@@ -577,22 +573,15 @@ LoadReport load(::torch::nn::Module& module, const StateDict& state, const LoadO
 }
 
 LoadReport load(::torch::nn::Module& module, const std::filesystem::path& path, const LoadOptions& options) {
-  const auto tensors = module_tensors(module);
-  auto opened = open_for(tensors, path, read_options(options));
-  auto plan = plan_module(tensors, opened.source().tensors(), exact_roles(opened.reader->role_source()), options);
-  plan.report.notes.insert(plan.report.notes.end(), opened.notes.begin(), opened.notes.end());
-  throw_if_strict(plan.report, options, path.string());
-  const auto values = read_planned(opened.source(), plan_indices(plan), path.string());
-  apply_module(plan, values, options.zero_copy);
-  plan.report.loaded = plan.assigns.size();
-  return std::move(plan.report);
+  const auto reader = open(path, read_options(options));
+  return load(module, *reader, options);
 }
 
 // ---- saving -------------------------------------------------------------------------------------
 
 StateDict state_dict(const ::torch::nn::Module& module, const SaveOptions& options) {
   const auto tensors = module_tensors(module);
-  const auto non_persistent = buffer_names(tensors, options.non_persistent, "SaveOptions::non_persistent");
+  const auto non_persistent = buffer_names(tensors, options.non_persistent, "SaveOptions::non_persistent", "");
   StateDict state;
   for (const auto& t : tensors) {
     if (t.role == Role::parameter) state.add_parameter(t.name, from_torch(t.tensor));
@@ -612,7 +601,7 @@ LoadReport load_training(::torch::nn::Module& module, ::torch::optim::Optimizer&
   auto read = read_options(options.load);
   auto reader = open(path, read);
   const auto tensors = module_tensors(module);
-  auto plan = plan_module(tensors, reader->tensors(), exact_roles(reader->role_source()), options.load);
+  auto plan = plan_module(tensors, reader->tensors(), exact_roles(reader->role_source()), options.load, path.string());
   plan.report.notes.insert(plan.report.notes.end(), reader->notes().begin(), reader->notes().end());
   throw_if_strict(plan.report, options.load, path.string());
   auto opt_plan = plan_optimizer(optimizer, *reader, options.optimizer_key, path.string(), options.load.allow_dtype_conversion);
@@ -721,7 +710,7 @@ void save_training(const ::torch::nn::Module& module, const ::torch::optim::Opti
   auto state = state_dict(module, options);
   if (!metadata.is_object()) fail(ErrorCode::invalid_argument, path.string(), "save_training: metadata is not an object");
   for (const auto& [k, v] : metadata.items()) state.metadata()[k] = v;
-  add_optimizer(state, optimizer);
+  add_optimizer(state, optimizer, options.optimizer_key);
   ckpt::save(state, path, options.write);
 }
 

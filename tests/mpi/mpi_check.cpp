@@ -284,6 +284,11 @@ int main(int argc, char** argv) {
         return ckpt::mpi::even_split(t.shape, 0, rank, ranks);
       });
       auto serial = ckpt::open(args[1]);
+      // Inferred roles are marked so (kRoleSourceKey), and mpi::save would write them so.
+      const auto mark = got.metadata.find(std::string(ckpt::kRoleSourceKey));
+      check((serial->role_source() == ckpt::RoleSource::heuristic) ==
+                (mark != got.metadata.end() && *mark == "heuristic"),
+            "the role-source mark of the loaded metadata");
       std::size_t compared = 0;
       for (const auto& t : got.tensors) {
         const ckpt::Tensor whole = serial->read(t.info.name, t.info.role == ckpt::Role::extra ? t.info.section : "");

@@ -471,3 +471,25 @@ TEST_CASE("load_training's metadata holds the user's entries only, and add_optim
   CHECK_THROWS_WITH(lt::add_optimizer(again, sgd, "net"), Catch::Contains("'net' is the model's key"));
   CHECK_NOTHROW(lt::add_optimizer(again, sgd, "model"));
 }
+
+TEST_CASE("An open Flax Reader is mapped to torch's layout, and option typos name the file", "[torch]") {
+  mirror::ResNetish source;
+  source.bn1->running_var.fill_(2.0);
+  const auto pt = scratch("layout.pt");
+  lt::save(source, pt);
+  const auto flax = scratch("layout.msgpack");
+  ckpt::ConvertOptions convert;
+  convert.layout = ckpt::LayoutOptions{};
+  ckpt::convert(pt, flax, convert);
+  auto reader = ckpt::open(flax);
+  mirror::ResNetish target;
+  const auto report = lt::load(target, *reader);
+  CHECK(report.ok());
+  CHECK(torch::equal(target.bn1->running_var, source.bn1->running_var));
+  CHECK(torch::equal(target.fc->weight, source.fc->weight));
+
+  lt::LoadOptions typo;
+  typo.non_persistent = {"nosuch"};
+  CHECK_THROWS_WITH(lt::load(target, pt, typo),
+                    pt.string() + ": LoadOptions::non_persistent: 'nosuch' is not a buffer of the module");
+}
