@@ -126,11 +126,15 @@ struct LoadReport {
 //
 // Every problem is found from the listing before a byte is read; then every tensor to load is read
 // (and its checksum verified) before the first one is given to the module: a failed load, strict
-// or not, from bad data or a mismatch, leaves the module as it was. Roles are compared when the file
-// records them exactly (ckpt-h5, ckpt's conventions, pickled modules, TorchScript, Flax
-// collections); a plain state_dict's roles are inferred from names, so there a difference is a
-// note and the module's role wins. A non-persistent buffer in the file that the module lacks is
-// skipped.
+// or not, from bad data or a mismatch, leaves the module as it was. Tensors whose bytes lie in the
+// file as they are cost nothing to hold meanwhile (mappings); compressed or byte-swapped ones
+// (ckpt-h5 zstd, deflated .npz, big-endian files) are decoded into memory first, so the whole model
+// is then briefly held twice.
+//
+// Roles are compared when the file records them exactly (ckpt-h5, ckpt's conventions, pickled
+// modules, TorchScript, Flax collections); a plain state_dict's roles are inferred from names, so
+// there a difference is a note and the module's role wins. A non-persistent buffer in the file that
+// the module lacks is skipped.
 //
 // Strict: throws ckpt::Error (invalid_argument, naming the file) listing every problem on one line.
 // Values are copied into the module's tensors under torch::NoGradGuard (or adopted: zero_copy).
