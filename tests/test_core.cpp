@@ -142,3 +142,23 @@ TEST_CASE("buffer heuristic: dtypes, known names, user regex", "[core][roles]") 
   CHECK_FALSE(user("attn.rope_cache.x", DType::float32));
   CHECK_THROWS_WITH(BufferRule("("), Catch::Matchers::StartsWith("invalid buffer regex '('"));
 }
+
+TEST_CASE("entries(), at() and metadata() of a temporary StateDict are values, not dangling references", "[core]") {
+  STATIC_REQUIRE(std::is_same_v<decltype(std::declval<StateDict>().entries()), std::vector<Entry>>);
+  STATIC_REQUIRE(std::is_same_v<decltype(std::declval<StateDict&>().entries()), std::vector<Entry>&>);
+  STATIC_REQUIRE(std::is_same_v<decltype(std::declval<const StateDict&>().entries()), const std::vector<Entry>&>);
+  STATIC_REQUIRE(std::is_same_v<decltype(std::declval<StateDict>().at("w")), Tensor>);
+  STATIC_REQUIRE(std::is_same_v<decltype(std::declval<StateDict>().metadata()), Metadata>);
+  const auto make = [] {
+    StateDict s;
+    s.add_parameter("w", Tensor::zeros(DType::float32, {3}));
+    s.add_buffer("n", Tensor::zeros(DType::int64, {}));
+    s.metadata()["epoch"] = 7;
+    return s;
+  };
+  std::vector<std::string> names;
+  for (const auto& e : make().entries()) names.push_back(e.name);
+  CHECK(names == std::vector<std::string>{"w", "n"});
+  CHECK(make().at("w").numel() == 3);
+  CHECK(make().metadata()["epoch"] == 7);
+}

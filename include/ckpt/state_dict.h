@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -103,9 +104,12 @@ class StateDict {
   // Add any entry (role and section taken from `info`).
   Entry& add(EntryInfo info, Tensor tensor);
 
-  // All entries, in insertion order.
-  const std::vector<Entry>& entries() const noexcept { return entries_; }
-  std::vector<Entry>& entries() noexcept { return entries_; }
+  // All entries, in insertion order. On a temporary (`for (auto& e : ckpt::load(path).entries())`)
+  // the entries themselves are returned, moved out: a reference into the temporary would dangle
+  // before the loop's first step. The same holds for at() and metadata().
+  const std::vector<Entry>& entries() const& noexcept { return entries_; }
+  std::vector<Entry>& entries() & noexcept { return entries_; }
+  std::vector<Entry> entries() && noexcept { return std::move(entries_); }
   std::size_t size() const noexcept { return entries_.size(); }
   bool empty() const noexcept { return entries_.empty(); }
 
@@ -117,15 +121,17 @@ class StateDict {
   Entry* find(std::string_view name);
   Entry* find(std::string_view section, std::string_view name);
   // Like find but throws invalid_argument naming the missing key.
-  const Tensor& at(std::string_view name) const;
-  Tensor& at(std::string_view name);
+  const Tensor& at(std::string_view name) const&;
+  Tensor& at(std::string_view name) &;
+  Tensor at(std::string_view name) &&;
 
   std::size_t count(Role role) const;
   // Extra section names in first-appearance order.
   std::vector<std::string> extra_sections() const;
 
-  Metadata& metadata() noexcept { return metadata_; }
-  const Metadata& metadata() const noexcept { return metadata_; }
+  Metadata& metadata() & noexcept { return metadata_; }
+  const Metadata& metadata() const& noexcept { return metadata_; }
+  Metadata metadata() && noexcept { return std::move(metadata_); }
 
   RoleSource role_source() const noexcept { return role_source_; }
   void set_role_source(RoleSource source) noexcept { role_source_ = source; }

@@ -109,13 +109,15 @@ Entry* StateDict::find(std::string_view section, std::string_view name) {
   return const_cast<Entry*>(std::as_const(*this).find(section, name));
 }
 
-const Tensor& StateDict::at(std::string_view name) const {
+const Tensor& StateDict::at(std::string_view name) const& {
   const Entry* e = find(name);
   if (e == nullptr) detail::fail(ErrorCode::invalid_argument, "", "no tensor named {}", detail::quote(name));
   return e->tensor;
 }
 
-Tensor& StateDict::at(std::string_view name) { return const_cast<Tensor&>(std::as_const(*this).at(name)); }
+Tensor& StateDict::at(std::string_view name) & { return const_cast<Tensor&>(std::as_const(*this).at(name)); }
+
+Tensor StateDict::at(std::string_view name) && { return std::as_const(*this).at(name); }
 
 std::size_t StateDict::count(Role role) const {
   std::size_t n = 0;
