@@ -493,3 +493,25 @@ TEST_CASE("An open Flax Reader is mapped to torch's layout, and option typos nam
   CHECK_THROWS_WITH(lt::load(target, pt, typo),
                     pt.string() + ": LoadOptions::non_persistent: 'nosuch' is not a buffer of the module");
 }
+
+TEST_CASE("A wrapper's prefix: names are looked up as prefix + name", "[torch]") {
+  mirror::LSTMInit source;
+  source.init_cell.fill_(0.5);
+  ckpt::StateDict wrapped;
+  for (const auto& e : lt::state_dict(source).entries()) {
+    auto info = static_cast<const ckpt::EntryInfo&>(e);
+    info.name = "module." + e.name;
+    wrapped.add(info, e.tensor);
+  }
+  const auto path = scratch("wrapped.pt");
+  ckpt::save(wrapped, path);
+  mirror::LSTMInit target;
+  lt::LoadOptions options;
+  options.prefix = "module.";
+  CHECK(lt::load(target, path, options).ok());
+  CHECK(torch::equal(target.init_cell, source.init_cell));
+  CHECK(torch::equal(target.lstm->named_parameters()["weight_hh_l0"], source.lstm->named_parameters()["weight_hh_l0"]));
+  // Without the prefix nothing matches, and the strict load names them all.
+  mirror::LSTMInit other;
+  CHECK_THROWS_WITH(lt::load(other, path), Catch::Contains("16 problems (8 missing, 8 unexpected)"));
+}
