@@ -171,17 +171,18 @@ void save(const ::torch::nn::Module& module, const std::filesystem::path& path,
 // Python's training checkpoint `torch.save({"model": model.state_dict(), "optimizer":
 // optimizer.state_dict(), "epoch": 3, ...}, path)`, and the same written from C++.
 //
-// Optimizers: torch::optim::SGD and torch::optim::Adam. Param groups are matched by order, and
+// Optimizers: torch::optim::SGD, Adam and AdamW. Param groups are matched by order, and
 // parameters within a group by order (Python numbers them 0, 1, ... across the groups in order);
 // each state tensor must have its parameter's shape. Group options are taken from the file (lr,
 // betas, eps, weight_decay, amsgrad; lr, momentum, dampening, weight_decay, nesterov). Refused:
 // other optimizer classes, group counts or sizes that differ, state of the other optimizer kind,
-// `maximize: true` (libtorch lacks it), and Adam's step when it is not a whole number. Python's
-// implementation choices (foreach, capturable, differentiable, fused) are ignored with a note. A
-// Python AdamW checkpoint has the same shape as an Adam one (torch 1.13's AdamW groups merely lack
-// 'differentiable' and 'fused', as older torch's Adam groups do) and is loaded into an Adam without
-// an error: its decoupled weight decay then becomes Adam's L2 term, and training diverges from
-// Python's from the first step.
+// `maximize: true` (libtorch lacks it), and a step that is not a whole number. Python's
+// implementation choices (foreach, capturable, differentiable, fused) are ignored with a note.
+// Adam and AdamW files have the same shape (torch 1.13's AdamW groups merely lack 'differentiable'
+// and 'fused', as older torch's Adam groups do), so the file cannot say which it was: load a
+// Python AdamW checkpoint into a torch::optim::AdamW. Loaded into an Adam, it loads without an
+// error, its decoupled weight decay becomes Adam's L2 term, and training diverges from Python's
+// from the first step.
 struct TrainingOptions {
   LoadOptions load;
   // The section holding the optimizer state (the .pt's top-level key).

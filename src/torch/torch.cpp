@@ -12,6 +12,7 @@
 #include <c10/util/string_utils.h>
 #include <fmt/format.h>
 #include <torch/optim/adam.h>
+#include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
 #include <torch/utils.h>
 
@@ -272,12 +273,68 @@ bool boolean(const Metadata& group, const char* key, std::size_t g, const std::s
   return v->get<bool>();
 }
 
-enum class OptimizerKind { sgd, adam };
+enum class OptimizerKind { sgd, adam, adamw };
+
+// The optimizers whose state ckpt maps. Adam and AdamW keep the same state and options (AdamW's
+// weight decay is decoupled), so one code path serves both, through these two templates.
+OptimizerKind optimizer_kind(const ::torch::optim::Optimizer& optimizer, const std::string& file) {
+  if (dynamic_cast<const ::torch::optim::Adam*>(&optimizer)) return OptimizerKind::adam;
+  if (dynamic_cast<const ::torch::optim::AdamW*>(&optimizer)) return OptimizerKind::adamw;
+  if (dynamic_cast<const ::torch::optim::SGD*>(&optimizer)) return OptimizerKind::sgd;
+  fail(ErrorCode::unsupported, file, "only the state of torch::optim::SGD, Adam and AdamW can be mapped");
+}
+
+const char* optimizer_name(OptimizerKind kind) {
+  return kind == OptimizerKind::sgd ? "SGD" : kind == OptimizerKind::adam ? "Adam" : "AdamW";
+}
+
+template <typename Options>
+std::unique_ptr<::torch::optim::OptimizerOptions> adam_options(double lr, double beta1, double beta2, double eps,
+                                                               double weight_decay, bool amsgrad) {
+  auto o = std::make_unique<Options>(lr);
+  o->betas({beta1, beta2});
+  o->eps(eps);
+  o->weight_decay(weight_decay);
+  o->amsgrad(amsgrad);
+  return o;
+}
+
+template <typename State>
+std::unique_ptr<::torch::optim::OptimizerParamState> adam_state(std::int64_t step, ::torch::Tensor exp_avg,
+                                                                ::torch::Tensor exp_avg_sq, ::torch::Tensor max_exp_avg_sq) {
+  auto s = std::make_unique<State>();
+  s->step(step);
+  s->exp_avg(std::move(exp_avg));
+  s->exp_avg_sq(std::move(exp_avg_sq));
+  if (max_exp_avg_sq.defined()) s->max_exp_avg_sq(std::move(max_exp_avg_sq));
+  return s;
+}
+
+// An Adam or AdamW's options and one parameter's state, whichever of the two it is.
+struct AdamView {
+  double lr, beta1, beta2, eps, weight_decay;
+  bool amsgrad;
+};
+template <typename Options>
+AdamView adam_view(const ::torch::optim::OptimizerOptions& options) {
+  const auto& o = static_cast<const Options&>(options);
+  return {o.lr(), std::get<0>(o.betas()), std::get<1>(o.betas()), o.eps(), o.weight_decay(), o.amsgrad()};
+}
+struct AdamStateView {
+  std::int64_t step;
+  ::torch::Tensor exp_avg, exp_avg_sq, max_exp_avg_sq;
+};
+template <typename State>
+AdamStateView adam_state_view(const ::torch::optim::OptimizerParamState& state) {
+  const auto& s = static_cast<const State&>(state);
+  return {s.step(), s.exp_avg(), s.exp_avg_sq(), s.max_exp_avg_sq()};
+}
 
 struct OptimizerPlan {
   OptimizerKind kind;
   struct Group {
     std::unique_ptr<::torch::optim::OptimizerOptions> options;
+    bool amsgrad = false;
   };
   std::vector<Group> groups;
   struct State {
@@ -295,10 +352,8 @@ struct OptimizerPlan {
 OptimizerPlan plan_optimizer(::torch::optim::Optimizer& optimizer, Source& source, const std::string& key,
                              const std::string& file, bool allow_conversion) {
   OptimizerPlan plan;
-  if (dynamic_cast<::torch::optim::Adam*>(&optimizer)) plan.kind = OptimizerKind::adam;
-  else if (dynamic_cast<::torch::optim::SGD*>(&optimizer)) plan.kind = OptimizerKind::sgd;
-  else fail(ErrorCode::unsupported, file, "only torch::optim::SGD and torch::optim::Adam state can be restored");
-  const bool adam = plan.kind == OptimizerKind::adam;
+  plan.kind = optimizer_kind(optimizer, file);
+  const bool adam = plan.kind != OptimizerKind::sgd;  // Adam or AdamW
   const auto* meta = child(source.metadata(), key);
   const auto* groups = meta ? child(*meta, "param_groups") : nullptr;
   if (!groups || !groups->is_array())
@@ -338,18 +393,17 @@ OptimizerPlan plan_optimizer(::torch::optim::Optimizer& optimizer, Source& sourc
     const char* other = adam ? "momentum" : "betas";
     if (child(group, other))
       fail(ErrorCode::invalid_argument, file, fmt::format("optimizer param_groups[{}] has '{}': the file's optimizer is not {}",
-                                                          g, other, adam ? "Adam" : "SGD"));
+                                                          g, other, optimizer_name(plan.kind)));
     OptimizerPlan::Group pg;
     if (adam) {
       const auto* betas = child(group, "betas");
       if (!betas || !betas->is_array() || betas->size() != 2 || !(*betas)[0].is_number() || !(*betas)[1].is_number())
         fail(ErrorCode::format, file, fmt::format("optimizer param_groups[{}]: 'betas' is not two numbers", g));
-      auto o = std::make_unique<::torch::optim::AdamOptions>(number(group, "lr", g, file));
-      o->betas({(*betas)[0].get<double>(), (*betas)[1].get<double>()});
-      o->eps(number(group, "eps", g, file));
-      o->weight_decay(number(group, "weight_decay", g, file));
-      o->amsgrad(boolean(group, "amsgrad", g, file, false));
-      pg.options = std::move(o);
+      const auto make = plan.kind == OptimizerKind::adam ? adam_options<::torch::optim::AdamOptions>
+                                                         : adam_options<::torch::optim::AdamWOptions>;
+      pg.amsgrad = boolean(group, "amsgrad", g, file, false);
+      pg.options = make(number(group, "lr", g, file), (*betas)[0].get<double>(), (*betas)[1].get<double>(),
+                        number(group, "eps", g, file), number(group, "weight_decay", g, file), pg.amsgrad);
     } else {
       auto o = std::make_unique<::torch::optim::SGDOptions>(number(group, "lr", g, file));
       o->momentum(number(group, "momentum", g, file));
@@ -381,7 +435,7 @@ OptimizerPlan plan_optimizer(::torch::optim::Optimizer& optimizer, Source& sourc
         for (const auto& [field, index] : it->second) {
           if (!allowed.count(field))
             fail(ErrorCode::invalid_argument, file, fmt::format("optimizer state {}: '{}' is not {} state", id, field,
-                                                                adam ? "Adam" : "SGD"));
+                                                                optimizer_name(plan.kind)));
           const auto& info = infos[index];
           if (field == "step") continue;
           const std::string where = fmt::format("optimizer state {}.{} (param_groups[{}] parameter {})", id, field, g, j);
@@ -400,8 +454,7 @@ OptimizerPlan plan_optimizer(::torch::optim::Optimizer& optimizer, Source& sourc
         for (const char* need : {"exp_avg", "exp_avg_sq"})
           if (!st.tensors.count(need))
             fail(ErrorCode::format, file, fmt::format("optimizer state {}: no '{}'", id, need));
-        const bool amsgrad = static_cast<::torch::optim::AdamOptions&>(*plan.groups.back().options).amsgrad();
-        if (amsgrad && !st.tensors.count("max_exp_avg_sq"))
+        if (plan.groups.back().amsgrad && !st.tensors.count("max_exp_avg_sq"))
           fail(ErrorCode::format, file, fmt::format("optimizer state {}: amsgrad without 'max_exp_avg_sq'", id));
         // The step: a float32 scalar tensor (torch >= 1.12) or a number (older).
         double step = -1;
@@ -444,13 +497,11 @@ void apply_optimizer(::torch::optim::Optimizer& optimizer, OptimizerPlan& plan, 
     return t.to(st.param.device(), st.param.scalar_type());
   };
   for (const auto& st : plan.states) {
-    if (plan.kind == OptimizerKind::adam) {
-      auto s = std::make_unique<::torch::optim::AdamParamState>();
-      s->step(st.step);
-      s->exp_avg(tensor(st, "exp_avg"));
-      s->exp_avg_sq(tensor(st, "exp_avg_sq"));
-      if (auto m = tensor(st, "max_exp_avg_sq"); m.defined()) s->max_exp_avg_sq(m);
-      state[state_key(st.param)] = std::move(s);
+    if (plan.kind != OptimizerKind::sgd) {
+      const auto make = plan.kind == OptimizerKind::adam ? adam_state<::torch::optim::AdamParamState>
+                                                         : adam_state<::torch::optim::AdamWParamState>;
+      state[state_key(st.param)] = make(st.step, tensor(st, "exp_avg"), tensor(st, "exp_avg_sq"),
+                                        tensor(st, "max_exp_avg_sq"));
     } else {
       auto buffer = tensor(st, "momentum_buffer");
       if (!buffer.defined()) {
@@ -622,9 +673,8 @@ LoadReport load_training(::torch::nn::Module& module, ::torch::optim::Optimizer&
 }
 
 void add_optimizer(StateDict& state, const ::torch::optim::Optimizer& optimizer, const std::string& optimizer_key) {
-  const bool adam = dynamic_cast<const ::torch::optim::Adam*>(&optimizer) != nullptr;
-  if (!adam && !dynamic_cast<const ::torch::optim::SGD*>(&optimizer))
-    fail(ErrorCode::unsupported, "", "add_optimizer: only torch::optim::SGD and torch::optim::Adam state can be saved");
+  const auto kind = optimizer_kind(optimizer, "");
+  const bool adam = kind != OptimizerKind::sgd;  // Adam or AdamW
   if (optimizer_key.empty() || optimizer_key == kParametersSection || optimizer_key == kBuffersSection ||
       optimizer_key.find('.') != std::string::npos)
     fail(ErrorCode::invalid_argument, "", fmt::format("add_optimizer: '{}' cannot be the optimizer's key", optimizer_key));
@@ -646,17 +696,21 @@ void add_optimizer(StateDict& state, const ::torch::optim::Optimizer& optimizer,
     Metadata g = Metadata::object();
     Metadata ids = Metadata::array();
     if (adam) {
-      const auto& o = static_cast<const ::torch::optim::AdamOptions&>(group.options());
-      g["lr"] = o.lr();
-      g["betas"] = {std::get<0>(o.betas()), std::get<1>(o.betas())};
-      g["eps"] = o.eps();
-      g["weight_decay"] = o.weight_decay();
-      g["amsgrad"] = o.amsgrad();
+      // The keys torch 1.13 writes for each (AdamW's groups lack 'differentiable' and 'fused').
+      const auto o = kind == OptimizerKind::adam ? adam_view<::torch::optim::AdamOptions>(group.options())
+                                                 : adam_view<::torch::optim::AdamWOptions>(group.options());
+      g["lr"] = o.lr;
+      g["betas"] = {o.beta1, o.beta2};
+      g["eps"] = o.eps;
+      g["weight_decay"] = o.weight_decay;
+      g["amsgrad"] = o.amsgrad;
       g["maximize"] = false;
       g["foreach"] = nullptr;
       g["capturable"] = false;
-      g["differentiable"] = false;
-      g["fused"] = false;
+      if (kind == OptimizerKind::adam) {
+        g["differentiable"] = false;
+        g["fused"] = false;
+      }
     } else {
       const auto& o = static_cast<const ::torch::optim::SGDOptions&>(group.options());
       g["lr"] = o.lr();
@@ -677,12 +731,13 @@ void add_optimizer(StateDict& state, const ::torch::optim::Optimizer& optimizer,
         if (t.defined()) state.add_extra(optimizer_key, fmt::format("state.{}.{}", name, field), from_torch(t));
       };
       if (adam) {
-        const auto& s = static_cast<const ::torch::optim::AdamParamState&>(*it->second);
+        const auto s = kind == OptimizerKind::adam ? adam_state_view<::torch::optim::AdamParamState>(*it->second)
+                                                   : adam_state_view<::torch::optim::AdamWParamState>(*it->second);
         // As torch 1.13 saves it: a float32 scalar.
-        add("step", ::torch::tensor(static_cast<float>(s.step())));
-        add("exp_avg", s.exp_avg());
-        add("exp_avg_sq", s.exp_avg_sq());
-        add("max_exp_avg_sq", s.max_exp_avg_sq());
+        add("step", ::torch::tensor(static_cast<float>(s.step)));
+        add("exp_avg", s.exp_avg);
+        add("exp_avg_sq", s.exp_avg_sq);
+        add("max_exp_avg_sq", s.max_exp_avg_sq);
       } else {
         add("momentum_buffer", static_cast<const ::torch::optim::SGDParamState&>(*it->second).momentum_buffer());
       }

@@ -7,6 +7,7 @@
 #include <string>
 
 #include <torch/optim/adam.h>
+#include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
 #include <torch/serialize.h>
 
@@ -73,6 +74,9 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::string& kind,
   if (kind == "adam")
     return std::make_unique<torch::optim::Adam>(
         m.parameters(), torch::optim::AdamOptions(1e-2).betas({0.8, 0.99}).eps(1e-6).weight_decay(1e-3));
+  if (kind == "adamw")
+    return std::make_unique<torch::optim::AdamW>(
+        m.parameters(), torch::optim::AdamWOptions(1e-2).betas({0.85, 0.98}).eps(1e-7).weight_decay(5e-2));
   return std::make_unique<torch::optim::SGD>(
       m.parameters(), torch::optim::SGDOptions(0.05).momentum(0.9).dampening(0.1).weight_decay(1e-3));
 }
@@ -186,7 +190,7 @@ TEST_CASE("Python's files load into C++ modules with the same outputs", "[peer]"
   python_to_cxx<mirror::BufferNet>("buffer_net", "adam");
   python_to_cxx<mirror::SeqRNN>("seq_rnn", "adam");
   python_to_cxx<mirror::LSTMInit>("lstm_init", "sgd");
-  python_to_cxx<mirror::ResNetish>("resnetish", "adam");
+  python_to_cxx<mirror::ResNetish>("resnetish", "adamw");
 }
 
 TEST_CASE("A Flax file mapped from Python's state_dict loads into the C++ module", "[peer]") {
@@ -211,7 +215,7 @@ TEST_CASE("C++ trains and saves for Python", "[peer]") {
   cxx_to_python<mirror::BufferNet>("buffer_net", "adam", {5, 4});
   cxx_to_python<mirror::SeqRNN>("seq_rnn", "adam", {3, 8, 3});
   cxx_to_python<mirror::LSTMInit>("lstm_init", "sgd", {3, 7, 3});
-  cxx_to_python<mirror::ResNetish>("resnetish", "adam", {2, 3, 6, 6});
+  cxx_to_python<mirror::ResNetish>("resnetish", "adamw", {2, 3, 6, 6});
 }
 
 TEST_CASE("A strict load that fails names every problem and changes nothing", "[torch]") {

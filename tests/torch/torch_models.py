@@ -105,7 +105,7 @@ MODELS = {
     "buffer_net": (BufferNet, BufferNet, (5, 4), "adam"),
     "seq_rnn": (lambda: SeqRNN(6), SeqRNN, (3, 8, 3), "adam"),
     "lstm_init": (LSTMInit, LSTMInit, (3, 7, 3), "sgd"),
-    "resnetish": (ResNetish, ResNetish, (2, 3, 6, 6), "adam"),
+    "resnetish": (ResNetish, ResNetish, (2, 3, 6, 6), "adamw"),
 }
 NON_PERSISTENT = {"buffer_net": ["seen"]}
 
@@ -113,6 +113,8 @@ NON_PERSISTENT = {"buffer_net": ["seen"]}
 def make_optimizer(kind, model):
     if kind == "adam":
         return torch.optim.Adam(model.parameters(), lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-3)
+    if kind == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.85, 0.98), eps=1e-7, weight_decay=5e-2)
     return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, dampening=0.1, weight_decay=1e-3,
                            nesterov=False)
 
