@@ -463,7 +463,8 @@ void save(Source& source, const std::filesystem::path& path, const WriteOptions&
   const auto& meta = source.metadata();
   const auto mark = meta.is_object() ? meta.find(std::string(kRoleSourceKey)) : meta.end();
   const bool marked = mark != meta.end() && *mark == "heuristic";
-  if (inferred == marked && (inferred || mark == meta.end())) {
+  // Written as it is unless the record must be added (inferred, unmarked) or dropped (exact, any).
+  if (inferred ? marked : mark == meta.end()) {
     handler->write(source, path, options);
     return;
   }

@@ -44,9 +44,11 @@ std::string torch_dtype_name(::torch::Dtype dtype) {
   const auto sizes = std::vector<std::int64_t>(tensor.shape().begin(), tensor.shape().end());
   const auto opts = ::torch::TensorOptions().dtype(dtype).device(::torch::kCPU);
   if (tensor.numel() == 0) return ::torch::empty(sizes, opts);
-  auto* holder = new Tensor(tensor);
+  auto holder = std::make_unique<Tensor>(tensor);
   void* data = const_cast<std::byte*>(tensor.bytes().data());
-  return ::torch::from_blob(data, sizes, [holder](void*) { delete holder; }, opts);
+  auto out = ::torch::from_blob(data, sizes, [h = holder.get()](void*) { delete h; }, opts);
+  holder.release();  // the torch tensor's deleter owns it now
+  return out;
 }
 
 ::torch::Dtype torch_dtype_or_throw(DType dtype, const std::string& file, const std::string& what) {
@@ -178,7 +180,7 @@ std::vector<Tensor> read_planned(Source& source, const std::vector<std::size_t>&
   return out;
 }
 
-void apply_module(const ModulePlan& plan, const std::vector<Tensor>& values, bool zero_copy) {
+void apply_module(ModulePlan& plan, const std::vector<Tensor>& values, bool zero_copy) {
   ::torch::NoGradGuard no_grad;
   for (std::size_t i = 0; i < plan.assigns.size(); ++i) {
     const auto& a = plan.assigns[i];
@@ -192,6 +194,7 @@ void apply_module(const ModulePlan& plan, const std::vector<Tensor>& values, boo
       target.copy_(wrap(value, dtype));
     }
   }
+  plan.report.loaded = plan.assigns.size();
 }
 
 void throw_if_strict(const LoadReport& report, const LoadOptions& options, const std::string& file) {
@@ -237,15 +240,21 @@ std::unique_ptr<Source> torch_layout(const std::vector<ModuleTensor>& module, Re
   return mapped;
 }
 
-// Plan from the listing, read everything, then change the module.
-LoadReport load_module(::torch::nn::Module& module, const std::vector<ModuleTensor>& tensors, Source& source,
-                       const std::string& file, std::vector<std::string> notes, const LoadOptions& options) {
+// The plan from the listing, with the reader's notes; throws when strict and not clean.
+ModulePlan checked_plan(const std::vector<ModuleTensor>& tensors, Source& source, const std::string& file,
+                        const std::vector<std::string>& notes, const LoadOptions& options) {
   auto plan = plan_module(tensors, source.tensors(), exact_roles(source.role_source()), options, file);
   plan.report.notes.insert(plan.report.notes.end(), notes.begin(), notes.end());
   throw_if_strict(plan.report, options, file);
+  return plan;
+}
+
+// Plan from the listing, read everything, then change the module.
+LoadReport load_module(const std::vector<ModuleTensor>& tensors, Source& source, const std::string& file,
+                       const std::vector<std::string>& notes, const LoadOptions& options) {
+  auto plan = checked_plan(tensors, source, file, notes, options);
   const auto values = read_planned(source, plan_indices(plan), file);
   apply_module(plan, values, options.zero_copy);
-  plan.report.loaded = plan.assigns.size();
   return std::move(plan.report);
 }
 
@@ -607,15 +616,15 @@ std::string LoadReport::summary() const {
 
 LoadReport load(::torch::nn::Module& module, Source& source, const LoadOptions& options) {
   if (auto* reader = dynamic_cast<Reader*>(&source)) return load(module, *reader, options);
-  return load_module(module, module_tensors(module), source, "", {}, options);
+  return load_module(module_tensors(module), source, "", {}, options);
 }
 
 LoadReport load(::torch::nn::Module& module, Reader& reader, const LoadOptions& options) {
   const auto tensors = module_tensors(module);
   auto notes = reader.notes();
   const auto mapped = torch_layout(tensors, reader, notes);
-  return load_module(module, tensors, mapped ? *mapped : static_cast<Source&>(reader), reader.path().string(),
-                     std::move(notes), options);
+  return load_module(tensors, mapped ? *mapped : static_cast<Source&>(reader), reader.path().string(), notes,
+                     options);
 }
 
 LoadReport load(::torch::nn::Module& module, const StateDict& state, const LoadOptions& options) {
@@ -649,18 +658,13 @@ void save(const ::torch::nn::Module& module, const std::filesystem::path& path, 
 
 LoadReport load_training(::torch::nn::Module& module, ::torch::optim::Optimizer& optimizer,
                          const std::filesystem::path& path, const TrainingOptions& options, Metadata* metadata) {
-  auto read = read_options(options.load);
-  auto reader = open(path, read);
-  const auto tensors = module_tensors(module);
-  auto plan = plan_module(tensors, reader->tensors(), exact_roles(reader->role_source()), options.load, path.string());
-  plan.report.notes.insert(plan.report.notes.end(), reader->notes().begin(), reader->notes().end());
-  throw_if_strict(plan.report, options.load, path.string());
+  const auto reader = open(path, read_options(options.load));
+  auto plan = checked_plan(module_tensors(module), *reader, path.string(), reader->notes(), options.load);
   auto opt_plan = plan_optimizer(optimizer, *reader, options.optimizer_key, path.string(), options.load.allow_dtype_conversion);
   const auto values = read_planned(*reader, plan_indices(plan), path.string());
   const auto opt_values = read_planned(*reader, opt_plan.reads, path.string());
   apply_module(plan, values, options.load.zero_copy);
   apply_optimizer(optimizer, opt_plan, opt_values);
-  plan.report.loaded = plan.assigns.size();
   plan.report.notes.insert(plan.report.notes.end(), opt_plan.notes.begin(), opt_plan.notes.end());
   if (metadata) {
     *metadata = reader->metadata();
